@@ -1,0 +1,1 @@
+"""Kestrel's engine: data formats, tasks, model zoo, training, metrics, sweeps, serving."""

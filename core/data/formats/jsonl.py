@@ -1,0 +1,186 @@
+"""JSON Lines in the reference schema (SPEC §2), for all four tasks; reader and writer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from core.data.formats.base import files_with_suffix, formats, relative_name
+from core.data.records import ImageRecord, Instance, Problem
+from core.errors import InputError
+from core.tasks import LabelKind
+
+BOX_FIELDS = ("topX", "topY", "bottomX", "bottomY")
+
+
+class LineError(ValueError):
+    """A problem with one line, carrying the fix to suggest."""
+
+    def __init__(self, error: str, fix: str) -> None:
+        super().__init__(error)
+        self.fix = fix
+
+
+def resolve_image_url(url: str, jsonl_dir: Path, data_root: Path) -> tuple[Path, str]:
+    """The local file an ``image_url`` names, and the name to show for it.
+
+    ``azureml://.../paths/<rel>`` is resolved against the folder being imported, since a
+    local copy of a datastore keeps the datastore's relative layout.
+    """
+    if url.startswith("azureml://"):
+        if "/paths/" not in url:
+            raise LineError(
+                f"image_url {url!r} has no '/paths/<relative path>' part",
+                "use an azureml:// URL ending in /paths/<file>, or a relative path",
+            )
+        rel = url.split("/paths/", 1)[1].lstrip("/")
+        return data_root / rel, rel
+    path = Path(url)
+    if not path.is_absolute():
+        path = (jsonl_dir / path).resolve()
+    return path, relative_name(path, data_root.resolve())
+
+
+def _number(value: Any, field: str) -> float:
+    if isinstance(value, bool):
+        raise LineError(f"{field} is {value!r}, not a number", f"give {field} as a number in 0..1")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise LineError(
+            f"{field} is {value!r}, not a number", f"give {field} as a number in 0..1"
+        ) from None
+
+
+def _instance(obj: Any, index: int) -> Instance:
+    where = f"label[{index}]"
+    if not isinstance(obj, dict):
+        raise LineError(f"{where} is not an object", 'give each box as {"label": ..., "topX": ...}')
+    name = obj.get("label")
+    if not isinstance(name, str) or not name.strip():
+        raise LineError(f"{where} has no class name in 'label'", "add the class name as a string")
+    missing = [f for f in BOX_FIELDS if f not in obj]
+    if missing:
+        raise LineError(f"{where} lacks {', '.join(missing)}", "give topX, topY, bottomX, bottomY")
+    x0, y0, x1, y1 = (_number(obj[f], f"{where}.{f}") for f in BOX_FIELDS)
+    polygons: list[tuple[float, ...]] = []
+    for k, poly in enumerate(obj.get("polygon") or []):
+        if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+            raise LineError(
+                f"{where}.polygon[{k}] is not a flat list of at least 3 x, y pairs",
+                "write each polygon as [x1, y1, x2, y2, x3, y3, ...] normalised to 0..1",
+            )
+        polygons.append(tuple(_number(v, f"{where}.polygon[{k}]") for v in poly))
+    crowd = obj.get("isCrowd", 0)
+    return Instance(name.strip(), x0, y0, x1, y1, tuple(polygons), str(crowd) in ("1", "True", "true"))
+
+
+def parse_label(label: Any) -> tuple[LabelKind | None, tuple[str, ...], tuple[Instance, ...]]:
+    """The label kind and labels of one line's ``label`` value.
+
+    An empty list fits every list kind (an image without objects or tags): kind None.
+    """
+    if isinstance(label, str):
+        if not label.strip():
+            raise LineError("label is empty", "give the image's class name")
+        return LabelKind.TAG, (label.strip(),), ()
+    if not isinstance(label, list):
+        raise LineError(
+            f"label is {type(label).__name__}, not a class name or a list",
+            'use "label": "cat", "label": ["cat", "dog"] or a list of boxes',
+        )
+    if not label:
+        return None, (), ()
+    if all(isinstance(v, str) for v in label):
+        return LabelKind.TAGS, tuple(dict.fromkeys(v.strip() for v in label)), ()
+    instances = tuple(_instance(obj, i) for i, obj in enumerate(label))
+    kind = LabelKind.POLYGONS if any(inst.polygons for inst in instances) else LabelKind.BOXES
+    return kind, (), instances
+
+
+def _size(details: Any, key: str) -> int | None:
+    if not isinstance(details, dict) or key not in details:
+        return None
+    try:
+        return int(float(str(details[key]).removesuffix("px")))
+    except ValueError:
+        return None
+
+
+def read_jsonl(file: Path, data_root: Path) -> Iterator[ImageRecord | Problem]:
+    origin = file.name
+    try:
+        handle = file.open(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(str(file), f"cannot open: {exc.strerror}", "check the path") from exc
+    with handle:
+        for line_no, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+                if not isinstance(obj, dict):
+                    raise LineError("the line is not a JSON object", "write one {...} object per line")
+                url = obj.get("image_url")
+                if not isinstance(url, str) or not url:
+                    raise LineError("no image_url", 'add "image_url": "<path of the image>"')
+                if "label" not in obj:
+                    raise LineError("no label", 'add "label" with the image\'s class or boxes')
+                image, name = resolve_image_url(url, file.parent, data_root)
+                kind, tags, instances = parse_label(obj["label"])
+                details = obj.get("image_details")
+                yield ImageRecord(image, name, origin, line_no, kind, tags, instances,
+                                  _size(details, "width"), _size(details, "height"))
+            except json.JSONDecodeError as exc:
+                yield Problem(origin, line_no, f"malformed JSON: {exc.msg} at column {exc.colno}",
+                              "make the line one complete JSON object")
+            except LineError as exc:
+                yield Problem(origin, line_no, str(exc), exc.fix)
+
+
+@formats.register("jsonl")
+class JsonlFormat:
+    def detect(self, path: Path) -> bool:
+        if path.is_file():
+            return path.suffix.lower() == ".jsonl"
+        return bool(files_with_suffix(path, ".jsonl"))
+
+    def read(self, path: Path) -> Iterator[ImageRecord | Problem]:
+        if path.is_file():
+            yield from read_jsonl(path, path.parent)
+            return
+        for file in files_with_suffix(path, ".jsonl"):
+            yield from read_jsonl(file, path)
+
+
+def record_line(record: ImageRecord, image_url: str) -> dict[str, Any]:
+    """The reference-schema JSON object for one image."""
+    label: Any
+    if record.kind is LabelKind.TAG and record.tags:
+        label = record.tags[0]
+    elif record.kind in (LabelKind.TAG, LabelKind.TAGS):
+        label = list(record.tags)
+    else:
+        label = []
+        for inst in record.instances:
+            box: dict[str, Any] = {"label": inst.label, "topX": inst.x0, "topY": inst.y0,
+                                   "bottomX": inst.x1, "bottomY": inst.y1,
+                                   "isCrowd": int(inst.is_crowd)}
+            if record.kind is LabelKind.POLYGONS:
+                box["polygon"] = [list(p) for p in inst.polygons]
+            label.append(box)
+    line: dict[str, Any] = {"image_url": image_url}
+    if record.width and record.height:
+        line["image_details"] = {"format": record.image.suffix.lstrip(".").lower(),
+                                 "width": f"{record.width}px", "height": f"{record.height}px"}
+    line["label"] = label
+    return line
+
+
+def write_jsonl(records: Iterable[tuple[ImageRecord, str]], file: Path) -> None:
+    """Write ``(record, image_url)`` pairs as one JSON object per line."""
+    with file.open("w", encoding="utf-8") as out:
+        for record, url in records:
+            out.write(json.dumps(record_line(record, url)) + "\n")

@@ -1,0 +1,204 @@
+"""Import a user's labelled images as a new dataset version: detect, read, validate, dedupe,
+split, summarise, then store everything in one transaction (or nothing at all)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from core.data.formats import detect_format, get_format
+from core.data.records import ImageRecord, LabelledImage, Problem
+from core.data.report import version_report
+from core.data.splits import assign_splits
+from core.data.stats import compute_stats
+from core.data.validate import ItemError, check_image, clean_labels
+from core.errors import ConfigError, InputError
+from core.tasks import LabelKind, Task
+from storage.artifacts import ArchiveRefused, BlobStore, remove_tree, safe_extract
+from storage.db import session_scope
+from storage.repos.datasets import NewAnnotation, NewImage, NewVersion, create_version
+from storage.settings import Settings
+
+Progress = Callable[[int, int], None]
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+MIN_IMAGES_PER_CLASS = 10
+IMBALANCE_RATIO = 5
+
+TASK_BY_KIND = {
+    frozenset({LabelKind.TAG}): Task.CLASSIFICATION,
+    frozenset({LabelKind.TAGS}): Task.MULTILABEL,
+    frozenset({LabelKind.TAG, LabelKind.TAGS}): Task.MULTILABEL,
+    frozenset({LabelKind.BOXES}): Task.DETECTION,
+    frozenset({LabelKind.POLYGONS}): Task.SEGMENTATION,
+}
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    name: str
+    task: Task | None = None
+    format: str | None = None
+    validation_fraction: float = 0.2
+    seed: int = 0
+
+
+def import_dataset(
+    source: Path, options: ImportOptions, *, settings: Settings, engine: Engine,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Import ``source`` (file, folder or zip) as the next version of ``options.name``.
+
+    Returns the version's report. Raises InputError/ConfigError when nothing can be imported;
+    then the database and the blob store are as they were.
+    """
+    _check_options(options)
+    if not source.exists():
+        raise InputError(str(source), "does not exist", "check the path")
+    staging = None
+    if source.is_file() and source.suffix.lower() == ".zip":
+        staging = settings.staging_dir / uuid.uuid4().hex
+        try:
+            root = _unwrap(safe_extract(source, staging, max_members=settings.max_archive_members,
+                                        max_bytes=settings.max_upload_bytes,
+                                        max_ratio=settings.max_compression_ratio))
+        except ArchiveRefused as exc:
+            remove_tree(staging)
+            raise InputError(source.name, str(exc), "upload an archive without such entries") from exc
+    else:
+        root = source
+    try:
+        return _import(root, source, options, settings, engine, progress)
+    finally:
+        if staging is not None:
+            remove_tree(staging)
+
+
+def _check_options(options: ImportOptions) -> None:
+    if not NAME_PATTERN.match(options.name):
+        raise ConfigError("name", f"{options.name!r} is not a valid dataset name; use letters, "
+                          "digits, '.', '_' and '-' (up to 100, starting with a letter or digit)")
+    if not 0 <= options.validation_fraction < 1:
+        raise ConfigError("validation_data_size",
+                          f"{options.validation_fraction} is outside [0, 1); 0.2 keeps 20% apart")
+
+
+def _unwrap(folder: Path) -> Path:
+    """Descend into the single top-level folder most zip tools wrap their content in."""
+    entries = [p for p in folder.iterdir() if p.name != "__MACOSX"]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
+
+
+def _import(root: Path, source: Path, options: ImportOptions, settings: Settings,
+            engine: Engine, progress: Progress | None) -> dict[str, Any]:
+    fmt = options.format or detect_format(root)
+    records: list[ImageRecord] = []
+    problems: list[Problem] = []
+    for item in get_format(fmt).read(root):
+        (problems if isinstance(item, Problem) else records).append(item)
+    task = options.task or infer_task(records, str(source))
+    blobs = BlobStore(settings.blobs_dir)
+    new_blobs: list[str] = []
+    try:
+        items = _validate(records, task, settings, blobs, new_blobs, problems, progress)
+        if not items:
+            first = "; ".join(f"{p.file}:{p.line or '-'} {p.error}" for p in problems[:3])
+            raise InputError(str(source), f"no image could be imported ({len(problems)} problems"
+                             f"{': ' + first if first else ''})", "fix the problems listed and retry")
+        assign_splits(items, options.validation_fraction, options.seed)
+        new = _new_version(items, problems, task, fmt, source, options)
+        with session_scope(engine) as session:
+            version = create_version(session=session, new=new)
+            return version_report(session=session, version=version)
+    except BaseException:
+        for sha256 in new_blobs:
+            blobs.remove(sha256)
+        raise
+
+
+def infer_task(records: Sequence[ImageRecord], where: str) -> Task:
+    kinds = frozenset(r.kind for r in records if r.kind is not None)
+    if kinds in TASK_BY_KIND:
+        return TASK_BY_KIND[kinds]
+    found = ", ".join(sorted(k.value for k in kinds)) or "no labels at all"
+    raise InputError(where, f"cannot tell the task from the labels ({found})",
+                     "name it with --task " + " | ".join(t.value for t in Task))
+
+
+def _validate(records: Sequence[ImageRecord], task: Task, settings: Settings, blobs: BlobStore,
+              new_blobs: list[str], problems: list[Problem],
+              progress: Progress | None) -> list[LabelledImage]:
+    """Check each record, store its bytes, and return the valid, distinct images."""
+    items: list[LabelledImage] = []
+    seen: dict[str, str] = {}
+    for done, record in enumerate(records, start=1):
+        try:
+            data = _read_bytes(record)
+            width, height, suffix = check_image(data, settings.max_image_pixels)
+            tags, instances = clean_labels(record, task, width, height)
+            sha256, is_new = blobs.put(data)
+            if sha256 in seen:
+                raise ItemError(f"duplicate image: same content as {seen[sha256]}",
+                                "remove one of the two copies")
+            if is_new:
+                new_blobs.append(sha256)
+            seen[sha256] = record.name
+            items.append(LabelledImage(record, sha256, suffix, width, height, tags, instances))
+        except ItemError as exc:
+            problems.append(Problem(record.origin, record.line, f"{record.name}: {exc}", exc.fix))
+        if progress:
+            progress(done, len(records))
+    return items
+
+
+def _read_bytes(record: ImageRecord) -> bytes:
+    try:
+        return record.image.read_bytes()
+    except FileNotFoundError:
+        raise ItemError("image file not found", "add the file or fix its path") from None
+    except OSError as exc:
+        raise ItemError(f"cannot read the image file ({exc.strerror})", "check the file") from None
+
+
+def _new_version(items: list[LabelledImage], problems: list[Problem], task: Task, fmt: str,
+                 source: Path, options: ImportOptions) -> NewVersion:
+    stats = compute_stats(items)
+    classes = sorted(stats["images_per_class"])
+    return NewVersion(
+        name=options.name, task=task.value, format=fmt, source=str(source), classes=classes,
+        stats=stats, warnings=_warnings(len(items), stats["images_per_class"]),
+        validation_fraction=options.validation_fraction,
+        images=[_new_image(item) for item in items],
+        problems=[p.as_dict() for p in problems],
+    )
+
+
+def _new_image(item: LabelledImage) -> NewImage:
+    annotations = [NewAnnotation(tag) for tag in item.tags] + [
+        NewAnnotation(i.label, (i.x0, i.y0, i.x1, i.y1),
+                      [list(p) for p in i.polygons] or None, i.is_crowd)
+        for i in item.instances
+    ]
+    return NewImage(item.sha256, item.record.name, item.suffix, item.width, item.height,
+                    item.split, annotations)
+
+
+def _warnings(images: int, per_class: dict[str, int]) -> list[str]:
+    warnings = []
+    if images < MIN_IMAGES_PER_CLASS:
+        warnings.append(f"only {images} images: a job needs at least {MIN_IMAGES_PER_CLASS}")
+    counts = Counter(per_class)
+    for label, n in sorted(counts.items()):
+        if n < MIN_IMAGES_PER_CLASS:
+            warnings.append(f"class {label!r} has only {n} images; 10–15 per class are recommended")
+    if len(counts) > 1 and max(counts.values()) > IMBALANCE_RATIO * min(counts.values()):
+        (big, nb), (small, ns) = counts.most_common()[0], counts.most_common()[-1]
+        warnings.append(f"classes are imbalanced: {big!r} has {nb} images, {small!r} only {ns}; "
+                        "add images of the small classes or use weighted_loss")
+    return warnings

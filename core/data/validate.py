@@ -1,0 +1,110 @@
+"""Per-item checks: the image decodes and is not a bomb, labels fit the task, boxes fit the image."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import replace
+
+from PIL import Image, UnidentifiedImageError
+
+from core.data.records import ImageRecord, Instance
+from core.tasks import LabelKind, Task, spec
+
+SUFFIX_BY_FORMAT = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif",
+                    "WEBP": ".webp", "MPO": ".jpg"}
+
+
+class ItemError(ValueError):
+    """Why one item is refused, with the fix to suggest."""
+
+    def __init__(self, error: str, fix: str) -> None:
+        super().__init__(error)
+        self.fix = fix
+
+
+def check_image(data: bytes, max_pixels: int) -> tuple[int, int, str]:
+    """Width, height and file suffix of an image that fully decodes within the pixel limit."""
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns below twice its own limit; we refuse at ours, before decoding.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+                if width * height > max_pixels:
+                    raise ItemError(
+                        f"{width}×{height} = {width * height:,} pixels is above the limit of "
+                        f"{max_pixels:,} (a decompression bomb or an oversized image)",
+                        "downscale the image, or raise KESTREL_MAX_IMAGE_PIXELS if it is genuine",
+                    )
+                fmt = im.format or ""
+                im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ItemError(f"refused as a decompression bomb ({exc})", "downscale the image") from None
+    except UnidentifiedImageError:
+        raise ItemError("not an image (the file's content is not a known image format)",
+                        "remove the file or replace it with a JPEG or PNG") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ItemError(f"the image is truncated or corrupt ({exc})",
+                        "re-export or re-download the image") from None
+    if fmt not in SUFFIX_BY_FORMAT:
+        raise ItemError(f"{fmt or 'unknown'} images are not supported", "convert it to JPEG or PNG")
+    return width, height, SUFFIX_BY_FORMAT[fmt]
+
+
+def _clip(value: float, field: str, size: int, where: str) -> float:
+    # Rounding in exports overshoots by a fraction of a pixel; one pixel is tolerated and clipped.
+    tolerance = max(1.0 / max(size, 1), 1e-6)
+    if value < -tolerance or value > 1 + tolerance:
+        raise ItemError(f"{where}: {field} {value:g} is outside 0..1",
+                        "give coordinates normalised to the image's width and height (0..1)")
+    return min(max(value, 0.0), 1.0)
+
+
+def clean_instance(inst: Instance, index: int, width: int, height: int) -> Instance:
+    where = f"box {index + 1} ({inst.label})"
+    x0, x1 = (_clip(v, f, width, where) for v, f in ((inst.x0, "topX"), (inst.x1, "bottomX")))
+    y0, y1 = (_clip(v, f, height, where) for v, f in ((inst.y0, "topY"), (inst.y1, "bottomY")))
+    if x1 <= x0 or y1 <= y0:
+        raise ItemError(f"{where} has zero area (topX {x0:g}, bottomX {x1:g}, topY {y0:g}, "
+                        f"bottomY {y1:g})", "make bottomX > topX and bottomY > topY, or remove it")
+    polygons = tuple(
+        tuple(_clip(v, "polygon", width if i % 2 == 0 else height, where) for i, v in enumerate(p))
+        for p in inst.polygons
+    )
+    return replace(inst, x0=x0, y0=y0, x1=x1, y1=y1, polygons=polygons)
+
+
+def labels_for_task(record: ImageRecord, task: Task) -> tuple[tuple[str, ...], tuple[Instance, ...]]:
+    """The record's labels in the task's shape; instances become tags for multi-label."""
+    kind = spec(task).label_kind
+    if record.kind is None:
+        if kind is LabelKind.TAG:
+            raise ItemError("the image has no label", "give the image its class name")
+        return (), ()
+    if kind is LabelKind.TAG:
+        if record.kind is not LabelKind.TAG:
+            raise ItemError(f"the label is {record.kind.value}, but {task.value} needs one class name",
+                            'give "label": "<class>" or import with the matching --task')
+        return record.tags, ()
+    if kind is LabelKind.TAGS:
+        if record.kind in (LabelKind.TAG, LabelKind.TAGS):
+            return record.tags, ()
+        return tuple(sorted({i.label for i in record.instances})), ()
+    if record.kind not in (LabelKind.BOXES, LabelKind.POLYGONS):
+        raise ItemError(f"the label is {record.kind.value}, but {task.value} needs boxes",
+                        "give a list of boxes, or import with the matching --task")
+    if kind is LabelKind.BOXES:
+        return (), tuple(replace(i, polygons=()) for i in record.instances)
+    for n, inst in enumerate(record.instances):
+        if not inst.polygons:
+            raise ItemError(f"box {n + 1} ({inst.label}) has no polygon",
+                            "add a polygon to every object, or import as image_object_detection")
+    return (), record.instances
+
+
+def clean_labels(
+    record: ImageRecord, task: Task, width: int, height: int
+) -> tuple[tuple[str, ...], tuple[Instance, ...]]:
+    tags, instances = labels_for_task(record, task)
+    return tags, tuple(clean_instance(i, n, width, height) for n, i in enumerate(instances))

@@ -1,0 +1,1 @@
+"""Persistence: SQLModel tables, repositories and artifact files. Never imports torch or core."""

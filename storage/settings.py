@@ -1,0 +1,43 @@
+"""Process-wide settings, read from the environment once by each entry point and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where Kestrel keeps its data and the limits it applies to user input.
+
+    Every field can be set as an environment variable with the ``KESTREL_`` prefix,
+    e.g. ``KESTREL_HOME=/data/kestrel``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KESTREL_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".kestrel")
+    database_url: str | None = None
+    # PIL's own bomb guard warns at ~89 Mpx; 64 Mpx covers 8K photos and refuses bombs.
+    max_image_pixels: int = 64_000_000
+    max_upload_bytes: int = 4 * 1024**3
+    max_archive_members: int = 200_000
+    # Ratio of uncompressed to compressed size above which a zip member is a bomb.
+    max_compression_ratio: int = 200
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'kestrel.db'}"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.home / "staging"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"

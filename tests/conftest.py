@@ -1,0 +1,73 @@
+"""Each test gets a fresh KESTREL_HOME with a migrated SQLite database (migrated once per
+session into a template file, copied per test)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from storage.db import make_engine, upgrade
+from storage.settings import Settings
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+if not SHARED.is_dir():  # CI checks main out beside shared/ as well; fall back to the known place
+    SHARED = Path("/work/shared/datasets")
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "kestrel.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(template_db, home / "kestrel.db")
+    monkeypatch.setenv("KESTREL_HOME", str(home))
+    monkeypatch.delenv("KESTREL_DATABASE_URL", raising=False)
+    return Settings()
+
+
+@pytest.fixture
+def engine(settings: Settings):  # type: ignore[no-untyped-def]
+    engine = make_engine(settings.db_url)
+    yield engine
+    engine.dispose()
+
+
+class Cli:
+    """Runs `kestrel ...` in-process against the test's KESTREL_HOME."""
+
+    def __init__(self) -> None:
+        from core.cli import app
+
+        self.app, self.runner = app, CliRunner()
+
+    def __call__(self, *args: str, ok: bool = True) -> tuple[int, str, str]:
+        result = self.runner.invoke(self.app, [str(a) for a in args])
+        if ok and result.exit_code != 0:
+            raise AssertionError(f"kestrel {' '.join(map(str, args))} failed ({result.exit_code}):\n"
+                                 f"{result.stdout}\n{result.stderr}\n{result.exception!r}")
+        return result.exit_code, result.stdout, result.stderr
+
+    def json(self, *args: str) -> object:
+        return json.loads(self(*args, "--json")[1])
+
+
+@pytest.fixture
+def cli(settings: Settings) -> Cli:
+    return Cli()
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    return SHARED

@@ -1,0 +1,136 @@
+"""Importing every format this module's readers cover, on the shared real datasets and on
+small built ones: the counts a user would check after an import."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from factories import box, classification_set, write_image, write_jsonl
+
+
+def test_fridge_multiclass_jsonl_counts_match_its_source(cli, shared):
+    report = cli.json("data", "import", shared / "fridgeObjects_small150", "--name", "fridge")
+    assert report["task"] == "image_classification"
+    assert report["format"] == "mltable"
+    assert report["images"] == 134
+    assert report["classes"] == {"can": 32, "carton": 32, "milk_bottle": 37, "water_bottle": 33}
+    assert report["annotations"] == 134
+    assert report["skipped"] == []
+
+
+def test_fridge_detection_mltable_counts_match_its_source(cli, shared):
+    report = cli.json("data", "import", shared / "odFridgeObjects_FairMOTformat" / "od_mltable",
+                      "--name", "fridge-od")
+    assert report["task"] == "image_object_detection"
+    assert (report["images"], report["annotations"]) == (128, 336)
+    assert report["classes"] == {"can": 83, "carton": 86, "milk_bottle": 85, "water_bottle": 82}
+    assert report["stats"]["boxes_per_image"] == {"1": 20, "2": 40, "3": 36, "4": 32}
+
+
+def test_fridge_multilabel_jsonl_is_inferred_as_multilabel(cli, shared):
+    report = cli.json("data", "import",
+                      shared / "odFridgeObjects_FairMOTformat" / "multilabel_mltable" / "annotations.jsonl",
+                      "--name", "fridge-ml")
+    assert report["task"] == "image_classification_multilabel"
+    assert report["images"] == 128
+    assert report["classes"] == {"can": 83, "carton": 86, "milk_bottle": 85, "water_bottle": 82}
+
+
+def test_detection_dataset_can_be_imported_as_multilabel(cli, shared):
+    report = cli.json("data", "import", shared / "odFridgeObjects_FairMOTformat" / "od_mltable",
+                      "--name", "derived", "--task", "image_classification_multilabel")
+    assert report["task"] == "image_classification_multilabel"
+    assert report["annotations"] == 336  # no image holds the same class twice
+
+
+def test_segmentation_jsonl_with_string_coordinates_and_url_forms(cli, tmp_path):
+    images = [write_image(tmp_path / "data" / "img" / f"{i}.png", seed=i) for i in range(4)]
+    poly = [[0.1, 0.1, 0.5, 0.1, 0.5, 0.5]]
+    lines = [
+        {"image_url": "img/0.png", "label": [box("cat", "0.1", "0.1", "0.5", "0.5", polygon=poly)]},
+        {"image_url": str(images[1]), "label": [box("dog", 0.2, 0.2, 0.9, 0.9, polygon=poly)]},
+        {"image_url": "azureml://subscriptions/x/resourcegroups/y/workspaces/z/datastores/d/paths/img/2.png",
+         "label": [box("cat", 0.1, 0.1, 0.5, 0.5, polygon=[[0.1, "0.1", 0.5, 0.1, 0.5, 0.5]])]},
+        {"image_url": "img/3.png", "label": []},
+    ]
+    write_jsonl(tmp_path / "data" / "train.jsonl", lines)
+    report = cli.json("data", "import", tmp_path / "data", "--name", "seg")
+    assert report["task"] == "image_instance_segmentation"
+    assert report["format"] == "jsonl"
+    assert report["images"] == 4
+    assert report["classes"] == {"cat": 2, "dog": 1}
+    assert report["skipped"] == []
+
+
+def test_folder_per_class_as_directory_and_as_zip(cli, tmp_path):
+    root = tmp_path / "pets"
+    for i in range(6):
+        write_image(root / ("cat" if i % 2 else "dog") / f"{i}.jpg", seed=i, fmt="JPEG")
+    report = cli.json("data", "import", root, "--name", "pets")
+    assert (report["format"], report["task"]) == ("folder", "image_classification")
+    assert report["classes"] == {"cat": 3, "dog": 3}
+    archive = tmp_path / "pets.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for file in root.rglob("*.jpg"):
+            zf.write(file, Path("pets") / file.relative_to(root))
+    again = cli.json("data", "import", archive, "--name", "pets")
+    assert again["version"] == 2
+    assert again["classes"] == {"cat": 3, "dog": 3}
+
+
+def test_multilabel_csv_with_space_and_comma_separated_labels(cli, tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "images" / f"{i}.png", seed=i)
+    (tmp_path / "labels.csv").write_text(
+        'filename,labels\nimages/0.png,cat dog\nimages/1.png,"cat,bird"\nimages/2.png,dog\n')
+    report = cli.json("data", "import", tmp_path / "labels.csv", "--name", "tags")
+    assert (report["format"], report["task"]) == ("csv", "image_classification_multilabel")
+    assert report["classes"] == {"bird": 1, "cat": 2, "dog": 2}
+    assert report["annotations"] == 5
+
+
+def test_importing_again_makes_a_new_version_and_show_finds_each(cli, tmp_path):
+    first = classification_set(tmp_path / "a", {"x": 6, "y": 6})
+    second = classification_set(tmp_path / "b", {"x": 7, "y": 7})
+    assert cli.json("data", "import", first, "--name", "ds")["version"] == 1
+    assert cli.json("data", "import", second, "--name", "ds")["version"] == 2
+    assert cli.json("data", "show", "ds:1")["images"] == 12
+    assert cli.json("data", "show", "ds")["images"] == 14
+    assert cli.json("data", "show", "azureml:ds:2")["version"] == 2
+    listed = cli.json("data", "list")
+    assert [(d["name"], d["latest_version"]) for d in listed] == [("ds", 2)]
+
+
+def test_validation_split_is_stratified_seeded_and_sized(cli, tmp_path):
+    data = classification_set(tmp_path, {"a": 20, "b": 10, "c": 10})
+    report = cli.json("data", "import", data, "--name", "s1")
+    assert report["validation_images"] == 8
+    again = cli.json("data", "import", data, "--name", "s2", "--validation-size", "0.5")
+    assert again["validation_images"] == 20
+    from storage.db import make_engine, session_scope
+    from storage.repos.datasets import get_version, images
+    from storage.settings import Settings
+
+    with session_scope(make_engine(Settings().db_url)) as session:
+        version = get_version(session=session, name="s1")
+        split = {i.file_name: i.split for i in images(session=session, version_id=version.id)}
+    by_class = {"a": 0, "b": 0, "c": 0}
+    for line in data.read_text().splitlines():
+        import json
+
+        obj = json.loads(line)
+        by_class[obj["label"]] += split[obj["image_url"]] == "validation"
+    assert by_class == {"a": 4, "b": 2, "c": 2}
+    third = cli.json("data", "import", data, "--name", "s3")
+    with session_scope(make_engine(Settings().db_url)) as session:
+        v3 = get_version(session=session, name="s3")
+        assert {i.file_name: i.split for i in images(session=session, version_id=v3.id)} == split
+
+
+def test_human_report_names_counts_and_warnings(cli, tmp_path):
+    data = classification_set(tmp_path, {"rare": 3, "common": 20})
+    _, stdout, _ = cli("data", "import", data, "--name", "few")
+    assert "few:1" in stdout and "23 images" in stdout
+    assert "class 'rare' has only 3 images" in stdout
+    assert "imbalanced" in stdout

@@ -1,0 +1,43 @@
+"""Small builders of test data: images and annotation files written to a folder."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+
+def write_image(path: Path, size: tuple[int, int] = (32, 24), seed: int = 0, fmt: str = "PNG") -> Path:
+    """A distinct image per seed (random pixels), so no two seeds collide as duplicates."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", size)
+    image.putdata([(rng.randrange(256), rng.randrange(256), rng.randrange(256))
+                   for _ in range(size[0] * size[1])])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, fmt)
+    return path
+
+
+def write_jsonl(path: Path, lines: list[Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n"
+                            for line in lines), encoding="utf-8")
+    return path
+
+
+def box(label: str, x0: float, y0: float, x1: float, y1: float, **extra: Any) -> dict[str, Any]:
+    return {"label": label, "topX": x0, "topY": y0, "bottomX": x1, "bottomY": y1, "isCrowd": 0, **extra}
+
+
+def classification_set(root: Path, per_class: dict[str, int]) -> Path:
+    """Images plus a JSONL naming each image's class."""
+    lines, seed = [], 0
+    for label, n in per_class.items():
+        for _ in range(n):
+            write_image(root / "images" / f"{seed}.png", seed=seed)
+            lines.append({"image_url": f"images/{seed}.png", "label": label})
+            seed += 1
+    return write_jsonl(root / "train.jsonl", lines)

@@ -1,0 +1,54 @@
+"""The layering rules of STYLE.md, checked: import contracts, and a torch-free UI side."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import core
+import storage
+
+ROOT = Path(__file__).resolve().parents[1]
+UI_FILES = [f for f in [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))] if f.exists()]
+HEAVY = ("torch", "torchvision", "timm", "ultralytics", "captum")
+MAX_LINES = 400
+
+
+def test_packages_come_from_this_repository():
+    assert Path(core.__file__).resolve().is_relative_to(ROOT)
+    assert Path(storage.__file__).resolve().is_relative_to(ROOT)
+
+
+def test_import_contracts_hold():
+    result = subprocess.run([str(Path(sys.executable).parent / "lint-imports")], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_ui_imports_no_heavy_library_even_indirectly():
+    modules = sorted({m for f in UI_FILES for m in _imports(f) if m.split(".")[0] in ("core", "storage")})
+    assert not {m for f in UI_FILES for m in _imports(f)} & set(HEAVY)
+    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + \
+        f"print(sorted(set(sys.modules) & {set(HEAVY)!r}))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_modules_stay_small():
+    files = [*ROOT.glob("core/**/*.py"), *ROOT.glob("storage/**/*.py"), *UI_FILES]
+    big = [f"{f.relative_to(ROOT)}: {n}" for f in files
+           if "migrations" not in f.parts and (n := len(f.read_text().splitlines())) > MAX_LINES]
+    assert big == []
