@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.data.formats import jsonl, mltable  # noqa: F401
-from core.data.formats import csvlabels, folder  # noqa: F401
+from core.data.formats import coco, csvlabels, folder, jsonl, masks, mltable, voc, yolo  # noqa: F401
 from core.data.formats.base import DataFormat, formats
 from core.errors import InputError
 

@@ -1,0 +1,28 @@
+"""Kestrel's studio: the Streamlit entry point (`streamlit run app.py`).
+
+Builds the shared engine once, declares the pages in workflow order and runs the chosen one.
+The UI process never imports torch; training and scoring happen in the worker.
+"""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from pages import _ui
+
+st.set_page_config(page_title="Kestrel", page_icon=":material/flutter_dash:", layout="wide")
+
+# Migrating here, before any page runs, puts a broken database in front of the user at once.
+_ui.engine()
+
+PAGES = [
+    st.Page("pages/datasets.py", title="Datasets", icon=":material/photo_library:",
+            url_path="datasets", default=True),
+]
+
+page = st.navigation(PAGES)
+with st.sidebar:
+    st.caption(f"Device: CPU, {os.cpu_count() or 1} cores")
+page.run()

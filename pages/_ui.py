@@ -1,0 +1,108 @@
+"""Helpers shared by the studio's pages: settings, the one database engine, labelled pictures
+and a paged image grid. Streamlit-only glue; queries live in storage.repos."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+from PIL import Image
+from sqlalchemy import Engine
+
+from core.draw import Overlay, draw_labels, thumbnail
+from storage.artifacts import BlobStore
+from storage.db import make_engine, upgrade
+from storage.settings import Settings
+from storage.tables import Annotation
+
+THUMBNAIL_SIDE = 320
+LARGE_SIDE = 1280
+
+
+def settings() -> Settings:
+    # Not cached: reading the environment is cheap, and a cache would outlive KESTREL_HOME
+    # changes between test apps in one process.
+    return Settings()
+
+
+@st.cache_resource(show_spinner=False)
+def _engine_for(db_url: str) -> Engine:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    return engine
+
+
+def engine() -> Engine:
+    """The process's engine for the configured database, migrated once."""
+    return _engine_for(settings().db_url)
+
+
+def blob_path(sha256: str) -> Path:
+    return BlobStore(settings().blobs_dir).path(sha256)
+
+
+def overlays_from_annotations(annotations: Sequence[Annotation]) -> tuple[Overlay, ...]:
+    """Stored annotations as overlays: rows without box or polygon are tags."""
+    out = []
+    for a in annotations:
+        has_box = None not in (a.x0, a.y0, a.x1, a.y1)
+        box = (a.x0, a.y0, a.x1, a.y1) if has_box else None
+        polygons = tuple(tuple(p) for p in a.polygon or ())
+        out.append(Overlay(a.label, box, polygons))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+@st.cache_data(max_entries=2000, show_spinner=False)
+def labelled_png(path: str, classes: tuple[str, ...], overlays: tuple[Overlay, ...],
+                 max_side: int) -> bytes | None:
+    """The image at ``path`` shrunk to ``max_side`` with its labels drawn, as PNG bytes.
+
+    Cached by its arguments: blob paths are content hashes, so an entry never goes stale.
+    None when the file is missing or unreadable.
+    """
+    try:
+        with Image.open(path) as image:
+            small = thumbnail(image, max_side)
+    except (OSError, ValueError):
+        return None
+    buffer = io.BytesIO()
+    draw_labels(small, classes, overlays).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def page_picker(total: int, per_page: int, key: str) -> int:
+    """A page-number input; returns the offset of the first item on the chosen page."""
+    pages = max(1, math.ceil(total / per_page))
+    if not 1 <= st.session_state.get(key, 1) <= pages:
+        st.session_state[key] = 1  # a filter shrank the list under the chosen page
+    page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key=key)
+    return (int(page) - 1) * per_page
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One picture of a grid: what to draw and what to say under it."""
+
+    item_id: int
+    path: str
+    caption: str
+    overlays: tuple[Overlay, ...]
+
+
+def image_grid(cells: Sequence[GridCell], classes: Sequence[str], *, columns: int, key: str,
+               on_view: Callable[[GridCell], None]) -> None:
+    """Thumbnails with labels drawn, ``columns`` per row, each with a View button."""
+    for start in range(0, len(cells), columns):
+        for slot, cell in zip(st.columns(columns), cells[start:start + columns]):
+            with slot:
+                png = labelled_png(cell.path, tuple(classes), cell.overlays, THUMBNAIL_SIDE)
+                if png is None:
+                    st.warning(f"{cell.caption}: the image file is missing or unreadable.")
+                    continue
+                st.image(png, caption=cell.caption, width="stretch")
+                if st.button("View", key=f"{key}_view_{cell.item_id}", width="stretch"):
+                    on_view(cell)

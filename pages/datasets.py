@@ -1,0 +1,241 @@
+"""The Datasets page: every dataset, one version's import report, statistics and images.
+
+``?dataset=NAME&version=N`` selects what is shown, so a reload or a shared link lands on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core.draw import class_colour
+from core.tasks import Task, spec
+from pages import _ui
+from storage.db import session_scope
+from storage.repos import datasets as repo
+from storage.repos.datasets import DatasetRow
+from storage.tables import DatasetVersion
+
+GRID_COLUMNS, GRID_ROWS = 4, 3
+IMBALANCE_RATIO = 5
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class VersionStats:
+    """The statistics the importer stored with a version, read once at the page's edge."""
+
+    images_per_class: dict[str, int]
+    instances_per_class: dict[str, int]
+    box_widths: list[float]
+    box_heights: list[float]
+    image_sizes: dict[str, int]
+    splits: dict[str, int]
+
+    @classmethod
+    def from_json(cls, stats: dict[str, Any]) -> VersionStats:
+        boxes = stats.get("box_sizes") or {}
+        return cls(dict(stats.get("images_per_class") or {}), dict(stats.get("instances_per_class") or {}),
+                   list(boxes.get("width") or []), list(boxes.get("height") or []),
+                   dict(stats.get("image_sizes") or {}), dict(stats.get("splits") or {}))
+
+
+def _task_name(task: str) -> str:
+    try:
+        return spec(Task(task)).display_name
+    except ValueError:
+        return task
+
+
+def _colour_map(classes: list[str]) -> dict[str, str]:
+    return {name: "rgb({},{},{})".format(*class_colour(i)) for i, name in enumerate(classes)}
+
+
+def _pick(label: str, options: list[Any], *, key: str, param: str, on_change: Any = None,
+          format_func: Any = str) -> Any:
+    """A selectbox that starts from the URL's ``param`` and writes its choice back to it."""
+    if st.session_state.get(key) not in options:
+        wanted = st.query_params.get(param)
+        match = [o for o in options if str(o) == wanted]
+        st.session_state[key] = match[0] if match else options[0]
+    value = st.selectbox(label, options, key=key, format_func=format_func, on_change=on_change)
+    st.query_params[param] = str(value)
+    return value
+
+
+def _forget_version() -> None:
+    # A new dataset starts at its latest version, not at the old one's number.
+    st.session_state.pop("datasets_version", None)
+    st.query_params.pop("version", None)
+
+
+def _datasets_table(rows: list[DatasetRow]) -> None:
+    frame = pd.DataFrame({
+        "Name": [r.name for r in rows], "Task": [_task_name(r.task) for r in rows],
+        "Latest version": [r.latest_version for r in rows], "Images": [r.images for r in rows],
+        "Classes": [r.classes for r in rows], "Created": [r.created_at for r in rows],
+    })
+    st.dataframe(frame, hide_index=True, key="datasets_table",
+                 column_config={"Created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+
+
+def _summary(version: DatasetVersion) -> None:
+    labels = "Instances" if spec(Task(version.task)).has_instances else "Tags"
+    cells = st.columns(6)
+    cells[0].metric("Images", version.image_count)
+    cells[1].metric(labels, version.annotation_count)
+    cells[2].metric("Classes", len(version.classes))
+    cells[3].metric("Validation images", version.validation_count)
+    cells[4].metric("Format", version.format)
+    cells[5].metric("Created (UTC)", f"{version.created_at:%Y-%m-%d %H:%M}")
+    st.caption(f"{_task_name(version.task)} · from `{version.source}` · classes: "
+               + ", ".join(version.classes))
+
+
+def _import_report(version: DatasetVersion) -> None:
+    st.subheader("Import report")
+    with session_scope(_ui.engine()) as session:
+        problems = repo.problems(session=session, version_id=version.id)
+    for warning in version.warnings:
+        st.warning(warning)
+    if not problems:
+        st.success(f"All {version.image_count} images imported; no items were skipped.")
+        return
+    skipped = f"{len(problems)} item{'s' if len(problems) != 1 else ''}"
+    st.warning(f"{version.image_count} images imported; {skipped} skipped, listed below with a fix each.")
+    st.dataframe(pd.DataFrame({"File": [p.file for p in problems], "Line": [p.line for p in problems],
+                               "Problem": [p.error for p in problems], "Fix": [p.fix for p in problems]}),
+                 hide_index=True, key="datasets_problems")
+
+
+def _imbalance_warning(classes: list[str], per_class: dict[str, int]) -> None:
+    counts = {name: per_class.get(name, 0) for name in classes}
+    if len(counts) < 2:
+        return
+    largest, smallest = max(counts, key=counts.__getitem__), min(counts, key=counts.__getitem__)
+    if counts[largest] > IMBALANCE_RATIO * counts[smallest]:
+        st.warning(f"The classes are imbalanced: '{largest}' has {counts[largest]} images, "
+                   f"'{smallest}' only {counts[smallest]}. Add images of the small classes, or "
+                   "expect the model to favour the large ones.")
+
+
+def _class_bars(title: str, classes: list[str], per_class: dict[str, int], key: str) -> None:
+    frame = pd.DataFrame({"class": classes, "count": [per_class.get(c, 0) for c in classes]})
+    figure = px.bar(frame, x="class", y="count", color="class", title=title,
+                    color_discrete_map=_colour_map(classes))
+    st.plotly_chart(figure.update_layout(showlegend=False), key=key)
+
+
+def _statistics(version: DatasetVersion) -> None:
+    st.subheader("Statistics")
+    stats = VersionStats.from_json(version.stats)
+    _imbalance_warning(version.classes, stats.images_per_class)
+    left, right = st.columns(2)
+    with left:
+        _class_bars("Images per class", version.classes, stats.images_per_class, "datasets_chart_images")
+    with right:
+        if spec(Task(version.task)).has_instances:
+            _class_bars("Instances per class", version.classes, stats.instances_per_class,
+                        "datasets_chart_instances")
+    left, right = st.columns(2)
+    with left:
+        if stats.box_widths:
+            figure = px.scatter(x=stats.box_widths, y=stats.box_heights, opacity=0.5,
+                                title="Box sizes (fraction of the image)",
+                                labels={"x": "width", "y": "height"}, range_x=[0, 1], range_y=[0, 1])
+            st.plotly_chart(figure, key="datasets_chart_boxes")
+    with right:
+        if stats.image_sizes:
+            sizes = sorted(stats.image_sizes.items(), key=lambda kv: -kv[1])[:20]
+            figure = px.bar(x=[s for s, _ in sizes], y=[n for _, n in sizes], title="Image sizes",
+                            labels={"x": "width × height (px)", "y": "images"})
+            st.plotly_chart(figure.update_xaxes(type="category"), key="datasets_chart_sizes")
+
+
+@st.dialog("Image", width="large")
+def _show_large(cell: _ui.GridCell, classes: tuple[str, ...]) -> None:
+    png = _ui.labelled_png(cell.path, classes, cell.overlays, _ui.LARGE_SIDE)
+    if png is None:
+        st.error("The image file is missing from the blob store; import the dataset again.")
+        return
+    st.image(png, caption=cell.caption, width="stretch")
+    if cell.overlays:
+        st.dataframe(pd.DataFrame({
+            "label": [o.label for o in cell.overlays],
+            "box (x0, y0, x1, y1)": [", ".join(f"{v:.3f}" for v in o.box) if o.box else "" for o in cell.overlays],
+        }), hide_index=True)
+
+
+def _reset_grid_page() -> None:
+    st.session_state["datasets_grid_page"] = 1
+
+
+def _grid(version: DatasetVersion) -> None:
+    st.subheader("Images")
+    splits = sorted(VersionStats.from_json(version.stats).splits) or ["train", "validation"]
+    left, middle, right = st.columns([2, 2, 1])
+    with left:
+        label = _grid_filter("Class", [ALL, *version.classes], "datasets_grid_class")
+    with middle:
+        split = _grid_filter("Split", [ALL, *splits], "datasets_grid_split")
+    filters = {"label": None if label == ALL else label, "split": None if split == ALL else split}
+    per_page = GRID_COLUMNS * GRID_ROWS
+    with session_scope(_ui.engine()) as session:
+        total = repo.count_images(session=session, version_id=version.id, **filters)
+        with right:
+            offset = _ui.page_picker(total, per_page, "datasets_grid_page")
+        items = repo.images(session=session, version_id=version.id, offset=offset, limit=per_page,
+                            **filters)
+        labels = repo.annotations(session=session, image_ids=[i.id for i in items])
+    if not items:
+        st.info("No images match these filters.")
+        return
+    st.caption(f"Images {offset + 1}–{offset + len(items)} of {total}")
+    cells = [_ui.GridCell(i.id, str(_ui.blob_path(i.sha256)), f"{i.file_name} · {i.split}",
+                          _ui.overlays_from_annotations(labels[i.id])) for i in items]
+    classes = tuple(version.classes)
+    _ui.image_grid(cells, classes, columns=GRID_COLUMNS, key="datasets_grid",
+                   on_view=lambda cell: _show_large(cell, classes))
+
+
+def _grid_filter(label: str, options: list[str], key: str) -> str:
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = ALL  # the class or split is not in this version
+    return st.selectbox(label, options, key=key, on_change=_reset_grid_page)
+
+
+def _empty_state() -> None:
+    st.info("No datasets yet. Import a folder, zip or JSONL file from a terminal, then reload "
+            "this page:\n\n`kestrel data import PATH --name NAME`")
+
+
+def main() -> None:
+    st.title("Datasets")
+    with session_scope(_ui.engine()) as session:
+        rows = repo.list_datasets(session=session)
+    if not rows:
+        _empty_state()
+        return
+    _datasets_table(rows)
+    names = [r.name for r in rows]
+    left, right = st.columns(2)
+    with left:
+        name = _pick("Dataset", names, key="datasets_name", param="dataset", on_change=_forget_version)
+    with session_scope(_ui.engine()) as session:
+        versions = sorted(repo.versions(session=session, name=name), key=lambda v: -v.version)
+    by_number = {v.version: v for v in versions}
+    with right:
+        number = _pick("Version", list(by_number), key="datasets_version", param="version",
+                       format_func=lambda n: f"{n} (latest)" if n == versions[0].version else str(n))
+    version = by_number[number]
+    _summary(version)
+    _import_report(version)
+    _statistics(version)
+    _grid(version)
+
+
+main()

@@ -1,0 +1,119 @@
+"""The Datasets page, run headless with AppTest against a real database in a fresh home
+(conftest's ``settings`` fixture: KESTREL_HOME set, database migrated)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from core.data.formats.jsonl import read_jsonl
+from core.data.records import ImageRecord
+from core.data.samples import CLASSES, write_sample
+from core.tasks import Task
+from storage.artifacts import BlobStore
+from storage.db import make_engine, session_scope
+from storage.repos.datasets import NewAnnotation, NewImage, NewVersion, create_version
+from storage.settings import Settings
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+def _new_image(record: ImageRecord, blobs: BlobStore, split: str) -> NewImage:
+    sha256, _ = blobs.put(record.image.read_bytes())
+    annotations = [NewAnnotation(i.label, (i.x0, i.y0, i.x1, i.y1), [list(p) for p in i.polygons] or None)
+                   for i in record.instances]
+    annotations += [NewAnnotation(tag) for tag in record.tags]
+    return NewImage(sha256, record.name, ".png", 96, 96, split, annotations)
+
+
+def add_dataset(settings: Settings, name: str, task: Task, *, count: int = 15) -> None:
+    """Store a sample of ``task`` as dataset ``name``, with one skipped item reported."""
+    jsonl = write_sample(task, settings.home / "src" / name, count=count)
+    records = [r for r in read_jsonl(jsonl, jsonl.parent) if isinstance(r, ImageRecord)]
+    blobs = BlobStore(settings.blobs_dir)
+    images = [_new_image(r, blobs, "validation" if k % 5 == 0 else "train") for k, r in enumerate(records)]
+    per_class = {c: sum(any(a.label == c for a in i.annotations) for i in images) for c in CLASSES}
+    stats = {"images_per_class": per_class, "instances_per_class": per_class,
+             "box_sizes": {"width": [0.3, 0.4], "height": [0.3, 0.35]}, "image_sizes": {"96x96": count},
+             "splits": {"train": count - count // 5, "validation": count // 5}}
+    engine = make_engine(settings.db_url)
+    with session_scope(engine) as session:
+        create_version(session=session, new=NewVersion(
+            name=name, task=task.value, format="jsonl", source=str(jsonl), classes=list(CLASSES),
+            stats=stats, warnings=["class 'triangle' has fewer than 10 images"], validation_fraction=0.2,
+            images=images,
+            problems=[{"file": "annotations.jsonl", "line": 7, "error": "no image_url",
+                       "fix": 'add "image_url": "<path of the image>"'}]))
+    engine.dispose()
+
+
+def run_app(**query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for key, value in query.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def _frames(at: AppTest) -> list:
+    return [d.value for d in at.dataframe]
+
+
+def test_empty_home_says_how_to_import_a_dataset(settings: Settings) -> None:
+    at = run_app()
+    assert not at.exception
+    assert any("kestrel data import PATH --name NAME" in i.value for i in at.info)
+
+
+def test_page_lists_datasets_and_shows_the_import_report(settings: Settings) -> None:
+    add_dataset(settings, "shapes-boxes", Task.DETECTION)
+    at = run_app()
+    assert not at.exception
+    table = _frames(at)[0]
+    assert list(table["Name"]) == ["shapes-boxes"] and list(table["Images"]) == [15]
+    problems = next(f for f in _frames(at) if "Fix" in f.columns)
+    assert list(problems["Problem"]) == ["no image_url"] and list(problems["Line"]) == [7]
+    assert any("fewer than 10 images" in w.value for w in at.warning)
+    assert len(at.image) == 12  # one full page of the grid
+    assert at.query_params["dataset"] == "shapes-boxes"
+
+
+def test_query_params_select_the_dataset_and_version(settings: Settings) -> None:
+    add_dataset(settings, "alpha", Task.CLASSIFICATION, count=6)
+    add_dataset(settings, "beta", Task.SEGMENTATION, count=6)
+    add_dataset(settings, "beta", Task.SEGMENTATION, count=9)
+    at = run_app(dataset="beta", version="1")
+    assert not at.exception
+    assert at.selectbox(key="datasets_name").value == "beta"
+    assert at.selectbox(key="datasets_version").value == 1
+    assert at.metric[0].value == "6"
+    at.selectbox(key="datasets_name").select("alpha").run()
+    assert not at.exception
+    assert at.query_params["dataset"] == "alpha" and at.query_params["version"] == "1"
+    at.selectbox(key="datasets_name").select("beta").run()
+    assert at.selectbox(key="datasets_version").value == 2  # a newly chosen dataset opens at its latest
+    assert at.query_params["version"] == "2"
+
+
+def test_grid_filters_by_class_and_split_and_opens_an_image(settings: Settings) -> None:
+    add_dataset(settings, "tags", Task.CLASSIFICATION, count=15)
+    at = run_app()
+    at.selectbox(key="datasets_grid_class").select("circle").run()
+    assert not at.exception
+    assert len(at.image) == 5
+    at.selectbox(key="datasets_grid_split").select("validation").run()
+    assert not at.exception
+    # Images 0, 5 and 10 are validation; of those only image 0 is a circle (index % 3 == 0).
+    assert [i.captions for i in at.image] == [["images/shape_0000.png · validation"]]
+    view = next(b for b in at.button if b.key and b.key.startswith("datasets_grid_view_"))
+    view.click().run()
+    assert not at.exception
+    assert len(at.image) == 2  # the large picture, in its dialog, beside the thumbnail
+
+
+def test_second_page_of_the_grid_shows_the_rest(settings: Settings) -> None:
+    add_dataset(settings, "many", Task.MULTILABEL, count=15)
+    at = run_app()
+    at.number_input(key="datasets_grid_page").set_value(2).run()
+    assert not at.exception
+    assert len(at.image) == 3
