@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -42,6 +41,14 @@ def generate(folder: Path, count: int) -> Path:
     return jsonl
 
 
+def _memory_mb(field: str) -> float:
+    # VmHWM (peak) starts afresh with each exec, unlike ru_maxrss, which Linux carries over.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def child(jsonl: Path, home: Path) -> None:
     os.environ["KESTREL_HOME"] = str(home)
     from core.data.importer import ImportOptions, import_dataset
@@ -51,13 +58,12 @@ def child(jsonl: Path, home: Path) -> None:
     settings = Settings()
     engine = make_engine(settings.db_url)
     upgrade(engine)
-    before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before_mb = _memory_mb("VmHWM")
     start = time.perf_counter()
     report = import_dataset(jsonl, ImportOptions("bench"), settings=settings, engine=engine)
     seconds = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"images": report["images"], "seconds": seconds,
-                      "rss_before_mb": before_kb / 1024, "rss_peak_mb": peak_kb / 1024}))
+                      "rss_before_mb": before_mb, "rss_peak_mb": _memory_mb("VmHWM")}))
 
 
 def main() -> None:
