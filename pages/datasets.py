@@ -21,7 +21,6 @@ from storage.repos.datasets import DatasetRow
 from storage.tables import DatasetVersion
 
 GRID_COLUMNS, GRID_ROWS = 4, 3
-IMBALANCE_RATIO = 5
 ALL = "all"
 
 
@@ -112,17 +111,6 @@ def _import_report(version: DatasetVersion) -> None:
                  hide_index=True, key="datasets_problems")
 
 
-def _imbalance_warning(classes: list[str], per_class: dict[str, int]) -> None:
-    counts = {name: per_class.get(name, 0) for name in classes}
-    if len(counts) < 2:
-        return
-    largest, smallest = max(counts, key=counts.__getitem__), min(counts, key=counts.__getitem__)
-    if counts[largest] > IMBALANCE_RATIO * counts[smallest]:
-        st.warning(f"The classes are imbalanced: '{largest}' has {counts[largest]} images, "
-                   f"'{smallest}' only {counts[smallest]}. Add images of the small classes, or "
-                   "expect the model to favour the large ones.")
-
-
 def _class_bars(title: str, classes: list[str], per_class: dict[str, int], key: str) -> None:
     frame = pd.DataFrame({"class": classes, "count": [per_class.get(c, 0) for c in classes]})
     figure = px.bar(frame, x="class", y="count", color="class", title=title,
@@ -133,7 +121,6 @@ def _class_bars(title: str, classes: list[str], per_class: dict[str, int], key: 
 def _statistics(version: DatasetVersion) -> None:
     st.subheader("Statistics")
     stats = VersionStats.from_json(version.stats)
-    _imbalance_warning(version.classes, stats.images_per_class)
     left, right = st.columns(2)
     with left:
         _class_bars("Images per class", version.classes, stats.images_per_class, "datasets_chart_images")
