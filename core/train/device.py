@@ -1,0 +1,36 @@
+"""Which device a trial trains on, and how many CPU threads it may use."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def choose_device(requested: str = "auto") -> str:
+    """CUDA when present, else Apple MPS, else CPU; an explicit request must be available."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        from core.errors import ConfigError
+
+        raise ConfigError("training_parameters.device", "cuda was asked for, but no CUDA GPU is "
+                          "visible", ["auto", "cpu", "cuda", "mps"])
+    return requested
+
+
+def use_all_cores() -> int:
+    """Give torch every core this process may use (libraries like ultralytics lower it)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(cores)
+    return cores
+
+
+def describe(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device if device != "cpu" else f"cpu ({torch.get_num_threads()} threads)"

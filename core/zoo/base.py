@@ -1,0 +1,71 @@
+"""What a model family is: it trains a model for a task, saves it, and loads it to predict.
+
+Families are registered in `core.zoo.families`; trials and serving only see this protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image
+
+from core.data.view import VersionData
+from core.params import TrainingParams
+from core.prediction import Prediction
+from core.registry import Registry
+from core.tasks import Task
+from core.train.context import TrialContext
+
+WEIGHTS_FILE = "model.safetensors"  # families that own their format may use another name
+SETTINGS_FILE = "settings.json"
+PARAMS_FILE = "params.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model name: which family builds it, from which architecture, at which size."""
+
+    family: str
+    architecture: str
+    task: Task
+    size: str = ""
+    display_name: str = ""
+
+
+@dataclass
+class TrainedModel:
+    """What a family hands back after training; the trial stores it."""
+
+    weights: Path  # inside ctx.out_dir
+    metrics: dict[str, float]  # final validation metrics, keyed by metric name
+    epochs_run: int
+    settings: dict[str, Any]  # SPEC §7 inference settings as trained (written to settings.json)
+    evaluation: dict[str, Any] = field(default_factory=dict)  # confusion matrix, PR curves, per class
+    notices: list[str] = field(default_factory=list)  # e.g. "no pretrained weights: from scratch"
+
+
+class Predictor(Protocol):
+    task: Task
+    classes: list[str]
+
+    def predict(self, images: list[Image.Image]) -> list[Prediction]: ...
+
+
+class ModelFamily(Protocol):
+    name: str
+    tasks: frozenset[Task]
+
+    def accepts(self, model_name: str, task: Task) -> bool: ...
+
+    def resolve(self, model_name: str, params: TrainingParams, task: Task) -> ModelSpec: ...
+
+    def train(self, spec: ModelSpec, data: VersionData, params: TrainingParams,
+              ctx: TrialContext) -> TrainedModel: ...
+
+    def load(self, artifact_dir: Path, device: str) -> Predictor: ...
+
+
+# Holds family classes (stateless); `core.zoo.families` instantiates them.
+families: Registry[type[ModelFamily]] = Registry("model family")

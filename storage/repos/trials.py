@@ -1,0 +1,69 @@
+"""Trials (child runs): create, heartbeat, per-epoch metric points, finish, read back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from storage.tables import MetricPoint, Trial, utcnow
+
+
+def create(*, session: Session, model_name: str, params: dict[str, Any], primary_metric: str,
+           job_id: int | None = None, number: int = 0) -> Trial:
+    trial = Trial(job_id=job_id, number=number, model_name=model_name, params=params,
+                  primary_metric=primary_metric)
+    session.add(trial)
+    session.flush()
+    return trial
+
+
+def start(*, session: Session, trial_id: int, device: str, pid: int, artifact_dir: str,
+          software: dict[str, str]) -> None:
+    trial = _get(session, trial_id)
+    trial.status, trial.device, trial.pid, trial.artifact_dir = "running", device, pid, artifact_dir
+    trial.started_at = trial.heartbeat_at = utcnow()
+    trial.metrics = {**trial.metrics, "software": software}
+    session.add(trial)
+
+
+def append_metrics(*, session: Session, trial_id: int, step: int, metrics: Mapping[str, float]) -> None:
+    """Record one evaluation's metrics; also the trial's epoch and heartbeat."""
+    session.add_all(MetricPoint(trial_id=trial_id, step=step, name=k, value=float(v))
+                    for k, v in metrics.items())
+    trial = _get(session, trial_id)
+    trial.epoch, trial.heartbeat_at = step, utcnow()
+    session.add(trial)
+
+
+def finish(*, session: Session, trial_id: int, status: str, metrics: dict[str, Any],
+           primary_metric_value: float | None, stop_reason: str = "", error: str = "") -> Trial:
+    trial = _get(session, trial_id)
+    trial.status, trial.stop_reason, trial.error = status, stop_reason, error
+    trial.metrics = {**trial.metrics, **metrics}
+    trial.primary_metric_value = primary_metric_value
+    trial.finished_at = trial.heartbeat_at = utcnow()
+    session.add(trial)
+    return trial
+
+
+def get(*, session: Session, trial_id: int) -> Trial | None:
+    return session.get(Trial, trial_id)
+
+
+def curves(*, session: Session, trial_id: int) -> dict[str, list[tuple[int, float]]]:
+    """Each metric's (step, value) points in step order."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    query = select(MetricPoint).where(MetricPoint.trial_id == trial_id).order_by(
+        col(MetricPoint.step), col(MetricPoint.id))
+    for point in session.exec(query):
+        out.setdefault(point.name, []).append((point.step, point.value))
+    return out
+
+
+def _get(session: Session, trial_id: int) -> Trial:
+    trial = session.get(Trial, trial_id)
+    if trial is None:
+        raise LookupError(f"trial {trial_id} does not exist")
+    return trial
