@@ -145,6 +145,38 @@ def data_export(
 
 @app.command()
 @reports_errors
+def train(
+    data: Annotated[str, typer.Option(metavar="NAME[:VERSION]", help="Dataset version to train on.")],
+    model: Annotated[str | None, typer.Option(help="Model name; the task's default if omitted.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
+                                                   help="Any training parameter, repeatable.")] = None,
+    timeout_minutes: Annotated[float | None, typer.Option(help="Stop the trial after this long.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Train one model (one trial) on a dataset version and store the results."""
+    from core.params import parse_set_options
+    from core.trial import run_trial
+
+    overrides = parse_set_options(set_ or [])
+    if model:
+        overrides["model_name"] = model
+    name, number = parse_ref(data)
+    settings, engine = open_storage()
+    result = run_trial(settings=settings, engine=engine, dataset=name, version=number,
+                       overrides=overrides, timeout_s=timeout_minutes * 60 if timeout_minutes else None)
+    if as_json:
+        print(json.dumps(result.as_dict()))
+        return
+    out.print(f"trial {result.trial_id} {result.status} on {result.device} after "
+              f"{result.epochs_run} epochs: {result.primary_metric} "
+              f"{result.metrics.get(result.primary_metric, float('nan')):.4f}")
+    for notice in result.notices:
+        out.print(f"[yellow]notice:[/yellow] {notice}")
+    out.print(f"artifacts in {Path(result.artifacts['weights']).parent}")
+
+
+@app.command()
+@reports_errors
 def studio(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the studio.")] = 8501,

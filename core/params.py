@@ -81,6 +81,11 @@ class TrainingParams(BaseModel):
             return tuple(int(p) for p in parts if p.strip())
         return value
 
+    @field_validator("checkpoint_run_id", mode="before")
+    @classmethod
+    def _run_id(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
     @field_validator("advanced_settings", mode="before")
     @classmethod
     def _advanced(cls, value: Any) -> str | None:

@@ -52,3 +52,9 @@ def test_modules_stay_small():
     big = [f"{f.relative_to(ROOT)}: {n}" for f in files
            if "migrations" not in f.parts and (n := len(f.read_text().splitlines())) > MAX_LINES]
     assert big == []
+
+
+def test_code_passes_ruff():
+    result = subprocess.run([str(Path(sys.executable).parent / "ruff"), "check", "."], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -44,6 +44,7 @@ class TrainedModel:
     settings: dict[str, Any]  # SPEC §7 inference settings as trained (written to settings.json)
     evaluation: dict[str, Any] = field(default_factory=dict)  # confusion matrix, PR curves, per class
     notices: list[str] = field(default_factory=list)  # e.g. "no pretrained weights: from scratch"
+    stop_reason: str | None = None  # why training ended before number_of_epochs, if it did
 
 
 class Predictor(Protocol):
@@ -58,6 +59,10 @@ class ModelFamily(Protocol):
     tasks: frozenset[Task]
 
     def accepts(self, model_name: str, task: Task) -> bool: ...
+
+    def default_params(self, task: Task) -> dict[str, Any]:
+        """The family's own defaults, between the task's defaults and the job's parameters."""
+        ...
 
     def resolve(self, model_name: str, params: TrainingParams, task: Task) -> ModelSpec: ...
 

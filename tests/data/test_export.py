@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from factories import box, write_image, write_jsonl
 
 

@@ -122,7 +122,7 @@ def test_validation_split_is_stratified_seeded_and_sized(cli, tmp_path):
         obj = json.loads(line)
         by_class[obj["label"]] += split[obj["image_url"]] == "validation"
     assert by_class == {"a": 4, "b": 2, "c": 2}
-    third = cli.json("data", "import", data, "--name", "s3")
+    cli("data", "import", data, "--name", "s3")
     with session_scope(make_engine(Settings().db_url)) as session:
         v3 = get_version(session=session, name="s3")
         assert {i.file_name: i.split for i in images(session=session, version_id=v3.id)} == split

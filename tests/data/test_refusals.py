@@ -8,10 +8,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from factories import box, classification_set, write_image, write_jsonl
 from PIL import Image
 from sqlmodel import select
 
-from factories import box, classification_set, write_image, write_jsonl
 from storage.db import session_scope
 from storage.tables import Annotation, Dataset, DatasetVersion, ImageItem, ImportProblem
 

@@ -1,0 +1,289 @@
+"""The training loop shared by the families that drive their own torch models (timm, torchvision).
+
+Plain functions with explicit arguments, torchvision-references style: `train_one_epoch` runs
+one pass with gradient accumulation and CUDA AMP; `fit` runs epochs, evaluates on a cadence,
+reports through the `TrialContext`, keeps the best weights, checkpoints, and stops on request
+or by early stopping. A family supplies the model, the loader, a loss function
+``loss_fn(model, batch) -> scalar`` and an ``evaluate(model) -> Evaluation``; batches may be any
+nesting of tuples, lists and dicts of tensors (detection targets included).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from core.errors import KestrelError
+from core.params import TrainingParams
+from core.train.context import TrialContext
+from core.train.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+StopCheck = Callable[[], str | None]
+CHECKPOINT_FILE = "checkpoint.pt"  # last state, rewritten at each evaluation (resumable)
+BEST_FILE = "best.pt"  # best weights so far, rewritten when the primary metric improves
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]  # flat, must hold "val_loss" and the primary metric
+    details: dict[str, Any] = field(default_factory=dict)  # per-class tables, curves (JSON)
+
+
+@dataclass
+class FitSetup:
+    """What a family hands the loop."""
+
+    model: nn.Module
+    train_loader: Iterable[Any]  # must have len()
+    loss_fn: LossFn
+    evaluate: Callable[[nn.Module], Evaluation]
+    primary_metric: str  # higher is better
+
+
+@dataclass
+class FitResult:
+    metrics: dict[str, float]  # the best evaluation's metrics
+    details: dict[str, Any]
+    best_epoch: int
+    epochs_run: int  # completed epochs
+    stop_reason: str | None  # the context's reason, "early_stopping", or None (all epochs ran)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (every device) so a trial can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def child_layers(model: nn.Module, *, head: nn.Module | None = None,
+                 expand: Collection[str] = ("blocks",)) -> list[str]:
+    """The model's freezable layers, in definition order, as module-name prefixes.
+
+    A layer is a top-level child that owns parameters; a child named in ``expand`` (a stack of
+    blocks, e.g. a ViT's ``blocks``) counts child by child; ``head`` (the classifier) is never
+    one. For timm ResNets this gives the reference's list: conv1, bn1, layer1 … layer4.
+    """
+    layers = []
+    for name, child in model.named_children():
+        if head is not None and any(m is head for m in child.modules()):
+            continue
+        if not any(True for _ in child.parameters()):
+            continue
+        if name in expand:
+            layers += [f"{name}.{sub}" for sub, block in child.named_children()
+                       if any(True for _ in block.parameters())]
+        else:
+            layers.append(name)
+    return layers
+
+
+def freeze_layers(model: nn.Module, layers: Sequence[str], n: int) -> list[str]:
+    """Stop training the first ``n`` of ``layers`` (``layers_to_freeze``); returns those frozen.
+
+    When the layers are top-level, parameters owned by the model itself (a ViT's cls_token,
+    pos_embed) belong to the stem and freeze with the first layer. Frozen BatchNorm layers still
+    update their running statistics (as with requires_grad alone anywhere).
+    """
+    frozen = list(layers[:n])
+    if not frozen:
+        return []
+    prefixes = tuple(f"{name}." for name in frozen)
+    with_root = "." not in frozen[0]
+    for name, parameter in model.named_parameters():
+        if name.startswith(prefixes) or (with_root and "." not in name):
+            parameter.requires_grad_(False)
+    return frozen
+
+
+def to_device(batch: Any, device: str) -> Any:
+    """Tensors anywhere in nested tuples, lists and dicts, moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable[Any], loss_fn: LossFn, optimizer: Optimizer,
+                    scheduler: LRScheduler, device: str, accumulation: int,
+                    amp: torch.amp.GradScaler | None, should_stop: StopCheck) -> float:
+    """One pass over ``loader``; the mean batch loss (NaN when stopped before the first batch).
+
+    Steps the optimizer (and the per-step scheduler) every ``accumulation`` batches and after
+    the last batch; ``amp`` is the CUDA GradScaler for mixed precision, or None for float32.
+    Checks ``should_stop`` before every batch and returns early when it gives a reason.
+    """
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    total, batches, count = 0.0, 0, len(loader)  # type: ignore[arg-type]
+    for index, batch in enumerate(loader):
+        if should_stop():
+            break
+        with torch.autocast(device_type=device.split(":")[0], enabled=amp is not None):
+            loss = loss_fn(model, to_device(batch, device))
+        if not torch.isfinite(loss):
+            raise KestrelError(f"training diverged: the loss is {loss.item()} at batch {index + 1}; "
+                               "lower learning_rate or raise gradient_accumulation_step")
+        scaled = loss / accumulation  # the sum over a group is the mean over the larger batch
+        (amp.scale(scaled) if amp is not None else scaled).backward()
+        total, batches = total + loss.item(), batches + 1
+        if (index + 1) % accumulation == 0 or index + 1 == count:
+            _step(optimizer, amp)
+            scheduler.step()
+    return total / batches if batches else math.nan
+
+
+def _step(optimizer: Optimizer, amp: torch.amp.GradScaler | None) -> None:
+    if amp is None:
+        optimizer.step()
+    else:
+        amp.step(optimizer)
+        amp.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after ``patience`` evaluations without improvement of a higher-is-better metric.
+
+    Evaluations at or before epoch ``delay`` never count against patience (the reference's
+    early_stopping_delay), though they may set the best value.
+    """
+
+    patience: int
+    delay: int
+    best: float = -math.inf
+    stale: int = 0
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record an evaluation's value; True when training should stop."""
+        if value > self.best:
+            self.best, self.stale = value, 0
+        elif epoch > self.delay:
+            self.stale += 1
+        return self.stale >= self.patience
+
+
+@dataclass
+class _Best:
+    value: float = -math.inf
+    epoch: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, torch.Tensor] | None = None
+
+
+def fit(setup: FitSetup, params: TrainingParams, ctx: TrialContext, *, resume: bool = True) -> FitResult:
+    """Train ``setup.model`` for ``params.number_of_epochs``; the model ends with the best weights.
+
+    Evaluates every ``evaluation_frequency`` epochs and after the last, reporting
+    ``train_loss``, ``val_loss`` and the metrics at each; stops when ``ctx.should_stop()`` gives
+    a reason or early stopping fires. With ``resume``, continues from ``ctx.out_dir``'s
+    checkpoint when one is there. Freeze layers before calling: only trainable parameters
+    are optimised.
+    """
+    model, device = setup.model.to(ctx.device), ctx.device
+    steps = math.ceil(len(setup.train_loader) / params.gradient_accumulation_step)  # type: ignore[arg-type]
+    optimizer = build_optimizer(model.parameters(), params)
+    scheduler = build_scheduler(optimizer, params, steps)
+    amp = torch.amp.GradScaler("cuda") if device.startswith("cuda") else None
+    stopper = EarlyStopping(params.early_stopping_patience, params.early_stopping_delay)
+    best, epoch_done, reason = _Best(), 0, None
+    if resume and (ctx.out_dir / CHECKPOINT_FILE).is_file():
+        epoch_done = _load_checkpoint(ctx.out_dir, model, optimizer, scheduler, amp, stopper, best)
+        log.info("resuming after epoch %d", epoch_done)
+    for epoch in range(epoch_done + 1, params.number_of_epochs + 1):
+        train_loss = train_one_epoch(model, setup.train_loader, setup.loss_fn, optimizer, scheduler,
+                                     device, params.gradient_accumulation_step, amp, ctx.should_stop)
+        reason = ctx.should_stop()
+        if reason is None:
+            epoch_done = epoch
+        due = epoch % params.evaluation_frequency == 0 or epoch == params.number_of_epochs
+        # A stopped trial still leaves a scored model: evaluate once if it never was.
+        if (due and reason is None) or (reason is not None and best.weights is None):
+            value = _evaluate(setup, epoch, train_loss, ctx, best)
+            if reason is None and params.early_stopping and stopper.update(epoch, value):
+                log.info("early stopping after epoch %d: no %s improvement in %d evaluations",
+                         epoch, setup.primary_metric, params.early_stopping_patience)
+                reason = "early_stopping"
+            _save_checkpoint(ctx.out_dir, epoch_done, model, optimizer, scheduler, amp, stopper, best)
+            reason = reason or ctx.should_stop()  # the report may have triggered a termination policy
+        if reason is not None:
+            break
+    if best.weights is not None:
+        model.load_state_dict(best.weights)
+    return FitResult(best.metrics, best.details, best.epoch, epoch_done, reason)
+
+
+def _evaluate(setup: FitSetup, epoch: int, train_loss: float, ctx: TrialContext, best: _Best) -> float:
+    """Evaluate, report, keep the weights if best so far; returns the primary metric's value."""
+    evaluation = setup.evaluate(setup.model)
+    value = evaluation.metrics[setup.primary_metric]
+    point = ({"train_loss": train_loss} if math.isfinite(train_loss) else {}) | evaluation.metrics
+    ctx.report(epoch, point)
+    if value > best.value or best.weights is None:
+        best.value, best.epoch = value, epoch
+        best.metrics, best.details = dict(evaluation.metrics), evaluation.details
+        best.weights = {k: v.detach().to("cpu", copy=True) for k, v in setup.model.state_dict().items()}
+        _save_atomic(best.weights, ctx.out_dir / BEST_FILE)
+    return value
+
+
+def _save_checkpoint(out_dir: Path, epoch: int, model: nn.Module, optimizer: Optimizer,
+                     scheduler: LRScheduler, amp: torch.amp.GradScaler | None,
+                     stopper: EarlyStopping, best: _Best) -> None:
+    """Tensors, numbers and plain containers only: it loads with ``weights_only=True``."""
+    _save_atomic({
+        "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "amp": amp.state_dict() if amp is not None else {},
+        "early_stopping": {"best": stopper.best, "stale": stopper.stale},
+        "best": {"value": best.value, "epoch": best.epoch, "metrics": best.metrics,
+                 "details": best.details},
+    }, out_dir / CHECKPOINT_FILE)
+
+
+def _load_checkpoint(out_dir: Path, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
+                     amp: torch.amp.GradScaler | None, stopper: EarlyStopping, best: _Best) -> int:
+    state = torch.load(out_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if amp is not None and state["amp"]:
+        amp.load_state_dict(state["amp"])
+    stopper.best, stopper.stale = state["early_stopping"]["best"], state["early_stopping"]["stale"]
+    saved = state["best"]
+    best.value, best.epoch, best.metrics, best.details = (saved["value"], saved["epoch"],
+                                                          saved["metrics"], saved["details"])
+    if (out_dir / BEST_FILE).is_file():
+        best.weights = torch.load(out_dir / BEST_FILE, map_location="cpu", weights_only=True)
+    return int(state["epoch"])
+
+
+def remove_checkpoints(out_dir: Path) -> None:
+    """Drop the loop's files once the family has saved the final weights."""
+    for name in (CHECKPOINT_FILE, BEST_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)

@@ -1,0 +1,305 @@
+"""Multi-class and multi-label image classification with timm models (SPEC §4).
+
+The reference's model names map to timm architectures; any other timm name is accepted as is.
+Training runs in `core.train.loop`; weights are saved as safetensors (state dict only), and
+`load` rebuilds the model from settings.json and predicts with the validation transforms.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from PIL import Image, ImageOps
+from safetensors.torch import load_file, load_model, save_model
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision.transforms.v2 import functional as F
+
+from core.data.augment import eval_transform
+from core.data.loaders import classification_datasets, make_loader
+from core.data.view import VersionData
+from core.errors import ConfigError
+from core.metrics.classification import classification_metrics
+from core.params import TrainingParams
+from core.prediction import Prediction
+from core.tasks import Task
+from core.tasks import spec as task_spec
+from core.train.context import TrialContext
+from core.train.loop import (
+    Evaluation,
+    FitSetup,
+    child_layers,
+    fit,
+    freeze_layers,
+    remove_checkpoints,
+    seed_everything,
+)
+from core.zoo.base import SETTINGS_FILE, WEIGHTS_FILE, ModelSpec, TrainedModel, families
+
+log = logging.getLogger(__name__)
+
+# SPEC §4 names → timm architectures (the reference's weights are ImageNet ones of these).
+AZURE_NAMES = {
+    "mobilenetv2": "mobilenetv2_100",
+    "resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50",
+    "resnet101": "resnet101", "resnet152": "resnet152",
+    "resnest50": "resnest50d", "resnest101": "resnest101e",
+    "seresnext": "seresnext50_32x4d",
+    "vits16r224": "vit_small_patch16_224", "vitb16r224": "vit_base_patch16_224",
+    "vitl16r224": "vit_large_patch16_224",
+}
+PREDICT_BATCH = 32
+
+
+@families.register("timm")
+class TimmFamily:
+    name = "timm"
+    tasks = frozenset({Task.CLASSIFICATION, Task.MULTILABEL})
+
+    def accepts(self, model_name: str, task: Task) -> bool:
+        return task in self.tasks and (model_name in AZURE_NAMES or timm.is_model(model_name))
+
+    def default_params(self, task: Task) -> dict[str, Any]:
+        return {}
+
+    def resolve(self, model_name: str, params: TrainingParams, task: Task) -> ModelSpec:
+        return ModelSpec("timm", AZURE_NAMES.get(model_name, model_name), task,
+                         display_name=model_name)
+
+    def train(self, spec: ModelSpec, data: VersionData, params: TrainingParams,
+              ctx: TrialContext) -> TrainedModel:
+        multilabel = spec.task is Task.MULTILABEL
+        if not data.validation:
+            raise ConfigError("validation_data", f"dataset {data.name}:{data.version} has no validation "
+                              "images; import it with a validation_data_size above 0")
+        seed_everything(params.seed)
+        train_set, val_set = classification_datasets(data, params, multilabel)
+        model, notices = build_model(spec.architecture, len(data.classes), params)
+        # layers_to_freeze counts as the reference for resnet/resnest (conv1, bn1, layer1-4) and
+        # ViT (patch_embed, blocks.N). seresnext's "layer0" is conv1 + bn1 here (one more to
+        # count); mobilenetv2 counts timm's 7 stages, not torchvision's 19 features.
+        frozen = freeze_layers(model, child_layers(model, head=model.get_classifier()),
+                               params.layers_to_freeze)
+        if frozen:
+            log.info("frozen layers: %s", ", ".join(frozen))
+        criterion = make_criterion(train_set.targets, len(data.classes), multilabel,
+                                   params.weighted_loss).to(ctx.device)
+        pin = ctx.device.startswith("cuda")
+        train_loader = make_loader(train_set, params.training_batch_size, shuffle=True,
+                                   workers=params.number_of_workers, seed=params.seed, pin_memory=pin)
+        val_loader = make_loader(val_set, params.validation_batch_size, shuffle=False,
+                                 workers=params.number_of_workers, seed=params.seed, pin_memory=pin)
+        evaluator = Evaluator(val_loader, criterion, data.classes, multilabel,
+                              params.multilabel_threshold, ctx.device)
+        setup = FitSetup(model, train_loader, lambda m, batch: criterion(m(batch[0]), batch[1]),
+                         evaluator, task_spec(spec.task).primary_metric)
+        result = fit(setup, params, ctx)
+        weights = ctx.out_dir / WEIGHTS_FILE
+        save_model(model, str(weights), force_contiguous=True)
+        remove_checkpoints(ctx.out_dir)
+        settings: dict[str, float | int] = {"valid_resize_size": params.validation_resize_size,
+                                            "valid_crop_size": params.validation_crop_size}
+        if multilabel:
+            settings["multilabel_threshold"] = params.multilabel_threshold
+        return TrainedModel(weights, result.metrics, result.epochs_run, settings, result.details,
+                            notices, result.stop_reason)
+
+    def load(self, artifact_dir: Path, device: str) -> TimmPredictor:
+        settings = json.loads((artifact_dir / SETTINGS_FILE).read_text())
+        classes = list(settings["classes"])
+        model = create_model(settings["architecture"], len(classes))
+        load_model(model, str(artifact_dir / WEIGHTS_FILE), device="cpu")
+        task = Task(settings["task"])
+        return TimmPredictor(task, classes, model.to(device).eval(), device,
+                             settings.get("valid_resize_size", 256), settings.get("valid_crop_size", 224),
+                             float(settings.get("multilabel_threshold", 0.5)))
+
+
+def create_model(architecture: str, num_classes: int, pretrained: str | None = None) -> nn.Module:
+    """A timm model, from ``pretrained`` (a weights file, or "hub") or randomly initialised.
+
+    ViT-like models are made to take any input size, since crop sizes are parameters.
+    """
+    kwargs: dict[str, object] = {"num_classes": num_classes}
+    if pretrained:  # timm loads the weights and leaves out the 1000-class classifier
+        kwargs["pretrained"] = True
+        if pretrained != "hub":
+            kwargs["pretrained_cfg_overlay"] = {"file": pretrained}
+    try:
+        return timm.create_model(architecture, dynamic_img_size=True, **kwargs)
+    except TypeError:  # only token-based models (the ViT family) know dynamic_img_size
+        return timm.create_model(architecture, **kwargs)
+
+
+def build_model(architecture: str, num_classes: int, params: TrainingParams
+                ) -> tuple[nn.Module, list[str]]:
+    """The model with the best starting weights to be had, and notices about them.
+
+    A user's file (``checkpoint_path`` for incremental training, else ``pretrained_weights``)
+    wins; otherwise timm's ImageNet weights from the local cache (or the hub, when reachable);
+    otherwise random initialisation, which the notice says.
+    """
+    user_file = params.checkpoint_path or params.pretrained_weights
+    if user_file:
+        model = create_model(architecture, num_classes)
+        notice = load_weights_file(model, Path(user_file))
+        return model, [notice] if notice else []
+    source, why = pretrained_source(architecture)
+    if source is not None:
+        try:
+            model = create_model(architecture, num_classes, source)
+            log.info("starting from timm's pretrained weights for %s (%s)", architecture, source)
+            return model, []
+        except Exception as exc:  # noqa: BLE001 — a corrupt cache or failed download: train anyway
+            why = f"loading them failed ({type(exc).__name__}: {exc})"
+    notice = f"no pretrained weights for {architecture}: {why}; training from scratch"
+    log.warning(notice)
+    return create_model(architecture, num_classes), [notice]
+
+
+def pretrained_source(architecture: str) -> tuple[str | None, str]:
+    """Where timm's pretrained weights can come from: a cached file, "hub", or None and why.
+
+    The hub is only tried when it answers: offline, timm retries it for ~46 s per file, and
+    setting HF_HUB_OFFLINE after huggingface_hub is imported does not help.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cfg = timm.get_pretrained_cfg(architecture)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        return None, "timm publishes none"
+    if cfg.hf_hub_id:
+        repo = cfg.hf_hub_id.split("@")[0]
+        for name in (cfg.hf_hub_filename or "model.safetensors", "pytorch_model.bin"):
+            cached = try_to_load_from_cache(repo, name)
+            if isinstance(cached, str):
+                return cached, ""
+    if cfg.url:
+        cached_url = Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url).name
+        if cached_url.is_file():
+            return str(cached_url), ""
+    if constants.is_offline_mode():
+        return None, "not in the local cache and HF_HUB_OFFLINE is set"
+    if not _reachable("huggingface.co"):
+        return None, "not in the local cache and huggingface.co cannot be reached"
+    return "hub", ""
+
+
+def _reachable(host: str, timeout_s: float = 2.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_weights_file(model: nn.Module, path: Path) -> str:
+    """Load a user's weights (safetensors or a torch state dict) into ``model``, skipping what
+    does not fit (typically the classifier); returns a notice naming what was skipped, or "".
+    """
+    if not path.is_file():
+        raise ConfigError("training_parameters.pretrained_weights",
+                          f"{path} is not a file; give the path of a .safetensors or .pth state dict")
+    if path.suffix == ".safetensors":
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model"):  # common checkpoint wrappers
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ConfigError("training_parameters.pretrained_weights",
+                          f"none of the {len(state)} tensors in {path.name} fit this architecture")
+    model.load_state_dict(usable, strict=False)
+    skipped = sorted(set(own) - set(usable))
+    log.info("loaded %d tensors from %s; kept initial values for %s", len(usable), path,
+             ", ".join(skipped) or "none")
+    return f"weights from {path.name}: {len(skipped)} tensors did not fit and start fresh " \
+           f"({', '.join(skipped[:4])}{', ...' if len(skipped) > 4 else ''})" if skipped else ""
+
+
+def make_criterion(targets: torch.Tensor, num_classes: int, multilabel: bool, weighted_loss: int
+                   ) -> nn.Module:
+    """Cross-entropy (multi-class) or BCE-with-logits (multi-label), optionally class-weighted.
+
+    ``weighted_loss`` as the reference: 1 = sqrt of the class weights, 2 = the class weights,
+    where a class's weight is its inverse frequency (scaled to average 1; for multi-label the
+    weight of a label's positives is negatives / positives).
+    """
+    if multilabel:
+        positives = targets.sum(dim=0)
+        weights = (len(targets) - positives) / positives.clamp(min=1)
+    else:
+        counts = torch.bincount(targets, minlength=num_classes).float()
+        weights = len(targets) / (num_classes * counts.clamp(min=1))
+    weights = weights.sqrt() if weighted_loss == 1 else weights
+    if multilabel:
+        return nn.BCEWithLogitsLoss(pos_weight=weights if weighted_loss else None)
+    return nn.CrossEntropyLoss(weight=weights if weighted_loss else None)
+
+
+@dataclass
+class Evaluator:
+    """Scores a model on the validation loader: val_loss plus the classification metrics."""
+
+    loader: DataLoader
+    criterion: nn.Module
+    classes: list[str]
+    multilabel: bool
+    threshold: float
+    device: str
+
+    def __call__(self, model: nn.Module) -> Evaluation:
+        model.eval()
+        logits, targets, loss_sum = [], [], 0.0
+        with torch.inference_mode(), torch.autocast(self.device.split(":")[0],
+                                                    enabled=self.device.startswith("cuda")):
+            for images, target in self.loader:
+                out = model(images.to(self.device)).float()
+                loss_sum += float(self.criterion(out, target.to(self.device))) * len(target)
+                logits.append(out.cpu())
+                targets.append(target)
+        scores, truth = torch.cat(logits), torch.cat(targets)
+        probs = scores.sigmoid() if self.multilabel else scores.softmax(dim=1)
+        flat, details = classification_metrics(probs, truth, self.classes, self.multilabel,
+                                               self.threshold)
+        val_loss = loss_sum / len(truth) if len(truth) else math.nan
+        return Evaluation({"val_loss": val_loss, **flat}, details)
+
+
+@dataclass
+class TimmPredictor:
+    task: Task
+    classes: list[str]
+    model: nn.Module
+    device: str
+    resize_size: int
+    crop_size: int
+    threshold: float  # multi-label: a label is predicted when its prob ≥ threshold
+
+    def predict(self, images: list[Image.Image]) -> list[Prediction]:
+        """One Prediction per image: every class with its probability (softmax or sigmoid)."""
+        transform = eval_transform(self.resize_size, self.crop_size)
+        out: list[Prediction] = []
+        for start in range(0, len(images), PREDICT_BATCH):
+            chunk = images[start:start + PREDICT_BATCH]
+            # Upright as in training (the loaders apply EXIF orientation when decoding).
+            batch = torch.stack([transform(F.pil_to_tensor(ImageOps.exif_transpose(i).convert("RGB")))
+                                 for i in chunk])
+            with torch.inference_mode():
+                scores = self.model(batch.to(self.device)).float().cpu()
+            probs = scores.sigmoid() if self.task is Task.MULTILABEL else scores.softmax(dim=1)
+            out += [Prediction(labels=list(self.classes), probs=[float(p) for p in row])
+                    for row in probs.tolist()]
+        return out

@@ -1,0 +1,350 @@
+"""The ultralytics family: YOLO detection and segmentation trained by ultralytics' own loop.
+
+Every ultralytics detail lives here: offline switches, the YOLO dataset folder, the callbacks to our
+TrialContext, weights as safetensors. ultralytics is imported lazily, after `_ultralytics()`."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import functools
+import importlib.util
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from core.data.view import VersionData
+from core.errors import ConfigError
+from core.params import TrainingParams
+from core.prediction import Detection, Prediction
+from core.tasks import Task
+from core.train.context import TrialContext
+from core.zoo.base import SETTINGS_FILE, WEIGHTS_FILE, ModelSpec, TrainedModel, families
+from core.zoo.yolo_dataset import write_yolo_dataset
+
+YOLO_TASKS = {Task.DETECTION: "detect", Task.SEGMENTATION: "segment"}
+SIZE_LETTERS = {"small": "s", "medium": "m", "large": "l", "xlarge": "x"}
+LETTER_SIZES = {"n": "nano", **{v: k for k, v in SIZE_LETTERS.items()}}
+# Config variants for other tasks or other model classes, which share the cfg folder.
+FOREIGN_VARIANTS = ("cls", "pose", "obb", "world", "yoloe", "sem", "depth", "rtdetr")
+PREDICT_CHUNK = 8  # images per forward pass when predicting
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+
+
+def _ultralytics() -> None:
+    """Import ultralytics with every network path closed (see ENVIRONMENT.md, "Ultralytics offline")."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # no DNS check at import, no downloads
+    os.environ.setdefault("YOLO_AUTOINSTALL", "0")  # never pip-install a missing requirement
+    import matplotlib
+    from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
+
+    if SETTINGS.get("sync"):
+        SETTINGS.update({"sync": False})  # no analytics events
+    # Dataset checks and plots want Arial and download it when missing; any TTF named so will do.
+    font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        if not (USER_CONFIG_DIR / name).exists() and font.exists():
+            shutil.copyfile(font, USER_CONFIG_DIR / name)
+
+
+@contextlib.contextmanager
+def _keep_threads() -> Iterator[None]:
+    """ultralytics sets torch to min(8, cores - 1) threads on CPU, for good; keep the caller's count."""
+    import torch
+    from ultralytics.utils import torch_utils
+
+    threads = torch.get_num_threads()
+    torch_utils.NUM_THREADS = threads
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@functools.cache
+def _config_names() -> frozenset[str]:
+    """Stems of the model configs ultralytics ships (found without importing it)."""
+    spec = importlib.util.find_spec("ultralytics")
+    root = Path(spec.origin or "").parent / "cfg" / "models"  # type: ignore[union-attr]
+    return frozenset(p.stem for p in root.rglob("*.yaml"))
+
+
+def architecture_for(model_name: str, task: Task, model_size: str) -> str:
+    """The config stem for a name (``yolov5`` + model_size -> ``yolov5m``; ``yolo11n`` for segmentation
+    -> ``yolo11n-seg``); ConfigError when ultralytics ships no such config."""
+    name = model_name.strip().lower().removesuffix(".yaml")
+    base, is_seg = name.removesuffix("-seg"), name.endswith("-seg")
+    field = "training_parameters.model_name"
+    if task not in YOLO_TASKS:
+        raise ConfigError(field, f"ultralytics models here do {sorted(YOLO_TASKS)}, not {task.value}")
+    if is_seg and task is Task.DETECTION:
+        raise ConfigError(field, f"{model_name!r} is a segmentation model", hints=[base])
+    if any(v in base.split("-") or base.startswith(v) for v in FOREIGN_VARIANTS):
+        raise ConfigError(field, f"{model_name!r} is not a detection or segmentation model")
+    if re.fullmatch(r"yolo(v\d+|\d+)", base):  # a generation without a scale: model_size picks it
+        base += SIZE_LETTERS[model_size]
+    architecture = base + ("-seg" if task is Task.SEGMENTATION else "")
+    # ultralytics reads yolo11n.yaml as yolo11.yaml at scale n; yolov5s is its anchor-free YOLOv5u.
+    unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", architecture)
+    if architecture not in _config_names() and unified not in _config_names():
+        raise ConfigError(field, f"ultralytics has no config {architecture}.yaml for {task.value}",
+                          hints=difflib.get_close_matches(architecture, sorted(_config_names()), n=3))
+    return architecture
+
+
+@families.register("ultralytics")
+class UltralyticsFamily:
+    name = "ultralytics"
+    tasks = frozenset(YOLO_TASKS)
+
+    def accepts(self, model_name: str, task: Task) -> bool:
+        try:
+            architecture_for(model_name, task, "medium")
+        except ConfigError:
+            return False
+        return True
+
+    def default_params(self, task: Task) -> dict[str, Any]:
+        # The reference's yolov5 defaults (SPEC §7: box_score_thresh 0.1 for YOLO).
+        return {"box_score_threshold": 0.1, "training_batch_size": 16, "validation_batch_size": 16,
+                "learning_rate": 0.01, "number_of_epochs": 30}
+
+    def resolve(self, model_name: str, params: TrainingParams, task: Task) -> ModelSpec:
+        architecture = architecture_for(model_name, task, params.model_size)
+        scale = re.search(r"yolo(?:v)?\d+([nslmx])", architecture)
+        size = LETTER_SIZES.get(scale.group(1), "") if scale else ""
+        return ModelSpec(self.name, architecture, task, size, display_name=architecture)
+
+    def train(self, spec: ModelSpec, data: VersionData, params: TrainingParams,
+              ctx: TrialContext) -> TrainedModel:
+        from core.metrics.detection import score_predictor
+
+        _ultralytics()
+        notices: list[str] = []
+        data_yaml = write_yolo_dataset(data, ctx.out_dir / "data", notices)
+        initial = _initial_weights(params, notices)
+        bridge = _Bridge(ctx, data.task, params.validation_metric_type)
+        with _keep_threads():  # the trainer's constructor already changes them
+            trainer = _trainer_class(data.task, initial, notices)(
+                overrides=_train_args(spec, params, ctx, data_yaml))
+            trainer.add_callback("on_train_batch_end", bridge.on_batch_end)
+            trainer.add_callback("on_fit_epoch_end", bridge.on_fit_epoch_end)
+            trainer.train()
+        best = trainer.best if trainer.best.exists() else trainer.last
+        weights = ctx.out_dir / WEIGHTS_FILE
+        _save_safetensors(best, weights)
+        shutil.rmtree(best.parent, ignore_errors=True)  # ultralytics' pickled copies; ours is enough
+        if bridge.stop_reason:
+            notices.append(f"stopped after epoch {bridge.epochs_run}: {bridge.stop_reason}")
+        settings = inference_settings(spec, params)
+        predictor = _YoloPredictor(spec.architecture, data.task, data.classes, weights, settings,
+                                   ctx.device)
+        metrics, evaluation = score_predictor(predictor, data.validation or data.train, data.classes,
+                                              params.validation_metric_type)
+        return TrainedModel(weights, metrics, bridge.epochs_run, settings, evaluation, notices,
+                            bridge.stop_reason)
+
+    def load(self, artifact_dir: Path, device: str) -> _YoloPredictor:
+        settings = json.loads((artifact_dir / SETTINGS_FILE).read_text())
+        return _YoloPredictor(settings["architecture"], Task(settings["task"]),
+                              list(settings["classes"]), artifact_dir / WEIGHTS_FILE, settings, device)
+
+
+def inference_settings(spec: ModelSpec, params: TrainingParams) -> dict[str, Any]:
+    """SPEC §7 settings for a YOLO model, as trained."""
+    settings: dict[str, Any] = {
+        "img_size": params.img_size, "model_size": spec.size,
+        "box_score_thresh": params.box_score_threshold, "nms_iou_thresh": params.nms_iou_threshold,
+        "box_detections_per_img": params.box_detections_per_image,
+    }
+    if spec.task is Task.SEGMENTATION:  # ultralytics itself cuts masks at 0.5, whatever is set here
+        settings["mask_pixel_score_threshold"] = params.mask_pixel_score_threshold
+        settings["max_number_of_polygon_points"] = params.max_number_of_polygon_points
+    return settings
+
+
+def _device(device: str) -> str:
+    """Our device names in ultralytics' spelling: "cuda:1" -> "1"."""
+    return (device.partition(":")[2] or "0") if device.startswith("cuda") else device
+
+
+def _train_args(spec: ModelSpec, params: TrainingParams, ctx: TrialContext, data_yaml: Path
+                ) -> dict[str, Any]:
+    on_cuda = ctx.device.startswith("cuda")
+    args: dict[str, Any] = {
+        "model": f"{spec.architecture}.yaml", "task": YOLO_TASKS[spec.task], "mode": "train",
+        "data": str(data_yaml), "pretrained": False, "epochs": params.number_of_epochs,
+        "batch": params.training_batch_size, "imgsz": params.img_size, "device": _device(ctx.device),
+        "optimizer": OPTIMIZERS[params.optimizer], "lr0": params.learning_rate,
+        "momentum": params.momentum, "weight_decay": params.weight_decay,
+        "cos_lr": params.learning_rate_scheduler == "warmup_cosine",
+        "warmup_epochs": params.warmup_cosine_lr_warmup_epochs,
+        # nbs, ultralytics' nominal batch, accumulates gradients up to 64 images: on small data a
+        # step every few batches and no learning (ENVIRONMENT.md). Accumulate only as asked.
+        "nbs": params.training_batch_size * params.gradient_accumulation_step,
+        "seed": params.seed, "deterministic": True, "amp": on_cuda,
+        "workers": params.number_of_workers if on_cuda else 0,
+        "multi_scale": 0.5 if params.multi_scale else 0.0,  # YOLOv5's +-50% image sizes
+        "patience": params.early_stopping_patience if params.early_stopping else 0,  # 0: never
+        "project": str(ctx.out_dir), "name": "ultralytics", "exist_ok": True,
+        "plots": False, "verbose": False, "val": True, "save": True,
+    }
+    if not params.advanced("apply_mosaic_for_yolo"):
+        args.update(mosaic=0.0, close_mosaic=0)
+    if not params.advanced("apply_automl_train_augmentations"):
+        args.update(degrees=0.0, translate=0.0, scale=0.0, shear=0.0, fliplr=0.0)
+    return args
+
+
+def _initial_weights(params: TrainingParams, notices: list[str]) -> dict[str, Any] | None:
+    """Tensors to start from: a Kestrel model (.safetensors) or a user's ultralytics .pt file."""
+    source = params.checkpoint_path or params.pretrained_weights
+    if not source:
+        notices.append("no pretrained weights: trained from scratch (set pretrained_weights to an "
+                       "ultralytics .pt file to start from one)")
+        return None
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise ConfigError("training_parameters.pretrained_weights", f"{path} is not a file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    from ultralytics.nn.tasks import load_checkpoint
+
+    # ultralytics checkpoints are pickles: load_checkpoint runs torch.load(weights_only=False).
+    # We accept that only for a file the user named explicitly; our own models are safetensors.
+    model, _ = load_checkpoint(path)
+    return {k: v.float() for k, v in model.state_dict().items()}
+
+
+def _trainer_class(task: Task, initial: dict[str, Any] | None, notices: list[str]) -> type:
+    """ultralytics' trainer for the task, starting the built model from ``initial`` tensors."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+    from ultralytics.models.yolo.segment import SegmentationTrainer
+
+    base = SegmentationTrainer if task is Task.SEGMENTATION else DetectionTrainer
+
+    def get_model(self: Any, cfg: Any = None, weights: Any = None, verbose: bool = True) -> Any:
+        model = base.get_model(self, cfg=cfg, weights=weights, verbose=False)
+        if initial is not None:
+            own = model.state_dict()
+            fitting = {k: v for k, v in initial.items() if k in own and own[k].shape == v.shape}
+            model.load_state_dict(fitting, strict=False)
+            notices.append(f"started from pretrained weights: {len(fitting)} of {len(own)} tensors fit")
+        return model
+
+    return type(f"Kestrel{base.__name__}", (base,), {"get_model": get_model})
+
+
+class _Bridge:
+    """ultralytics callbacks -> TrialContext: metrics per epoch, and stopping when asked."""
+
+    def __init__(self, ctx: TrialContext, task: Task, metric_type: str) -> None:
+        self.ctx, self.metric_type = ctx, metric_type
+        self.suffix = "(M)" if task is Task.SEGMENTATION else "(B)"
+        self.epochs_run, self.stop_reason, self.done = 0, "", False
+
+    def on_batch_end(self, trainer: Any) -> None:
+        if reason := self.ctx.should_stop():
+            self.stop_reason, trainer.stop = reason, True
+
+    def on_fit_epoch_end(self, trainer: Any) -> None:
+        if self.done:  # ultralytics calls this once more after training for best.pt: not an epoch
+            return
+        m = trainer.metrics
+        map_50 = float(m.get(f"metrics/mAP50{self.suffix}", 0.0))
+        map_50_95 = float(m.get(f"metrics/mAP50-95{self.suffix}", 0.0))
+        self.epochs_run = trainer.epoch + 1
+        self.ctx.report(self.epochs_run, {
+            "train_loss": _total(trainer.tloss),
+            "val_loss": float(sum(v for k, v in m.items() if k.startswith("val/"))),
+            "map_50": map_50, "map_50_95": map_50_95,
+            "mean_average_precision": map_50_95 if self.metric_type == "coco" else map_50,
+        })
+        if not self.stop_reason and (reason := self.ctx.should_stop()):
+            self.stop_reason, trainer.stop = reason, True
+        self.done = bool(trainer.stop)
+
+
+def _total(losses: Any) -> float:
+    """The sum of a loss-items record (a dict of tensors in ultralytics 8.4, a tensor before)."""
+    return float(sum(float(v) for v in (losses.values() if isinstance(losses, dict) else losses or ())))
+
+
+def _save_safetensors(checkpoint: Path, target: Path) -> None:
+    """The best EMA weights from ultralytics' checkpoint, as float32 safetensors."""
+    from safetensors.torch import save_file
+    from ultralytics.nn.tasks import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)  # the pickle ultralytics wrote in this run, not user input
+    save_file({k: v.detach().float().contiguous().clone() for k, v in model.state_dict().items()},
+              target)
+
+
+class _YoloPredictor:
+    """A YOLO network rebuilt from its config and safetensors, predicting in our shape."""
+
+    def __init__(self, architecture: str, task: Task, classes: list[str], weights: Path,
+                 settings: dict[str, Any], device: str) -> None:
+        _ultralytics()
+        from safetensors.torch import load_file
+        from ultralytics.models.yolo.detect import DetectionPredictor
+        from ultralytics.models.yolo.segment import SegmentationPredictor
+        from ultralytics.nn import tasks as nets
+
+        self.task, self.classes, self.settings = task, classes, settings
+        segments = task is Task.SEGMENTATION
+        net = (nets.SegmentationModel if segments else nets.DetectionModel)(
+            nets.yaml_model_load(f"{architecture}.yaml"), nc=len(classes), verbose=False)
+        net.load_state_dict(load_file(weights))
+        net.names = dict(enumerate(classes))
+        net.eval()
+        overrides = {"task": YOLO_TASKS[task], "mode": "predict", "imgsz": settings["img_size"],
+                     "conf": settings["box_score_thresh"], "iou": settings["nms_iou_thresh"],
+                     "max_det": settings["box_detections_per_img"], "device": _device(device),
+                     "verbose": False, "save": False, "batch": PREDICT_CHUNK}
+        with _keep_threads():
+            kind = SegmentationPredictor if segments else DetectionPredictor
+            self._predictor = kind(overrides=overrides)
+            self._predictor.setup_model(net, verbose=False)
+
+    def predict(self, images: list[Image.Image]) -> list[Prediction]:
+        out: list[Prediction] = []
+        with _keep_threads():
+            for start in range(0, len(images), PREDICT_CHUNK):
+                chunk = [im if im.mode == "RGB" else im.convert("RGB")
+                         for im in images[start:start + PREDICT_CHUNK]]
+                for image, result in zip(chunk, self._predictor(source=chunk), strict=True):
+                    out.append(Prediction(filename=Path(getattr(image, "filename", "") or "").name,
+                                          detections=self._detections(result)))
+        return out
+
+    def _detections(self, result: Any) -> list[Detection]:
+        boxes = result.boxes
+        polygons = result.masks.xyn if result.masks is not None else [()] * len(boxes)
+        max_points = int(self.settings.get("max_number_of_polygon_points", 100))
+        labels = [self.classes[c] for c in boxes.cls.int().tolist()]
+        return [Detection(c, round(s, 6), *(round(min(max(v, 0.0), 1.0), 6) for v in box),
+                          polygons=_polygon(p, max_points))
+                for box, s, c, p in zip(boxes.xyxyn.tolist(), boxes.conf.tolist(), labels, polygons)]
+
+
+def _polygon(points: Any, max_points: int) -> tuple[tuple[float, ...], ...]:
+    """A mask outline (N x 2, normalised) simplified to at most ``max_points`` points."""
+    import cv2
+    import numpy as np
+
+    outline = contour = np.asarray(points, dtype=np.float32).reshape(-1, 1, 2)
+    epsilon = 0.0005  # of the image side
+    while len(contour) > max_points:
+        contour = cv2.approxPolyDP(outline, epsilon, True)
+        epsilon *= 1.5
+    flat = tuple(round(min(max(float(v), 0.0), 1.0), 6) for v in contour.reshape(-1))
+    return (flat,) if len(flat) >= 6 else ()

@@ -1,0 +1,77 @@
+"""`kestrel train`: one trial end to end — stored status, metric points, artifacts, reload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.data.importer import ImportOptions, import_dataset
+from core.data.samples import write_sample
+from core.tasks import Task
+from storage.db import session_scope
+from storage.repos import trials
+
+SMALL = ["--set", "number_of_epochs=2", "--set", "training_batch_size=16",
+         "--set", "training_crop_size=32", "--set", "validation_crop_size=32",
+         "--set", "validation_resize_size=36", "--set", "learning_rate=0.01"]
+
+
+@pytest.fixture
+def shapes(settings, engine, tmp_path) -> str:
+    jsonl = write_sample(Task.CLASSIFICATION, tmp_path / "shapes", count=30, size=48)
+    import_dataset(jsonl, ImportOptions("shapes"), settings=settings, engine=engine)
+    return "shapes"
+
+
+def test_train_stores_status_metric_points_and_artifacts(cli, shapes, engine):
+    result = cli.json("train", "--data", f"{shapes}:1", "--model", "resnet18", *SMALL)
+    assert result["status"] == "completed"
+    assert result["primary_metric"] == "accuracy"
+    assert 0.0 <= result["metrics"]["accuracy"] <= 1.0
+    assert result["device"].startswith("cpu") and result["epochs_run"] == 2
+    artifacts = {k: Path(v) for k, v in result["artifacts"].items()}
+    assert all(path.exists() for path in artifacts.values())
+    settings_json = json.loads(artifacts["settings"].read_text())
+    assert settings_json["classes"] == ["circle", "square", "triangle"]
+    assert settings_json["valid_crop_size"] == 32
+    assert "epoch 2" in artifacts["log"].read_text()
+    with session_scope(engine) as session:
+        row = trials.get(session=session, trial_id=result["trial_id"])
+        assert row.status == "completed" and row.primary_metric_value == result["metrics"]["accuracy"]
+        assert row.metrics["software"]["torch"]
+        curves = trials.curves(session=session, trial_id=result["trial_id"])
+    assert [step for step, _ in curves["train_loss"]] == [1, 2]
+    assert len(curves["accuracy"]) == 2
+
+    from core.predict import load_predictor, predict_json
+
+    predictor = load_predictor(artifacts["weights"].parent, "cpu")
+    answer = predict_json(predictor, [Image.new("RGB", (48, 48), "white")], ["white.png"])[0]
+    assert answer["filename"] == "white.png"
+    assert answer["labels"] == ["circle", "square", "triangle"]
+    assert abs(sum(answer["probs"]) - 1) < 1e-5
+
+
+def test_unknown_model_and_bad_parameters_are_refused_before_a_trial_exists(cli, shapes, engine):
+    code, _, stderr = cli("train", "--data", shapes, "--model", "resnet19x", ok=False)
+    assert code == 2 and "did you mean" in stderr and "resnet18" in stderr
+    code, _, stderr = cli("train", "--data", shapes, "--set", "optimizer=rmsprop", ok=False)
+    assert code == 2 and "training_parameters.optimizer" in stderr
+    code, _, stderr = cli("train", "--data", "nope", ok=False)
+    assert code == 2 and "kestrel data list" in stderr
+    with session_scope(engine) as session:
+        assert trials.get(session=session, trial_id=1) is None
+
+
+def test_checkpoint_run_id_continues_from_a_finished_trial(cli, shapes, settings, engine, tmp_path):
+    first = cli.json("train", "--data", shapes, "--model", "resnet18", *SMALL)
+    again = cli.json("train", "--data", shapes, "--model", "resnet18", *SMALL,
+                     "--set", f"checkpoint_run_id=trial-{first['trial_id']}")
+    params = json.loads(Path(again["artifacts"]["params"]).read_text())
+    assert params["checkpoint_path"] == first["artifacts"]["weights"]
+    assert not any("from scratch" in n for n in again["notices"])
+    code, _, stderr = cli("train", "--data", shapes, "--set", "checkpoint_run_id=999", ok=False)
+    assert code == 2 and "not a finished trial" in stderr
