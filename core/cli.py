@@ -3,6 +3,7 @@ terminal; `--json` prints one JSON object on stdout and nothing else there."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -162,8 +163,10 @@ def train(
         overrides["model_name"] = model
     name, number = parse_ref(data)
     settings, engine = open_storage()
-    result = run_trial(settings=settings, engine=engine, dataset=name, version=number,
-                       overrides=overrides, timeout_s=timeout_minutes * 60 if timeout_minutes else None)
+    # Libraries print progress to stdout; with --json, stdout carries the answer alone.
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        result = run_trial(settings=settings, engine=engine, dataset=name, version=number,
+                           overrides=overrides, timeout_s=timeout_minutes * 60 if timeout_minutes else None)
     if as_json:
         print(json.dumps(result.as_dict()))
         return

@@ -33,6 +33,7 @@ from storage.settings import Settings
 log = logging.getLogger(__name__)
 SOFTWARE = ("torch", "torchvision", "timm", "ultralytics", "kestrel")
 FINISHED = ("completed", "early_terminated", "canceled")
+LOGGERS = ("core", "ultralytics")  # what the trial log collects
 
 
 @dataclass
@@ -109,9 +110,10 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
                               primary_metric_value=None, error=f"{type(exc).__name__}: {exc}")
             raise
         return _store(engine, row.id, out_dir, data, params, model, trained,
-                      ctx.should_stop() or trained.stop_reason, device)
+                      ctx.should_stop() or trained.stop_reason or None, device)
     finally:
-        logging.getLogger("core").removeHandler(handler)
+        for name in LOGGERS:
+            logging.getLogger(name).removeHandler(handler)
         handler.close()
 
 
@@ -162,9 +164,10 @@ def _checkpoint_weights(engine: Engine, run_id: str, task: Task) -> Path:
 def _log_to(file: Path) -> logging.Handler:
     handler = logging.FileHandler(file, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    core_log = logging.getLogger("core")
-    core_log.addHandler(handler)
-    core_log.setLevel(logging.INFO)
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     return handler
 
 

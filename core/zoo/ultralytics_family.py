@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,28 @@ PREDICT_CHUNK = 8  # images per forward pass when predicting
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 
 
+class _Stderr:
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def _ultralytics() -> None:
     """Import ultralytics with every network path closed (see ENVIRONMENT.md, "Ultralytics offline")."""
     os.environ.setdefault("YOLO_OFFLINE", "1")  # no DNS check at import, no downloads
     os.environ.setdefault("YOLO_AUTOINSTALL", "0")  # never pip-install a missing requirement
+    import logging
+
     import matplotlib
-    from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
+    from ultralytics.utils import LOGGER, SETTINGS, USER_CONFIG_DIR
+
+    # Its console lines go to stderr (stdout carries `--json` answers), looked up at each write
+    # so a replaced sys.stderr (a test runner's) is followed.
+    for handler in LOGGER.handlers:
+        if type(handler) is logging.StreamHandler and not isinstance(handler.stream, _Stderr):
+            handler.setStream(_Stderr())
 
     if SETTINGS.get("sync"):
         SETTINGS.update({"sync": False})  # no analytics events
