@@ -71,3 +71,43 @@ def cli(settings: Settings) -> Cli:
 @pytest.fixture(scope="session")
 def shared() -> Path:
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def one_thread():  # type: ignore[no-untyped-def]
+    """Training tests share two cores with other processes; two torch threads then run many
+    times slower (ENVIRONMENT.md), so the module trains on one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def sample_versions(tmp_path_factory: pytest.TempPathFactory, template_db: Path):  # type: ignore[no-untyped-def]
+    """Builds sample dataset versions once, in a home of their own:
+    ``build(label, {name: (task, count, size)}) -> {name: VersionData}``."""
+    from core.data.importer import ImportOptions, import_dataset
+    from core.data.samples import write_sample
+    from core.data.view import load_version
+    from storage.artifacts import BlobStore
+    from storage.db import session_scope
+
+    def build(label: str, wanted: dict) -> dict:  # type: ignore[type-arg]
+        home = tmp_path_factory.mktemp(label) / "home"
+        home.mkdir()
+        shutil.copyfile(template_db, home / "kestrel.db")
+        settings = Settings(home=home)
+        engine = make_engine(settings.db_url)
+        out = {}
+        for name, (task, count, size) in wanted.items():
+            jsonl = write_sample(task, home.parent / name, count=count, size=size)
+            import_dataset(jsonl, ImportOptions(name, task), settings=settings, engine=engine)
+            with session_scope(engine) as session:
+                out[name] = load_version(session=session, blobs=BlobStore(settings.blobs_dir), name=name)
+        engine.dispose()
+        return out
+
+    return build

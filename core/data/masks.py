@@ -46,3 +46,14 @@ def polygon_extent(polygons: Sequence[Polygon]) -> tuple[float, float, float, fl
     xs = [v for p in polygons for v in p[0::2]]
     ys = [v for p in polygons for v in p[1::2]]
     return min(xs), min(ys), max(xs), max(ys)
+
+
+def limit_points(polygon: Sequence[float], max_points: int) -> tuple[float, ...]:
+    """A normalised flat polygon simplified to at most ``max_points`` points (() if degenerate)."""
+    outline = contour = np.asarray(polygon, dtype=np.float32).reshape(-1, 1, 2)
+    epsilon = 0.001  # of the image side, grown until the polygon is short enough
+    while len(contour) > max_points:
+        contour = cv2.approxPolyDP(outline, epsilon, True)
+        epsilon *= 1.5
+    flat = tuple(round(min(max(float(v), 0.0), 1.0), 6) for v in contour.reshape(-1))
+    return flat if len(flat) >= 6 else ()

@@ -7,7 +7,7 @@ import difflib
 from core.errors import ConfigError
 from core.params import TrainingParams
 from core.tasks import Task
-from core.zoo import timm_family, ultralytics_family  # noqa: F401
+from core.zoo import timm_family, torchvision_family, ultralytics_family  # noqa: F401
 from core.zoo.base import ModelFamily, ModelSpec, families
 
 # Most specific first: timm accepts any timm name, so it is asked last.

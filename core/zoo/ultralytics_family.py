@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from core.data.masks import limit_points
 from core.data.view import VersionData
 from core.errors import ConfigError
 from core.params import TrainingParams
@@ -349,19 +350,9 @@ class _YoloPredictor:
         max_points = int(self.settings.get("max_number_of_polygon_points", 100))
         labels = [self.classes[c] for c in boxes.cls.int().tolist()]
         return [Detection(c, round(s, 6), *(round(min(max(v, 0.0), 1.0), 6) for v in box),
-                          polygons=_polygon(p, max_points))
+                          polygons=_one(limit_points(p, max_points)))
                 for box, s, c, p in zip(boxes.xyxyn.tolist(), boxes.conf.tolist(), labels, polygons)]
 
 
-def _polygon(points: Any, max_points: int) -> tuple[tuple[float, ...], ...]:
-    """A mask outline (N x 2, normalised) simplified to at most ``max_points`` points."""
-    import cv2
-    import numpy as np
-
-    outline = contour = np.asarray(points, dtype=np.float32).reshape(-1, 1, 2)
-    epsilon = 0.0005  # of the image side
-    while len(contour) > max_points:
-        contour = cv2.approxPolyDP(outline, epsilon, True)
-        epsilon *= 1.5
-    flat = tuple(round(min(max(float(v), 0.0), 1.0), 6) for v in contour.reshape(-1))
-    return (flat,) if len(flat) >= 6 else ()
+def _one(polygon: tuple[float, ...]) -> tuple[tuple[float, ...], ...]:
+    return (polygon,) if polygon else ()

@@ -75,3 +75,18 @@ def test_checkpoint_run_id_continues_from_a_finished_trial(cli, shapes, settings
     assert not any("from scratch" in n for n in again["notices"])
     code, _, stderr = cli("train", "--data", shapes, "--set", "checkpoint_run_id=999", ok=False)
     assert code == 2 and "not a finished trial" in stderr
+
+
+def test_every_family_states_its_defaults_and_they_sit_below_the_job(settings):
+    from core.params import resolve_params
+    from core.zoo.base import families
+    from core.zoo.families import resolve
+
+    assert set(families.names()) == {"timm", "torchvision", "ultralytics"}
+    params = resolve_params(Task.DETECTION, {"model_name": "yolov8n"})
+    family, spec = resolve("yolov8n", Task.DETECTION, params)
+    assert family.default_params(Task.DETECTION)["box_score_threshold"] == 0.1
+    family, spec = resolve("fasterrcnn_resnet18_fpn", Task.DETECTION, params)
+    assert spec.family == "torchvision"
+    family, spec = resolve("resnet50", Task.CLASSIFICATION, params)
+    assert (spec.family, spec.architecture) == ("timm", "resnet50")

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,10 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data.importer import ImportOptions, import_dataset
 from core.data.records import Instance
-from core.data.samples import write_sample
-from core.data.view import Item, VersionData, load_version
+from core.data.view import Item, VersionData
 from core.errors import ConfigError
 from core.metrics.detection import detection_metrics
 from core.params import TrainingParams, resolve_params
@@ -31,9 +27,6 @@ from core.tasks import Task
 from core.train.context import MemoryContext
 from core.zoo.base import SETTINGS_FILE, ModelSpec, TrainedModel, families
 from core.zoo.ultralytics_family import UltralyticsFamily, write_yolo_dataset
-from storage.artifacts import BlobStore
-from storage.db import make_engine, session_scope
-from storage.settings import Settings
 
 SQUARE = (0.1, 0.1, 0.5, 0.1, 0.5, 0.5, 0.1, 0.5)
 SLIVER = (0.1, 0.5, 0.2, 0.1, 0.3, 0.5)  # a quarter of SQUARE's area, inside it
@@ -212,32 +205,11 @@ class StopAfterFirstBatch(MemoryContext):
 
 
 @pytest.fixture(scope="module")
-def one_thread() -> Iterator[None]:
-    # Tests share two cores with other processes; two torch threads then run many times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def datasets(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -> dict[str, VersionData]:
-    """Sample datasets imported once for the module, in a home of their own."""
-    home = tmp_path_factory.mktemp("yolo") / "home"
-    home.mkdir()
-    shutil.copyfile(template_db, home / "kestrel.db")
-    settings = Settings(home=home)
-    engine = make_engine(settings.db_url)
-    wanted = {"detection": (Task.DETECTION, 20, 96), "segmentation": (Task.SEGMENTATION, 20, 96),
-              "learning": (Task.DETECTION, 40, 128)}
-    out = {}
-    for name, (task, count, size) in wanted.items():
-        jsonl = write_sample(task, home.parent / name, count=count, size=size)
-        import_dataset(jsonl, ImportOptions(name, task), settings=settings, engine=engine)
-        with session_scope(engine) as session:
-            out[name] = load_version(session=session, blobs=BlobStore(settings.blobs_dir), name=name)
-    engine.dispose()
-    return out
+def datasets(sample_versions: Any) -> dict[str, VersionData]:
+    return sample_versions("yolo", {"detection": (Task.DETECTION, 20, 96),
+                                   "segmentation": (Task.SEGMENTATION, 20, 96),
+                                   "learning": (Task.DETECTION, 40, 128),
+                                   "learning-seg": (Task.SEGMENTATION, 40, 128)})
 
 
 def _train(data: VersionData, out_dir: Path, context: type[MemoryContext] = MemoryContext,
@@ -396,3 +368,12 @@ def test_learning_is_real(datasets: dict[str, VersionData], one_thread: None, tm
                  img_size=128, learning_rate=0.01, box_score_threshold=0.1)
     assert run.ctx.reports[0][1]["map_50"] < 0.05  # where an untrained model is
     assert run.trained.metrics["map_50"] >= LEARNING_BAR, (run.trained.metrics, run.seconds)
+
+
+def test_segmentation_learning_is_real(datasets: dict[str, VersionData], one_thread: None,
+                                       tmp_path: Path) -> None:
+    """yolov8n-seg from scratch on the shapes sample: mask mAP@0.5 (the primary metric)."""
+    run = _train(datasets["learning-seg"], tmp_path / "learn-seg", model_name="yolov8n-seg",
+                 number_of_epochs=40, img_size=128, learning_rate=0.01, box_score_threshold=0.1)
+    assert run.ctx.reports[0][1]["mean_average_precision"] < 0.05  # where an untrained model is
+    assert run.trained.metrics["mean_average_precision"] >= LEARNING_BAR, (run.trained.metrics, run.seconds)
