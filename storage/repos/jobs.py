@@ -1,0 +1,105 @@
+"""The queue of long work: enqueue, claim (compare-and-set, safe across processes), cancel, finish."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from storage.tables import Job, utcnow
+
+ACTIVE = ("queued", "running")
+FINAL = ("completed", "failed", "canceled")
+
+
+def enqueue(*, session: Session, kind: str, name: str, spec: dict[str, Any]) -> Job:
+    job = Job(kind=kind, name=name, spec=spec, status="queued")
+    session.add(job)
+    session.flush()
+    return job
+
+
+def claim_next(*, session: Session, worker_id: str, kinds: tuple[str, ...] | None = None) -> Job | None:
+    """The oldest queued job, now running under ``worker_id``; None when there is none.
+
+    The claim is an UPDATE … WHERE status = 'queued': of two workers racing for one job, the
+    database lets exactly one change the row (on SQLite and on Postgres alike).
+    """
+    query = select(Job.id).where(Job.status == "queued").order_by(col(Job.id))
+    if kinds:
+        query = query.where(col(Job.kind).in_(kinds))
+    for job_id in session.exec(query.limit(10)).all():
+        claimed = session.execute(
+            update(Job).where(col(Job.id) == job_id, col(Job.status) == "queued")
+            .values(status="running", worker_id=worker_id, started_at=utcnow()))
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            session.flush()
+            job = session.get(Job, job_id)
+            if job is not None:
+                session.refresh(job)
+            return job
+    return None
+
+
+def request_cancel(*, session: Session, job_id: int) -> Job:
+    """Ask for a job to stop; a queued job is canceled at once, a running one by its worker."""
+    job = _get(session, job_id)
+    if job.status == "queued":
+        job.status, job.finished_at = "canceled", utcnow()
+    elif job.status == "running":
+        job.cancel_requested = True
+    session.add(job)
+    return job
+
+
+def is_cancel_requested(*, session: Session, job_id: int) -> bool:
+    return bool(session.exec(select(Job.cancel_requested).where(Job.id == job_id)).first())
+
+
+def progress(*, session: Session, job_id: int, fraction: float, message: str = "") -> None:
+    job = _get(session, job_id)
+    job.progress, job.message = max(0.0, min(1.0, fraction)), message
+    session.add(job)
+
+
+def finish(*, session: Session, job_id: int, status: str, error: str = "",
+           best_trial_id: int | None = None) -> Job:
+    if status not in FINAL:
+        raise ValueError(f"a job finishes as one of {FINAL}, not {status!r}")
+    job = _get(session, job_id)
+    job.status, job.error, job.finished_at = status, error, utcnow()
+    if best_trial_id is not None:
+        job.best_trial_id = best_trial_id
+    session.add(job)
+    return job
+
+
+def requeue_orphans(*, session: Session, live_workers: set[str]) -> list[int]:
+    """Jobs left running by a worker that is gone go back to the queue; returns their ids."""
+    orphans = session.exec(select(Job).where(Job.status == "running")).all()
+    ids = []
+    for job in orphans:
+        if job.worker_id not in live_workers:
+            job.status, job.worker_id = "queued", None
+            session.add(job)
+            ids.append(job.id)
+    return [i for i in ids if i is not None]
+
+
+def get(*, session: Session, job_id: int) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def list_jobs(*, session: Session, kind: str | None = None, limit: int = 200) -> list[Job]:
+    query = select(Job).order_by(col(Job.id).desc()).limit(limit)
+    if kind:
+        query = query.where(Job.kind == kind)
+    return list(session.exec(query))
+
+
+def _get(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise LookupError(f"job {job_id} does not exist")
+    return job
