@@ -58,3 +58,10 @@ def test_code_passes_ruff():
     result = subprocess.run([str(Path(sys.executable).parent / "ruff"), "check", "."], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_only_the_weight_resolver_may_reach_the_network():
+    network = {"socket", "urllib.request", "requests", "httpx", "http.client"}
+    offenders = [str(f.relative_to(ROOT)) for f in ROOT.glob("core/**/*.py")
+                 if f.name != "weights.py" and _imports(f) & network]
+    assert offenders == []

@@ -47,7 +47,7 @@ from core.train.loop import (
     to_device,
 )
 from core.zoo.base import SETTINGS_FILE, WEIGHTS_FILE, ModelSpec, TrainedModel, families
-from core.zoo.timm_family import load_weights_file
+from core.zoo.weights import load_weights_file
 
 log = logging.getLogger(__name__)
 
