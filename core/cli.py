@@ -180,6 +180,24 @@ def train(
 
 @app.command()
 @reports_errors
+def worker(
+    once: Annotated[bool, typer.Option(help="Run what is queued, then exit.")] = False,
+) -> None:
+    """Run queued jobs (imports, AutoML jobs) outside the studio's process."""
+    import logging
+
+    from core.worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings, engine = open_storage()
+    runner = Worker(settings, engine)
+    err.print(f"{runner.worker_id} waiting for jobs in {settings.home}")
+    done = runner.run(once=once)
+    err.print(f"{runner.worker_id} ran {done} job(s)")
+
+
+@app.command()
+@reports_errors
 def studio(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the studio.")] = 8501,
@@ -191,10 +209,17 @@ def studio(
     for name in register_samples(settings=settings, engine=engine):
         err.print(f"registered sample dataset {name}")
     out.print(f"Kestrel studio: http://{host}:{port}")
+    # The worker runs beside the UI, so long work survives a browser reload or a UI restart.
+    worker_process = subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], env=os.environ.copy())
     command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE),
                "--server.address", host, "--server.port", str(port), "--server.headless", "true",
                "--browser.gatherUsageStats", "false"]
-    raise typer.Exit(subprocess.call(command, cwd=APP_FILE.parent, env=os.environ.copy()))
+    try:
+        code = subprocess.call(command, cwd=APP_FILE.parent, env=os.environ.copy())
+    finally:
+        worker_process.terminate()
+        worker_process.wait(timeout=30)
+    raise typer.Exit(code)
 
 
 def _version(session: Any, ref: str) -> Any:
@@ -226,3 +251,7 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
         for p in report["skipped"][:50]:
             skipped.add_row(p["file"], str(p["line"] or ""), p["error"], p["fix"])
         out.print(skipped)
+
+
+if __name__ == "__main__":
+    app()

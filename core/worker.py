@@ -1,0 +1,118 @@
+"""`kestrel worker`: runs queued jobs outside the UI process and records their progress.
+
+One worker claims one job at a time (compare-and-set in the database), keeps a heartbeat, and
+on start returns to the queue the jobs of workers whose heartbeat stopped (a crash, kill -9).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from core.errors import KestrelError
+from storage.db import session_scope
+from storage.repos import jobs, workers
+from storage.settings import Settings
+from storage.tables import Job
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 5.0
+GRACE_S = 30.0  # a worker silent for this long is taken for dead
+
+Handler = Callable[[Job, Settings, Engine], str]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(kind: str) -> Callable[[Handler], Handler]:
+    def add(handler: Handler) -> Handler:
+        HANDLERS[kind] = handler
+        return handler
+
+    return add
+
+
+@handles("import")
+def run_import(job: Job, settings: Settings, engine: Engine) -> str:
+    """Import a dataset given by path (an upload staged by the studio, or a folder)."""
+    from core.data.importer import ImportOptions, import_dataset
+    from core.tasks import parse_task
+
+    spec = job.spec
+    options = ImportOptions(spec["name"], parse_task(spec["task"]) if spec.get("task") else None,
+                            spec.get("format"), float(spec.get("validation_size", 0.2)))
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 50 == 0:
+            with session_scope(engine) as session:
+                jobs.progress(session=session, job_id=job.id, fraction=done / max(total, 1),
+                              message=f"{done} of {total} images checked")
+
+    report = import_dataset(Path(spec["path"]), options, settings=settings, engine=engine,
+                            progress=progress)
+    return f"imported {report['name']}:{report['version']} ({report['images']} images, " \
+           f"{len(report['skipped'])} skipped)"
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    engine: Engine
+    worker_id: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:8]}")
+    current_job: int | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, *, once: bool = False, poll_s: float = 1.0) -> int:
+        """Run jobs until stopped (or, with ``once``, until the queue is empty); returns jobs run."""
+        with session_scope(self.engine) as session:
+            workers.register(session=session, worker_id=self.worker_id, pid=os.getpid(), device="")
+            alive = {w.worker_id for w in workers.live(session=session, grace_s=GRACE_S)}
+            for job_id in jobs.requeue_orphans(session=session, live_workers=alive):
+                log.warning("job %d lost its worker; queued again", job_id)
+        beat = threading.Thread(target=self._beat, daemon=True)
+        beat.start()
+        done = 0
+        try:
+            while not self.stopping.is_set():
+                with session_scope(self.engine) as session:
+                    job = jobs.claim_next(session=session, worker_id=self.worker_id,
+                                          kinds=tuple(HANDLERS))
+                if job is None:
+                    if once:
+                        break
+                    self.stopping.wait(poll_s)
+                    continue
+                self._run_job(job)
+                done += 1
+        finally:
+            self.stopping.set()
+            beat.join(timeout=HEARTBEAT_S + 1)
+        return done
+
+    def _run_job(self, job: Job) -> None:
+        self.current_job = job.id
+        log.info("job %d (%s) started", job.id, job.kind)
+        try:
+            message = HANDLERS[job.kind](job, self.settings, self.engine)
+            with session_scope(self.engine) as session:
+                jobs.progress(session=session, job_id=job.id, fraction=1.0, message=message)
+                jobs.finish(session=session, job_id=job.id, status="completed")
+        except Exception as exc:  # the job fails, the worker goes on
+            if not isinstance(exc, KestrelError):
+                log.exception("job %d failed", job.id)
+            with session_scope(self.engine) as session:
+                jobs.finish(session=session, job_id=job.id, status="failed", error=str(exc))
+        finally:
+            self.current_job = None
+
+    def _beat(self) -> None:
+        while not self.stopping.wait(HEARTBEAT_S):
+            with session_scope(self.engine) as session:
+                workers.heartbeat(session=session, worker_id=self.worker_id,
+                                  current_job_id=self.current_job)

@@ -1,0 +1,36 @@
+"""Worker processes: who is alive (by heartbeat) and what each is doing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlmodel import Session, select
+
+from storage.tables import WorkerState, utcnow
+
+
+def register(*, session: Session, worker_id: str, pid: int, device: str) -> None:
+    state = session.exec(select(WorkerState).where(WorkerState.worker_id == worker_id)).first()
+    state = state or WorkerState(worker_id=worker_id, pid=pid)
+    state.pid, state.device, state.current_job_id, state.heartbeat_at = pid, device, None, utcnow()
+    session.add(state)
+
+
+def heartbeat(*, session: Session, worker_id: str, current_job_id: int | None) -> None:
+    state = session.exec(select(WorkerState).where(WorkerState.worker_id == worker_id)).first()
+    if state is not None:
+        state.heartbeat_at, state.current_job_id = utcnow(), current_job_id
+        session.add(state)
+
+
+def live(*, session: Session, grace_s: float) -> list[WorkerState]:
+    """Workers whose last heartbeat is younger than ``grace_s`` seconds."""
+    since = utcnow() - timedelta(seconds=grace_s)
+    return [w for w in session.exec(select(WorkerState)) if _aware(w.heartbeat_at) >= since]
+
+
+def _aware(moment):  # type: ignore[no-untyped-def]
+    # SQLite hands datetimes back without a zone; they were written in UTC.
+    from datetime import UTC
+
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
