@@ -11,6 +11,8 @@ import os
 import streamlit as st
 
 from pages import _ui
+from storage.db import session_scope
+from storage.repos import workers
 
 st.set_page_config(page_title="Kestrel", page_icon=":material/flutter_dash:", layout="wide")
 
@@ -24,5 +26,12 @@ PAGES = [
 
 page = st.navigation(PAGES)
 with st.sidebar:
+    with session_scope(_ui.engine()) as session:
+        live = workers.live(session=session, grace_s=30)
+    busy = [w.current_job_id for w in live if w.current_job_id]
+    if not live:
+        st.caption(":red[Worker: down] — long work waits until `kestrel worker` runs")
+    else:
+        st.caption(f"Worker: running job {busy[0]}" if busy else "Worker: idle")
     st.caption(f"Device: CPU, {os.cpu_count() or 1} cores")
 page.run()

@@ -105,7 +105,9 @@ class TrainingParams(BaseModel):
         return bool(json.loads(self.advanced_settings or "{}").get(flag, True))
 
 
-ADVANCED_FLAGS = {"apply_mosaic_for_yolo", "apply_automl_train_augmentations"}
+# stream_image_files is the reference's switch for reading images lazily from a datastore; it is
+# accepted so its job files run, and changes nothing: Kestrel reads images from its local store.
+ADVANCED_FLAGS = {"apply_mosaic_for_yolo", "apply_automl_train_augmentations", "stream_image_files"}
 PARAM_NAMES = sorted(TrainingParams.model_fields)
 
 # Reference defaults that differ per task (the Azure hyperparameter tables).

@@ -117,3 +117,17 @@ def test_second_page_of_the_grid_shows_the_rest(settings: Settings) -> None:
     at.number_input(key="datasets_grid_page").set_value(2).run()
     assert not at.exception
     assert len(at.image) == 3
+
+
+def test_sidebar_says_whether_the_worker_is_alive(settings, engine):
+    from streamlit.testing.v1 import AppTest
+
+    from storage.db import session_scope
+    from storage.repos import workers
+
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert any("Worker: down" in c.value for c in at.sidebar.caption)
+    with session_scope(engine) as session:
+        workers.register(session=session, worker_id="w1", pid=1, device="")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert any(c.value == "Worker: idle" for c in at.sidebar.caption)
