@@ -70,7 +70,7 @@ class QUniform(_Dist):
     type: Literal["quniform", "qloguniform"] = "quniform"
     min_value: float
     max_value: float
-    q: float
+    q: int | float  # an integer step gives integer values (e.g. min_size)
 
     @model_validator(mode="after")
     def _check(self) -> QUniform:
