@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +42,13 @@ def classification_set(root: Path, per_class: dict[str, int]) -> Path:
             lines.append({"image_url": f"images/{seed}.png", "label": label})
             seed += 1
     return write_jsonl(root / "train.jsonl", lines)
+
+
+def coco128_yolo_layout(shared: Path, root: Path) -> Path:
+    """The shared coco128 YOLO labels in the standard layout: data.yaml beside images/ and labels/."""
+    src = shared / "coco128"
+    shutil.copytree(src / "train2017", root / "images" / "train2017")
+    shutil.copytree(src / "lightly_coco128_yolo" / "object_detection" / "labels", root / "labels")
+    config = (src / "lightly_coco128_yolo" / "object_detection" / "config.yaml").read_text()
+    (root / "data.yaml").write_text(config.replace("val: images/val2017", "val: images/train2017"))
+    return root

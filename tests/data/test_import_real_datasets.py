@@ -3,7 +3,7 @@ SOURCE.md, through the same command a user types."""
 
 from __future__ import annotations
 
-import shutil
+from factories import coco128_yolo_layout
 
 
 def test_coco128_coco_json_imports_as_segmentation_with_all_instances(cli, shared):
@@ -31,13 +31,7 @@ def test_icevision_voc_fridge_imports_twelve_boxes(cli, shared):
 
 
 def test_coco128_yolo_boxes_report_the_two_orphan_label_files(cli, shared, tmp_path):
-    # A standard layout: data.yaml beside images/ and labels/.
-    src = shared / "coco128"
-    root = tmp_path / "yolo"
-    shutil.copytree(src / "train2017", root / "images" / "train2017")
-    shutil.copytree(src / "lightly_coco128_yolo" / "object_detection" / "labels", root / "labels")
-    names = (src / "lightly_coco128_yolo" / "object_detection" / "config.yaml").read_text()
-    (root / "data.yaml").write_text(names.replace("val: images/val2017", "val: images/train2017"))
+    root = coco128_yolo_layout(shared, tmp_path / "yolo")
     report = cli.json("data", "import", root, "--name", "yolo")
     assert (report["format"], report["task"]) == ("yolo", "image_object_detection")
     assert report["images"] == 128

@@ -3,23 +3,12 @@ commands a user types: `kestrel data import` then `kestrel train`."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
+from factories import coco128_yolo_layout
 
 TINY_CLASSIFIER = ["--model", "test_resnet", "--set", "training_crop_size=32",
                    "--set", "validation_crop_size=32", "--set", "validation_resize_size=36"]
 TINY_YOLO = ["--model", "yolov8n", "--set", "img_size=64", "--set", "training_batch_size=8"]
-
-
-def _yolo_layout(shared, tmp_path):
-    src = shared / "coco128"
-    root = tmp_path / "yolo"
-    shutil.copytree(src / "train2017", root / "images" / "train2017")
-    shutil.copytree(src / "lightly_coco128_yolo" / "object_detection" / "labels", root / "labels")
-    config = (src / "lightly_coco128_yolo" / "object_detection" / "config.yaml").read_text()
-    (root / "data.yaml").write_text(config.replace("val: images/val2017", "val: images/train2017"))
-    return root
 
 
 CASES = {
@@ -34,7 +23,7 @@ CASES = {
                        ["--model", "yolov8n-seg", *TINY_YOLO[2:]]),
     "coco128-coco": (lambda s, t: s / "coco128" / "annotations" / "instances_train2017.json",
                      ["--task", "image_object_detection"], TINY_YOLO),
-    "coco128-yolo": (_yolo_layout, [], TINY_YOLO),
+    "coco128-yolo": (lambda s, t: coco128_yolo_layout(s, t / "yolo"), [], TINY_YOLO),
 }
 
 
