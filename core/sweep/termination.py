@@ -45,6 +45,11 @@ class _Schedule:
     def evaluates(self, step: int) -> bool:
         return step % max(self.evaluation_interval, 1) == 0 and step >= self.delay_evaluation
 
+    def eligible_step(self, trial_id: Hashable, history: History) -> int | None:
+        """The trial's latest reported step when the policy is to judge it there, else None."""
+        latest = _latest(history.get(trial_id, ()))
+        return latest[0] if latest is not None and self.evaluates(latest[0]) else None
+
 
 @policies.register("bandit")
 @dataclass(frozen=True, kw_only=True)
@@ -71,10 +76,9 @@ class BanditPolicy(_Schedule):
             raise ConfigError("sweep.early_termination.bandit", "slack must be >= 0")
 
     def should_stop(self, trial_id: Hashable, history: History, finished: Collection[Hashable] = ()) -> str | None:
-        latest = _latest(history.get(trial_id, ()))
-        if latest is None or not self.evaluates(latest[0]):
+        step = self.eligible_step(trial_id, history)
+        if step is None:
             return None
-        step = latest[0]
         own = max(_upto(history[trial_id], step))
         best = max(v for curve in history.values() for v in _upto(curve, step))
         if self.slack_factor is not None:
@@ -107,10 +111,9 @@ class MedianStoppingPolicy(_Schedule):
         self._check_schedule("median_stopping")
 
     def should_stop(self, trial_id: Hashable, history: History, finished: Collection[Hashable] = ()) -> str | None:
-        latest = _latest(history.get(trial_id, ()))
-        if latest is None or not self.evaluates(latest[0]):
+        step = self.eligible_step(trial_id, history)
+        if step is None:
             return None
-        step = latest[0]
         own = max(_upto(history[trial_id], step))
         averages = []
         for other, curve in history.items():
@@ -150,10 +153,9 @@ class TruncationSelectionPolicy(_Schedule):
             raise ConfigError("sweep.early_termination.truncation_percentage", "must be between 1 and 99")
 
     def should_stop(self, trial_id: Hashable, history: History, finished: Collection[Hashable] = ()) -> str | None:
-        latest = _latest(history.get(trial_id, ()))
-        if latest is None or not self.evaluates(latest[0]):
+        step = self.eligible_step(trial_id, history)
+        if step is None:
             return None
-        step = latest[0]
         values: dict[Hashable, float] = {}
         for other, curve in history.items():
             done = other in finished and other != trial_id
