@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
+from typing import Any
 
 
 class KestrelError(Exception):
@@ -35,3 +37,27 @@ class ConfigError(KestrelError):
 
 class NotFound(KestrelError):
     """A named thing (dataset, version, job, model) does not exist."""
+
+
+def config_error(exc: Any, path: str, fields: Sequence[str], what: str = "") -> ConfigError:
+    """pydantic's first complaint in ``exc`` as a ConfigError at ``path.field``: unknown keys get close
+    matches, literal choices list what is allowed, and model checks written "field: reason" name that
+    field. ``what`` ends the message (e.g. " for a uniform distribution")."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return ConfigError(f"{path}.{loc}", f"unknown key{what}", fields,
+                           difflib.get_close_matches(loc, list(fields), n=3))
+    if err["type"] == "missing":
+        return ConfigError(f"{path}.{loc}", f"required{what}", fields)
+    allowed: list[str] = []
+    if err["type"] == "literal_error":  # ctx.expected reads "'random', 'grid' or 'bayesian'"
+        expected = str(err.get("ctx", {}).get("expected", "")).replace(" or ", ", ")
+        allowed = [a.strip("' ") for a in expected.split(", ") if a.strip()]
+    message = str(err["msg"]).removeprefix("Value error, ")
+    field, sep, rest = message.partition(": ")
+    if not loc and sep and field in fields:
+        loc, message = field, rest
+    elif loc:
+        message = f"{err.get('input')!r}: {message}"
+    return ConfigError(f"{path}.{loc}" if loc else path, message, allowed)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import ConfigError
+from core.errors import ConfigError, config_error
 from core.params import TrainingParams, check_names, resolve_params
 from core.sweep.distributions import Choice, is_distribution, parse_entry
 from core.tasks import Task, parse_task, spec
@@ -208,17 +208,7 @@ def _model(cls: type[BaseModel], data: Any, path: str) -> Any:
     try:
         return cls(**data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        fields = list(cls.model_fields)
-        if err["type"] == "extra_forbidden":
-            raise ConfigError(f"{path}.{loc}", "unknown key", fields,
-                              difflib.get_close_matches(loc, fields, n=3)) from None
-        allowed = []
-        if err["type"] == "literal_error":  # ctx.expected reads "'random', 'grid' or 'bayesian'"
-            expected = str(err.get("ctx", {}).get("expected", "")).replace(" or ", ", ")
-            allowed = [a.strip("' ") for a in expected.split(", ") if a.strip()]
-        raise ConfigError(f"{path}.{loc}", f"{err.get('input')!r}: {err['msg']}", allowed) from None
+        raise config_error(exc, path, list(cls.model_fields)) from None
 
 
 def _data_ref(value: Any, path: str, base_dir: Path) -> DataRef:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from core.errors import ConfigError
+from core.errors import ConfigError, config_error
 
 
 class _Dist(BaseModel):
@@ -141,16 +141,4 @@ def _build(cls: type[_Dist], data: dict[str, Any], path: str) -> Any:
     try:
         return cls(**data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        fields = list(cls.model_fields)
-        if err["type"] == "extra_forbidden":
-            raise ConfigError(f"{path}.{loc}", f"unknown key for a {data['type']} distribution", fields,
-                              difflib.get_close_matches(loc, fields, n=2)) from None
-        if err["type"] == "missing":
-            raise ConfigError(f"{path}.{loc}", f"required for a {data['type']} distribution", fields) from None
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        field, sep, rest = msg.partition(": ")
-        if not loc and sep and field in fields:  # our own model checks say "field: reason"
-            loc, msg = field, rest
-        raise ConfigError(f"{path}.{loc}" if loc else path, msg) from None
+        raise config_error(exc, path, list(cls.model_fields), f" for a {data['type']} distribution") from None
