@@ -52,3 +52,22 @@ def coco128_yolo_layout(shared: Path, root: Path) -> Path:
     config = (src / "lightly_coco128_yolo" / "object_detection" / "config.yaml").read_text()
     (root / "data.yaml").write_text(config.replace("val: images/val2017", "val: images/train2017"))
     return root
+
+
+def check_scoring_answers(answers: list[dict[str, Any]], classes: list[str], *, polygons: bool,
+                          max_points: int = 12) -> None:
+    """Detection or segmentation answers in the SPEC §8 schema: normalised boxes of known classes with
+    scores, and for segmentation normalised polygons of at most ``max_points`` points."""
+    assert sum(len(a["boxes"]) for a in answers) > 0
+    for answer in answers:
+        assert set(answer) == {"filename", "boxes"}
+        for found in answer["boxes"]:
+            box = found["box"]
+            assert 0 <= box["topX"] <= box["bottomX"] <= 1 and 0 <= box["topY"] <= box["bottomY"] <= 1
+            assert found["label"] in classes and 0 < found["score"] <= 1
+            assert ("polygon" in found) is polygons
+    outlines = [p for a in answers for found in a["boxes"] for p in found.get("polygon", [])]
+    assert bool(outlines) is polygons
+    for polygon in outlines:
+        assert 6 <= len(polygon) <= 2 * max_points and len(polygon) % 2 == 0
+        assert all(0 <= v <= 1 for v in polygon)

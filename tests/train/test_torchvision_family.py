@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 import torchvision
+from factories import check_scoring_answers
 from PIL import Image
 from safetensors.torch import load_file
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -343,36 +344,18 @@ def _answers(run: Run, count: int = 3, **settings: Any) -> list[dict[str, Any]]:
     return [p.to_json(with_polygons=run.data.task is Task.SEGMENTATION) for p in predictions]
 
 
-def _check_boxes(answer: dict[str, Any], classes: list[str]) -> None:
-    assert set(answer) == {"filename", "boxes"}
-    for found in answer["boxes"]:
-        box = found["box"]
-        assert 0 <= box["topX"] <= box["bottomX"] <= 1 and 0 <= box["topY"] <= box["bottomY"] <= 1
-        assert found["label"] in classes and 0 < found["score"] <= 1
-
-
 @pytest.mark.parametrize("tiles", [None, (2, 2)])
 def test_a_reloaded_detector_answers_in_the_scoring_schema(short_runs: dict[Task, Run],
                                                            tiles: tuple[int, int] | None) -> None:
     run = short_runs[Task.DETECTION]
     answers = _answers(run, tile_grid_size=tiles)
-    assert sum(len(a["boxes"]) for a in answers) > 0
-    for answer in answers:
-        _check_boxes(answer, run.data.classes)
-        assert len(answer["boxes"]) <= 100
-        assert all("polygon" not in found for found in answer["boxes"])
+    check_scoring_answers(answers, run.data.classes, polygons=False)
+    assert all(len(a["boxes"]) <= 100 for a in answers)
 
 
 def test_a_reloaded_segmenter_answers_with_polygons(short_runs: dict[Task, Run]) -> None:
     run = short_runs[Task.SEGMENTATION]
-    answers = _answers(run)
-    polygons = [p for a in answers for found in a["boxes"] for p in found["polygon"]]
-    assert polygons
-    for answer in answers:
-        _check_boxes(answer, run.data.classes)
-    for polygon in polygons:
-        assert 6 <= len(polygon) <= 2 * 12 and len(polygon) % 2 == 0
-        assert all(0 <= v <= 1 for v in polygon)
+    check_scoring_answers(_answers(run), run.data.classes, polygons=True)
 
 
 def test_training_continues_from_a_saved_model(short_runs: dict[Task, Run]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from factories import check_scoring_answers
 from PIL import Image
 
 from core.data.records import Instance
@@ -299,33 +300,15 @@ def _predict(run: Run, count: int = 3) -> list[dict[str, Any]]:
     return [p.to_json(with_polygons=run.data.task is Task.SEGMENTATION) for p in predictions]
 
 
-def _check_boxes(answer: dict[str, Any], classes: list[str]) -> None:
-    assert set(answer) == {"filename", "boxes"}
-    for found in answer["boxes"]:
-        box = found["box"]
-        assert 0 <= box["topX"] <= box["bottomX"] <= 1 and 0 <= box["topY"] <= box["bottomY"] <= 1
-        assert found["label"] in classes and 0 < found["score"] <= 1
-
-
 def test_a_reloaded_detector_answers_in_the_scoring_schema(short_runs: dict[Task, Run]) -> None:
     run = short_runs[Task.DETECTION]
     answers = _predict(run)
-    assert sum(len(a["boxes"]) for a in answers) > 0
-    for answer in answers:
-        _check_boxes(answer, run.data.classes)
-        assert all("polygon" not in found for found in answer["boxes"])
+    check_scoring_answers(answers, run.data.classes, polygons=False)
 
 
 def test_a_reloaded_segmenter_answers_with_polygons(short_runs: dict[Task, Run]) -> None:
     run = short_runs[Task.SEGMENTATION]
-    answers = _predict(run)
-    polygons = [p for a in answers for found in a["boxes"] for p in found["polygon"]]
-    assert polygons
-    for answer in answers:
-        _check_boxes(answer, run.data.classes)
-    for polygon in polygons:
-        assert 6 <= len(polygon) <= 2 * 12 and len(polygon) % 2 == 0
-        assert all(0 <= v <= 1 for v in polygon)
+    check_scoring_answers(_predict(run), run.data.classes, polygons=True)
 
 
 def _fitting_tensors(run: Run) -> tuple[int, int]:
