@@ -253,5 +253,10 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
         out.print(skipped)
 
 
+import core.cli_jobs  # noqa: E402, F401  (registers `job` and `trial` on `app`; it builds on the helpers above)
+
 if __name__ == "__main__":
-    app()
+    # Run as ``python -m core.cli`` this file is ``__main__``: the sub-commands live on ``core.cli.app``.
+    from core.cli import app as registered
+
+    registered()

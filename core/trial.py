@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from core.data.view import VersionData, load_version
 from core.errors import ConfigError
 from core.params import TrainingParams, resolve_params
+from core.sweep.termination import Policy
 from core.tasks import Task
 from core.tasks import spec as task_spec
 from core.train.device import choose_device, describe, use_all_cores
@@ -27,7 +28,7 @@ from core.zoo.base import PARAMS_FILE, SETTINGS_FILE, WEIGHTS_FILE, ModelSpec, T
 from core.zoo.families import resolve
 from storage.artifacts import BlobStore, write_atomic
 from storage.db import session_scope
-from storage.repos import trials
+from storage.repos import jobs, trials
 from storage.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,28 +54,58 @@ class TrialResult:
 
 
 class StorageContext:
-    """Reports go to the database as metric points; stops on the trial's timeout."""
+    """Reports go to the database as metric points. Stops on the trial's timeout and, for a job's
+    trial, on the job's cancel or its early-termination policy, judged at each report."""
+
+    POLL_S = 1.0  # how often the job's cancel flag is read: cancel takes effect within seconds
 
     def __init__(self, engine: Engine, trial_id: int, out_dir: Path, device: str,
-                 timeout_s: float | None = None) -> None:
+                 timeout_s: float | None = None, *, job_id: int | None = None, primary_metric: str = "",
+                 policy: Policy | None = None) -> None:
         self.engine, self.trial_id, self.out_dir, self.device = engine, trial_id, out_dir, device
         self.deadline = time.monotonic() + timeout_s if timeout_s else None
+        self.job_id, self.primary_metric, self.policy = job_id, primary_metric, policy
+        self.reason: str | None = None
+        self._polled = 0.0
 
     def report(self, step: int, metrics: Mapping[str, float]) -> None:
         log.info("epoch %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         with session_scope(self.engine) as session:
             trials.append_metrics(session=session, trial_id=self.trial_id, step=step, metrics=metrics)
+        if self.policy is not None and self.job_id is not None and self.primary_metric in metrics:
+            self._judge()
+
+    def _judge(self) -> None:
+        assert self.policy is not None and self.job_id is not None
+        with session_scope(self.engine) as session:
+            curves = trials.history(session=session, job_id=self.job_id, metric=self.primary_metric)
+            finished = {t.id for t in trials.for_job(session=session, job_id=self.job_id) if t.finished_at}
+        # Policies count intervals: each report of the primary metric is one, whatever the epoch.
+        intervals = {tid: [(i + 1, v) for i, (_, v) in enumerate(curve)] for tid, curve in curves.items()}
+        reason = self.policy.should_stop(self.trial_id, intervals, finished)
+        if reason and self.reason is None:
+            log.info("early termination: %s", reason)
+            self.reason = reason
 
     def should_stop(self) -> str | None:
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            return "timeout"
-        return None
+        if self.reason is None and self.deadline is not None and time.monotonic() > self.deadline:
+            self.reason = "timeout"
+        if self.reason is None and self.job_id is not None and time.monotonic() - self._polled >= self.POLL_S:
+            self._polled = time.monotonic()
+            with session_scope(self.engine) as session:
+                if jobs.is_cancel_requested(session=session, job_id=self.job_id):
+                    self.reason = "canceled"
+        return self.reason
 
 
 def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int | None,
-              overrides: Mapping[str, Any], job_id: int | None = None,
-              timeout_s: float | None = None) -> TrialResult:
-    """Train one model on a dataset version with ``overrides`` over the defaults."""
+              overrides: Mapping[str, Any], timeout_s: float | None = None, trial_id: int | None = None,
+              primary_metric: str | None = None, policy: Policy | None = None,
+              threads: int | None = None) -> TrialResult:
+    """Train one model on a dataset version with ``overrides`` over the defaults.
+
+    A job's trial comes with its row (``trial_id``, created queued by the job), the job's primary
+    metric and termination policy, and its share of the CPU cores (``threads``)."""
     with session_scope(engine) as session:
         data = load_version(session=session, blobs=BlobStore(settings.blobs_dir), name=dataset,
                             version=version)
@@ -86,31 +117,36 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
             _checkpoint_weights(engine, params.checkpoint_run_id, data.task))})
     family, model = resolve(params.model_name or "", data.task, params)
     device = choose_device(params.device)
-    primary = task_spec(data.task).primary_metric
-    with session_scope(engine) as session:
-        row = trials.create(session=session, model_name=params.model_name or "", job_id=job_id,
-                            params=params.model_dump(mode="json"), primary_metric=primary)
-    out_dir = settings.runs_dir / f"trial-{row.id}"
+    primary = primary_metric or task_spec(data.task).primary_metric
+    resolved = params.model_dump(mode="json")
+    if trial_id is None:
+        with session_scope(engine) as session:
+            trial_id = trials.create(session=session, model_name=params.model_name or "", params=resolved,
+                                     primary_metric=primary).id
+            assert trial_id is not None
+    out_dir = settings.runs_dir / f"trial-{trial_id}"
     out_dir.mkdir(parents=True, exist_ok=True)
     handler = _log_to(out_dir / "trial.log")
     try:
-        use_all_cores()
+        use_all_cores(threads)
         with session_scope(engine) as session:
-            trials.start(session=session, trial_id=row.id, device=describe(device), pid=os.getpid(),
-                         artifact_dir=str(out_dir), software=_software())
-        log.info("trial %d: %s (%s) on %s, dataset %s:%d", row.id, model.display_name or
+            trials.start(session=session, trial_id=trial_id, device=describe(device), pid=os.getpid(),
+                         artifact_dir=str(out_dir), software=_software(), model_name=params.model_name or "")
+            job_id = trials.get(session=session, trial_id=trial_id).job_id  # type: ignore[union-attr]
+        log.info("trial %d: %s (%s) on %s, dataset %s:%d", trial_id, model.display_name or
                  model.architecture, model.family, describe(device), data.name, data.version)
-        ctx = StorageContext(engine, row.id, out_dir, device, timeout_s)
+        ctx = StorageContext(engine, trial_id, out_dir, device, timeout_s, job_id=job_id, primary_metric=primary,
+                             policy=policy)
         try:
             trained = family.train(model, data, params, ctx)
         except Exception as exc:
-            log.exception("trial %d failed", row.id)
+            log.exception("trial %d failed", trial_id)
             with session_scope(engine) as session:
-                trials.finish(session=session, trial_id=row.id, status="failed", metrics={},
+                trials.finish(session=session, trial_id=trial_id, status="failed", metrics={},
                               primary_metric_value=None, error=f"{type(exc).__name__}: {exc}")
             raise
-        return _store(engine, row.id, out_dir, data, params, model, trained,
-                      ctx.should_stop() or trained.stop_reason or None, device)
+        return _store(engine, trial_id, out_dir, data, params, model, trained,
+                      ctx.reason or trained.stop_reason or None, device, primary)
     finally:
         for name in LOGGERS:
             logging.getLogger(name).removeHandler(handler)
@@ -118,7 +154,8 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
 
 
 def _store(engine: Engine, trial_id: int, out_dir: Path, data: VersionData, params: TrainingParams,
-           model: ModelSpec, trained: TrainedModel, stop_reason: str | None, device: str) -> TrialResult:
+           model: ModelSpec, trained: TrainedModel, stop_reason: str | None, device: str,
+           primary: str) -> TrialResult:
     settings_json = {**trained.settings, "task": data.task.value, "classes": data.classes,
                      "family": model.family, "architecture": model.architecture,
                      "size": model.size, "model_name": params.model_name}
@@ -130,7 +167,6 @@ def _store(engine: Engine, trial_id: int, out_dir: Path, data: VersionData, para
         write_atomic(files[key], json.dumps(content, indent=2).encode())
     for notice in trained.notices:
         log.warning(notice)
-    primary = task_spec(data.task).primary_metric
     # A trial stopped early keeps its model and metrics; the reason says why it stopped. Early
     # stopping on a flat metric is a normal completion, as in the reference.
     status = {None: "completed", "early_stopping": "completed", "canceled": "canceled"}.get(

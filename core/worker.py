@@ -60,6 +60,13 @@ def run_import(job: Job, settings: Settings, engine: Engine) -> str:
            f"{len(report['skipped'])} skipped)"
 
 
+@handles("automl")
+def run_automl(job: Job, settings: Settings, engine: Engine) -> str:
+    from core.sweep.orchestrator import run_job
+
+    return run_job(job, settings, engine)
+
+
 @dataclass
 class Worker:
     settings: Settings
@@ -68,11 +75,13 @@ class Worker:
     current_job: int | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
 
-    def run(self, *, once: bool = False, poll_s: float = 1.0) -> int:
-        """Run jobs until stopped (or, with ``once``, until the queue is empty); returns jobs run."""
+    def run(self, *, once: bool = False, poll_s: float = 1.0, until_job: int | None = None) -> int:
+        """Run jobs until stopped (or, with ``once``, until the queue is empty; with ``until_job``,
+        until that job has ended); returns the number of jobs run."""
         with session_scope(self.engine) as session:
             workers.register(session=session, worker_id=self.worker_id, pid=os.getpid(), device="")
-            alive = {w.worker_id for w in workers.live(session=session, grace_s=GRACE_S)}
+            # A worker whose process is gone is dead at once; one on another machine, by its heartbeat.
+            alive = {w.worker_id for w in workers.live(session=session, grace_s=GRACE_S) if process_alive(w.pid)}
             for job_id in jobs.requeue_orphans(session=session, live_workers=alive):
                 log.warning("job %d lost its worker; queued again", job_id)
         beat = threading.Thread(target=self._beat, daemon=True)
@@ -83,6 +92,8 @@ class Worker:
                 with session_scope(self.engine) as session:
                     job = jobs.claim_next(session=session, worker_id=self.worker_id,
                                           kinds=tuple(HANDLERS))
+                if until_job is not None and _ended(self.engine, until_job):
+                    break
                 if job is None:
                     if once:
                         break
@@ -101,8 +112,9 @@ class Worker:
         try:
             message = HANDLERS[job.kind](job, self.settings, self.engine)
             with session_scope(self.engine) as session:
+                canceled = jobs.is_cancel_requested(session=session, job_id=job.id)
                 jobs.progress(session=session, job_id=job.id, fraction=1.0, message=message)
-                jobs.finish(session=session, job_id=job.id, status="completed")
+                jobs.finish(session=session, job_id=job.id, status="canceled" if canceled else "completed")
         except Exception as exc:  # the job fails, the worker goes on
             if not isinstance(exc, KestrelError):
                 log.exception("job %d failed", job.id)
@@ -116,3 +128,25 @@ class Worker:
             with session_scope(self.engine) as session:
                 workers.heartbeat(session=session, worker_id=self.worker_id,
                                   current_job_id=self.current_job)
+
+
+def _ended(engine: Engine, job_id: int) -> bool:
+    with session_scope(engine) as session:
+        job = jobs.get(session=session, job_id=job_id)
+        return job is None or job.status in jobs.FINAL
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` runs on this machine; a zombie (dead, not yet reaped) counts as gone."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # Linux: the state letter follows the parenthesised command name
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True

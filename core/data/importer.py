@@ -47,6 +47,7 @@ class ImportOptions:
     format: str | None = None
     validation_fraction: float = 0.2
     seed: int = 0
+    validation_source: Path | None = None  # a job's validation_data: these images form the validation split
 
 
 def import_dataset(
@@ -102,6 +103,13 @@ def _import(root: Path, source: Path, options: ImportOptions, settings: Settings
     problems: list[Problem] = []
     for item in get_format(fmt).read(root):
         (problems if isinstance(item, Problem) else records).append(item)
+    held_out: set[int] = set()
+    if options.validation_source is not None:
+        where = options.validation_source
+        for item in get_format(detect_format(where)).read(where):
+            if not isinstance(item, Problem):
+                held_out.add(id(item))
+            (problems if isinstance(item, Problem) else records).append(item)
     task = options.task or infer_task(records, str(source))
     blobs = BlobStore(settings.blobs_dir)
     new_blobs: list[str] = []
@@ -111,7 +119,11 @@ def _import(root: Path, source: Path, options: ImportOptions, settings: Settings
             first = "; ".join(f"{p.file}:{p.line or '-'} {p.error}" for p in problems[:3])
             raise InputError(str(source), f"no image could be imported ({len(problems)} problems"
                              f"{': ' + first if first else ''})", "fix the problems listed and retry")
-        assign_splits(items, options.validation_fraction, options.seed)
+        if held_out:
+            for item in items:
+                item.split = "validation" if id(item.record) in held_out else "train"
+        else:
+            assign_splits(items, options.validation_fraction, options.seed)
         new = _new_version(items, problems, task, fmt, source, options)
         with session_scope(engine) as session:
             version = create_version(session=session, new=new)

@@ -74,6 +74,13 @@ class Sweeper:
         self._pending[trial.number] = trial
         return trial.number, params
 
+    def enqueue(self, params: Mapping[str, Any]) -> None:
+        """Make a coming ask() return ``params``, a point of the space (AutoMode's known-good configurations)."""
+        encoded = encode(self.space, params)
+        if encoded is None:
+            raise ValueError(f"{dict(params)} is not a point of the search space")
+        self.study.enqueue_trial(encoded[0])
+
     def tell(self, number: int, value: float | None) -> None:
         """Report a trial's final metric; None (or NaN) marks it failed."""
         trial = self._pending.pop(number)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import median
+from typing import Any, Protocol
 
 from core.errors import ConfigError
 from core.registry import Registry
@@ -23,6 +24,19 @@ from core.registry import Registry
 History = Mapping[Hashable, Sequence[tuple[int, float]]]
 
 policies: Registry[type] = Registry("early termination policy")
+
+
+class Policy(Protocol):
+    def should_stop(self, trial_id: Hashable, history: History, finished: Collection[Hashable] = ()) -> str | None:
+        ...
+
+
+def make_policy(config: Mapping[str, Any] | None) -> Policy | None:
+    """The policy of a job's ``sweep.early_termination`` (a checked mapping with ``type``), or None."""
+    if not config:
+        return None
+    args = {k: v for k, v in config.items() if k != "type" and v is not None}
+    return policies.get(config["type"])(**args)
 
 
 def _upto(curve: Sequence[tuple[int, float]], step: int) -> list[float]:

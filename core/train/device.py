@@ -23,9 +23,14 @@ def choose_device(requested: str = "auto") -> str:
     return requested
 
 
-def use_all_cores() -> int:
-    """Give torch every core this process may use (libraries like ultralytics lower it)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def use_all_cores(limit: int | None = None) -> int:
+    """Give torch every core this process may use, or ``limit`` of them when trials share the
+    machine (libraries like ultralytics lower it, so trials set it again)."""
+    cores = max(1, min(limit or cpu_cores(), cpu_cores()))
     torch.set_num_threads(cores)
     return cores
 

@@ -57,9 +57,12 @@ def is_cancel_requested(*, session: Session, job_id: int) -> bool:
     return bool(session.exec(select(Job.cancel_requested).where(Job.id == job_id)).first())
 
 
-def progress(*, session: Session, job_id: int, fraction: float, message: str = "") -> None:
+def progress(*, session: Session, job_id: int, fraction: float, message: str = "",
+             best_trial_id: int | None = None) -> None:
     job = _get(session, job_id)
     job.progress, job.message = max(0.0, min(1.0, fraction)), message
+    if best_trial_id is not None:
+        job.best_trial_id = best_trial_id
     session.add(job)
 
 

@@ -20,9 +20,11 @@ def create(*, session: Session, model_name: str, params: dict[str, Any], primary
 
 
 def start(*, session: Session, trial_id: int, device: str, pid: int, artifact_dir: str,
-          software: dict[str, str]) -> None:
+          software: dict[str, str], model_name: str | None = None) -> None:
     trial = _get(session, trial_id)
     trial.status, trial.device, trial.pid, trial.artifact_dir = "running", device, pid, artifact_dir
+    if model_name is not None:
+        trial.model_name = model_name
     trial.started_at = trial.heartbeat_at = utcnow()
     trial.metrics = {**trial.metrics, "software": software}
     session.add(trial)
@@ -50,6 +52,30 @@ def finish(*, session: Session, trial_id: int, status: str, metrics: dict[str, A
 
 def get(*, session: Session, trial_id: int) -> Trial | None:
     return session.get(Trial, trial_id)
+
+
+def for_job(*, session: Session, job_id: int) -> list[Trial]:
+    return list(session.exec(select(Trial).where(Trial.job_id == job_id).order_by(col(Trial.number))))
+
+
+def history(*, session: Session, job_id: int, metric: str) -> dict[int, list[tuple[int, float]]]:
+    """Every trial of a job with its reported ``(step, value)`` points of ``metric``, in step order."""
+    query = (select(MetricPoint.trial_id, MetricPoint.step, MetricPoint.value)
+             .join(Trial, col(Trial.id) == col(MetricPoint.trial_id))
+             .where(Trial.job_id == job_id, MetricPoint.name == metric)
+             .order_by(col(MetricPoint.step), col(MetricPoint.id)))
+    out: dict[int, list[tuple[int, float]]] = {}
+    for trial_id, step, value in session.exec(query):
+        out.setdefault(trial_id, []).append((step, value))
+    return out
+
+
+def best(trials: list[Trial]) -> Trial | None:
+    """The best scored trial by its primary metric (higher is better); ties go to the earlier finished."""
+    scored = [t for t in trials if t.primary_metric_value is not None and t.finished_at is not None]
+    if not scored:
+        return None
+    return min(scored, key=lambda t: (-(t.primary_metric_value or 0.0), t.finished_at, t.id))
 
 
 def curves(*, session: Session, trial_id: int) -> dict[str, list[tuple[int, float]]]:

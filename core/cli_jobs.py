@@ -1,0 +1,180 @@
+"""`kestrel job …` and the internal `kestrel trial run ID` (how the worker starts each trial)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from core.cli import app, err, open_storage, out, reports_errors
+from core.errors import NotFound
+from storage.db import session_scope
+
+job_app = typer.Typer(help="Submit and follow AutoML jobs (the reference's job YAML).", no_args_is_help=True)
+trial_app = typer.Typer(help="Trials (child runs) of jobs.", no_args_is_help=True)
+app.add_typer(job_app, name="job")
+app.add_typer(trial_app, name="trial")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+@job_app.command("submit")
+@reports_errors
+def job_submit(
+    file: Annotated[Path, typer.Argument(help="An AutoML job YAML (type: automl).")],
+    wait: Annotated[bool, typer.Option(help="Wait until the job ends; runs it here when no worker is up.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a job file, import its data given by path, and queue the job for the worker."""
+    from core.sweep.jobs import submit_job
+
+    settings, engine = open_storage()
+    job = submit_job(file, settings=settings, engine=engine)
+    assert job.id is not None
+    if not as_json:
+        out.print(f"job {job.id} queued: {job.name} on {job.spec['dataset']}:{job.spec['version']}")
+    if wait:
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            _wait(job.id, settings, engine, quiet=as_json)
+    _show(job.id, engine, as_json)
+
+
+def _wait(job_id: int, settings: Any, engine: Any, *, quiet: bool) -> None:
+    """Follow the job; with no live worker, this process becomes one until the job ends."""
+    from core.worker import GRACE_S, Worker, process_alive
+    from storage.repos import jobs, workers
+
+    with session_scope(engine) as session:
+        alive = [w for w in workers.live(session=session, grace_s=GRACE_S) if process_alive(w.pid)]
+    if not alive:
+        Worker(settings, engine).run(until_job=job_id)
+        return
+    last = ""
+    while True:
+        with session_scope(engine) as session:
+            job = jobs.get(session=session, job_id=job_id)
+            assert job is not None
+            status, message = job.status, job.message
+        if message != last and not quiet:
+            err.print(f"job {job_id}: {message}")
+            last = message
+        if status in jobs.FINAL:
+            return
+        time.sleep(1.0)
+
+
+def _show(job_id: int, engine: Any, as_json: bool) -> None:
+    from core.sweep.jobs import job_summary
+
+    with session_scope(engine) as session:
+        summary = job_summary(session=session, job_id=job_id)
+    if as_json:
+        print(json.dumps(summary, default=str))
+        return
+    out.print(f"job {summary['job_id']} [bold]{summary['status']}[/bold] {summary['name']} "
+              f"({summary['dataset']}) {summary['message']}")
+    if summary["error"]:
+        out.print(f"[red]error:[/red] {summary['error']}")
+    table = Table("trial", "status", "model", "primary metric", "params", "note")
+    for t in summary["trials"]:
+        value = t["primary_metric_value"]
+        mark = " ★" if t["trial_id"] == summary["best_trial_id"] else ""
+        params = ", ".join(f"{k}={v}" for k, v in t["params"].items() if k != "model_name")
+        table.add_row(f"{t['trial_id']}{mark}", t["status"], t["model_name"],
+                      "" if value is None else f"{t['primary_metric']} {value:.4f}", params,
+                      t["stop_reason"] or t["error"])
+    out.print(table)
+
+
+@job_app.command("list")
+@reports_errors
+def job_list(as_json: JsonFlag = False) -> None:
+    """Jobs, newest first, with their status and progress."""
+    from storage.repos import jobs
+
+    _, engine = open_storage()
+    with session_scope(engine) as session:
+        rows = [{"job_id": j.id, "kind": j.kind, "name": j.name, "status": j.status, "progress": j.progress,
+                 "message": j.message, "best_trial_id": j.best_trial_id, "created_at": j.created_at.isoformat()}
+                for j in jobs.list_jobs(session=session)]
+    if as_json:
+        print(json.dumps({"jobs": rows}))
+        return
+    table = Table("job", "kind", "name", "status", "progress", "message")
+    for r in rows:
+        table.add_row(str(r["job_id"]), r["kind"], r["name"], r["status"], f"{r['progress']:.0%}", r["message"])
+    out.print(table)
+
+
+@job_app.command("show")
+@reports_errors
+def job_show(job_id: int, as_json: JsonFlag = False) -> None:
+    """A job, its trials with their parameters and metrics, and its best child (★)."""
+    _, engine = open_storage()
+    _show(job_id, engine, as_json)
+
+
+@job_app.command("cancel")
+@reports_errors
+def job_cancel(job_id: int, as_json: JsonFlag = False) -> None:
+    """Stop a job: running trials stop within seconds and keep what they produced."""
+    from storage.repos import jobs
+
+    _, engine = open_storage()
+    with session_scope(engine) as session:
+        if jobs.get(session=session, job_id=job_id) is None:
+            raise NotFound(f"job {job_id} does not exist; `kestrel job list` shows the jobs")
+        job = jobs.request_cancel(session=session, job_id=job_id)
+        status = job.status
+    if as_json:
+        print(json.dumps({"job_id": job_id, "status": status, "cancel_requested": True}))
+    else:
+        out.print(f"job {job_id}: " + ("canceled" if status == "canceled" else f"{status}; cancel requested"))
+
+
+@job_app.command("logs")
+@reports_errors
+def job_logs(job_id: int, as_json: JsonFlag = False) -> None:
+    """Each trial's training log, in trial order."""
+    from core.sweep.jobs import job_summary
+
+    _, engine = open_storage()
+    with session_scope(engine) as session:
+        summary = job_summary(session=session, job_id=job_id)
+    logs = {}
+    for t in summary["trials"]:
+        file = Path(t["artifact_dir"]) / "trial.log" if t["artifact_dir"] else None
+        logs[str(t["trial_id"])] = file.read_text(encoding="utf-8", errors="replace") if file and file.is_file() \
+            else ""
+    if as_json:
+        print(json.dumps({"job_id": job_id, "status": summary["status"], "message": summary["message"],
+                          "error": summary["error"], "trials": logs}))
+        return
+    out.print(f"job {job_id} {summary['status']}: {summary['message']} {summary['error']}".rstrip())
+    for trial_id, text in logs.items():
+        out.rule(f"trial {trial_id}")
+        out.print(text or "(no log yet)", markup=False, highlight=False)
+
+
+@trial_app.command("run", hidden=True)
+@reports_errors
+def trial_run(
+    trial_id: int,
+    timeout_s: Annotated[float | None, typer.Option(help="Stop the trial after this many seconds.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads this trial may use.")] = None,
+) -> None:
+    """Run one queued trial of a job (the worker starts one such process per trial)."""
+    import logging
+
+    from core.sweep.orchestrator import run_job_trial
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings, engine = open_storage()
+    result = run_job_trial(trial_id, settings, engine, timeout_s=timeout_s, threads=threads)
+    out.print(f"trial {trial_id} {result.status}")

@@ -1,0 +1,123 @@
+"""Submitting an AutoML job file, and a job as people and ``--json`` see it.
+
+Everything a job could trip over is checked here, at submission: the YAML's fields, the data (data
+given by path is imported now, as a dataset version), the task against the data, and every model
+name of the search space. A job that is queued has nothing left to refuse.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from core.data.importer import ImportOptions, import_dataset
+from core.data.report import require_trainable
+from core.errors import ConfigError, InputError, NotFound
+from core.jobspec import DataRef, JobSpec, parse_job
+from core.params import resolve_params
+from core.sweep.distributions import Choice, is_distribution
+from core.zoo.families import resolve
+from storage.db import session_scope
+from storage.repos import jobs, trials
+from storage.repos.datasets import get_version
+from storage.settings import Settings
+from storage.tables import Job
+
+KIND = "automl"
+
+
+def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
+    """Check ``file`` (a job YAML), import its data given by path, and queue the job."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(str(file), f"cannot read the job file ({exc.strerror})", "check the path") from None
+    try:
+        spec = parse_job(text, file.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{file.name}: {exc.path}", exc.reason, exc.allowed, exc.hints) from None
+    _check_models(spec)
+    name, version = _dataset(spec, file, settings, engine)
+    with session_scope(engine) as session:
+        row = get_version(session=session, name=name, version=version)
+        if row is None:
+            raise ConfigError("training_data.path", f"dataset {name}:{version or 'latest'} is not registered",
+                              hints=["kestrel data list"])
+        require_trainable(row, name)
+        if row.task != spec.task.value:
+            raise ConfigError("task", f"{spec.task.value} does not fit dataset {name}:{row.version}, which is "
+                              f"{row.task}", [row.task])
+        stored = spec.model_copy(update={"training_data": DataRef(name=name, version=str(row.version)),
+                                         "validation_data": None})
+        job = jobs.enqueue(session=session, kind=KIND, name=spec.display_name or spec.name or file.stem,
+                           spec={"yaml": stored.to_yaml(), "dataset": name, "version": row.version,
+                                 "source": str(file.resolve())})
+        session.refresh(job)
+        session.expunge(job)
+        return job
+
+
+def _dataset(spec: JobSpec, file: Path, settings: Settings, engine: Engine) -> tuple[str, int | None]:
+    """The dataset version the job trains on; data given by path is imported first."""
+    data = spec.training_data
+    if data.is_registered:
+        assert data.name is not None
+        if spec.validation_data is not None:
+            raise ConfigError("validation_data", "a registered training dataset carries its own validation "
+                              "split; leave validation_data out (or give both as paths)")
+        return data.name, int(data.version) if data.version and data.version.isdigit() else None
+    assert data.path is not None
+    if spec.validation_data is not None and spec.validation_data.path is None:
+        raise ConfigError("validation_data.path", "give a path too when training_data is a path")
+    name = _dataset_name(spec.experiment_name or file.stem)
+    options = ImportOptions(name, spec.task, validation_fraction=spec.validation_data_size or 0.2,
+                            validation_source=spec.validation_data.path if spec.validation_data else None)
+    report = import_dataset(data.path, options, settings=settings, engine=engine)
+    return name, int(report["version"])
+
+
+def _dataset_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", "-", text).strip("-._")[:100]
+    return name or "job-data"
+
+
+def _check_models(spec: JobSpec) -> None:
+    """Every model the job may train must exist for its task (a typo fails now, not in trial 7)."""
+    subs = spec.search_space or ({},)
+    for i, sub in enumerate(subs):
+        entry = sub.get("model_name", spec.training_parameters.get("model_name"))
+        names = list(entry.values) if isinstance(entry, Choice) else [] if is_distribution(entry) else [entry]
+        for name in names:
+            if name is None:
+                continue
+            try:
+                resolve(str(name), spec.task, resolve_params(spec.task, {"model_name": name}))
+            except ConfigError as exc:
+                where = f"search_space[{i}].model_name" if spec.search_space else "training_parameters.model_name"
+                raise ConfigError(where, exc.reason, exc.allowed, exc.hints) from None
+
+
+def job_summary(*, session: Session, job_id: int) -> dict[str, Any]:
+    """The job, its trials (leaderboard order: as started) and its best child."""
+    job = jobs.get(session=session, job_id=job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist; `kestrel job list` shows the jobs")
+    children = trials.for_job(session=session, job_id=job_id)
+    return {
+        "job_id": job.id, "name": job.name, "kind": job.kind, "status": job.status,
+        "progress": job.progress, "message": job.message, "error": job.error,
+        "dataset": f"{job.spec.get('dataset')}:{job.spec.get('version')}" if job.kind == KIND else None,
+        "best_trial_id": job.best_trial_id,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "trials": [{"trial_id": t.id, "number": t.number, "status": t.status, "model_name": t.model_name,
+                    "params": t.params, "primary_metric": t.primary_metric,
+                    "primary_metric_value": t.primary_metric_value, "epoch": t.epoch,
+                    "stop_reason": t.stop_reason, "error": t.error, "device": t.device,
+                    "artifact_dir": t.artifact_dir} for t in children],
+    }

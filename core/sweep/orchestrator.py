@@ -1,0 +1,295 @@
+"""run_job: an AutoML job's trials, each in its own process, within the job's limits.
+
+The loop: ask the sweep for a configuration, create its Trial row, start ``kestrel trial run ID``,
+and when the process ends read the row and tell the sweep its result. The database is the only
+record, so a restarted worker rebuilds the sweep from the finished rows and goes on: a trial its
+crash left behind is run again once (resuming from its checkpoint where the family keeps one),
+then counted as failed.
+
+Trials stop themselves on the job's cancel flag, their timeout and the termination policy (see
+`core.trial.StorageContext`); the orchestrator only signals a process that ignores those.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from core.errors import KestrelError, NotFound
+from core.jobspec import JobSpec, parse_job
+from core.sweep import automode
+from core.sweep.samplers import Sweeper
+from core.sweep.termination import make_policy
+from core.train.device import cpu_cores
+from core.worker import process_alive
+from storage.db import session_scope
+from storage.repos import jobs, trials
+from storage.repos.datasets import get_version
+from storage.settings import Settings
+from storage.tables import Job
+
+log = logging.getLogger(__name__)
+POLL_S = 0.5
+SIGNAL_AFTER_S = 30.0  # a trial still running this long after a cancel or its timeout gets SIGTERM, then SIGKILL
+MAX_RELAUNCHES = 1  # a trial lost in a crash runs again once; a second loss marks it failed
+LIVE = ("queued", "running")
+
+
+@dataclass
+class Slot:
+    """Where one trial runs: a GPU (``gpu``) or a share of the CPU cores (``threads``)."""
+
+    gpu: int | None = None
+    threads: int | None = None
+
+
+@dataclass
+class Child:
+    trial_id: int
+    process: subprocess.Popen[bytes]
+    slot: Slot
+    deadline: float  # monotonic: when the trial should have stopped on its own
+    signalled: int = 0
+
+
+@dataclass
+class Capacity:
+    slots: list[Slot] = field(default_factory=list)
+
+    @classmethod
+    def of_machine(cls, wanted: int) -> Capacity:
+        """One trial per GPU when there are GPUs; on a CPU, up to one trial per core, sharing them out."""
+        gpus = _gpu_count()
+        if gpus:
+            return cls([Slot(gpu=i) for i in range(min(wanted, gpus))])
+        n = max(1, min(wanted, cpu_cores()))
+        return cls([Slot(threads=max(1, cpu_cores() // n)) for _ in range(n)])
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def run_job(job: Job, settings: Settings, engine: Engine) -> str:
+    """Run an AutoML job to its limits; returns the summary line. Raises when every trial failed."""
+    assert job.id is not None
+    spec = parse_job(job.spec["yaml"], settings.home)
+    with session_scope(engine) as session:
+        version = get_version(session=session, name=job.spec["dataset"], version=job.spec["version"])
+        train_images = (version.image_count - version.validation_count) if version else 0
+    capacity = Capacity.of_machine(spec.limits.max_concurrent_trials)
+    sweeper, first = _sweeper(spec, train_images, gpu=capacity.slots[0].gpu is not None)
+    return _Run(job.id, spec, sweeper, first, capacity, settings, engine).go()
+
+
+def _sweeper(spec: JobSpec, train_images: int, *, gpu: bool) -> tuple[Sweeper, list[dict[str, Any]]]:
+    """The job's sweep, and the configurations it tries first (AutoMode's defaults)."""
+    limit = spec.limits.max_trials
+    if spec.mode == "automode":
+        plan = automode.plan(spec.task, train_images, gpu, spec.training_parameters)
+        return Sweeper(plan.space, plan.algorithm, plan.seed, max_trials=limit), plan.first
+    space = spec.search_space or [{}]  # one trial of the training_parameters alone
+    return Sweeper(space, spec.sampling_algorithm, spec.params.seed, max_trials=limit), []
+
+
+class _Run:
+    def __init__(self, job_id: int, spec: JobSpec, sweeper: Sweeper, first: list[dict[str, Any]],
+                 capacity: Capacity, settings: Settings, engine: Engine) -> None:
+        self.job_id, self.spec, self.sweeper, self.settings, self.engine = job_id, spec, sweeper, settings, engine
+        self.first = first
+        self.free = list(capacity.slots)
+        self.running: dict[int, Child] = {}
+        self.deadline = time.monotonic() + spec.limits.timeout_minutes * 60
+        self.canceled = False
+        self.spent = False  # the sweep has nothing left to ask (a grid fully served)
+        self.numbers: dict[int, int] = {}  # trial id -> sweep number, for tell()
+
+    def go(self) -> str:
+        self._recover()
+        while True:
+            self._reap()
+            self.canceled = self.canceled or self._cancel_requested()
+            stopping = self.canceled or time.monotonic() >= self.deadline
+            while not stopping and self.free and self._launch_next():
+                pass
+            self._hurry()
+            if not self.running and (stopping or not self._more()):
+                break
+            time.sleep(POLL_S)
+        return self._close(stopping)
+
+    # -- bookkeeping --------------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Rebuild the sweep from this job's rows (a restart); queue the trials a crash left behind again."""
+        with session_scope(self.engine) as session:
+            rows = trials.for_job(session=session, job_id=self.job_id)
+            lost = [t for t in rows if t.status in LIVE and not process_alive(t.pid)]
+            for t in lost:
+                relaunch = t.metrics.get("relaunches", 0) < MAX_RELAUNCHES and t.status == "running"
+                if relaunch:
+                    t.metrics = {**t.metrics, "relaunches": t.metrics.get("relaunches", 0) + 1}
+                    t.status = "queued"
+                    session.add(t)
+                    log.warning("trial %d was lost with its worker; running it again", t.id)
+                else:
+                    trials.finish(session=session, trial_id=t.id, status="failed", metrics={},
+                                  primary_metric_value=None, error="lost: its process ended without a result")
+            done = [(t.params, t.primary_metric_value) for t in rows if t.status not in LIVE]
+            self.requeued = [t.id for t in rows if t.status == "queued"]
+            self.next_number = max((t.number for t in rows), default=-1) + 1
+        if done or self.requeued:
+            log.info("job %d resumes: %d trials finished, %d to run again", self.job_id, len(done),
+                     len(self.requeued))
+        self.sweeper.restore(done)
+        self.sweeper.max_trials = self.spec.limits.max_trials - len(self.requeued)
+        for params in self.first[len(done) + len(self.requeued):]:
+            self.sweeper.enqueue(params)
+
+    def _more(self) -> bool:
+        return bool(self.requeued) or (self.sweeper.asked < (self.sweeper.max_trials or 0) and not self.spent)
+
+    def _launch_next(self) -> bool:
+        if self.requeued:
+            trial_id = self.requeued.pop(0)
+        else:
+            asked = self.sweeper.ask() if not self.spent else None
+            if asked is None:
+                self.spent = True
+                return False
+            number, params = asked
+            with session_scope(self.engine) as session:
+                row = trials.create(session=session, job_id=self.job_id, number=self.next_number,
+                                    model_name=str(params.get("model_name", self.spec.params.model_name or "")),
+                                    params=params, primary_metric=self.spec.primary_metric)
+                trial_id = row.id
+            assert trial_id is not None
+            self.numbers[trial_id] = number
+            self.next_number += 1
+        self._start(trial_id)
+        return True
+
+    def _start(self, trial_id: int) -> None:
+        slot = self.free.pop(0)
+        remaining = self.deadline - time.monotonic()
+        limit = self.spec.limits.trial_timeout_minutes
+        timeout = min(remaining, limit * 60) if limit else remaining
+        command = [sys.executable, "-m", "core.cli", "trial", "run", str(trial_id),
+                   "--timeout-s", f"{max(timeout, 1.0):.0f}"]
+        env = os.environ.copy()
+        if slot.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot.gpu)
+        if slot.threads is not None:
+            command += ["--threads", str(slot.threads)]
+            env["OMP_NUM_THREADS"] = str(slot.threads)
+        out_dir = self.settings.runs_dir / f"trial-{trial_id}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / "console.log", "ab") as console:
+            process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT, env=env,
+                                       cwd=Path(__file__).resolve().parents[2], preexec_fn=_die_with_parent)
+        log.info("trial %d started (pid %d, %s)", trial_id, process.pid,
+                 f"GPU {slot.gpu}" if slot.gpu is not None else f"{slot.threads} CPU threads")
+        self.running[trial_id] = Child(trial_id, process, slot, time.monotonic() + timeout)
+
+    def _reap(self) -> None:
+        for trial_id, child in list(self.running.items()):
+            code = child.process.poll()
+            if code is None:
+                continue
+            del self.running[trial_id]
+            self.free.append(child.slot)
+            with session_scope(self.engine) as session:
+                row = trials.get(session=session, trial_id=trial_id)
+                assert row is not None
+                if row.status in LIVE:  # the process died before it could record an end
+                    why = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+                    status = "canceled" if self.canceled else "failed"
+                    trials.finish(session=session, trial_id=trial_id, status=status, metrics={},
+                                  primary_metric_value=None,
+                                  error=f"the trial process {why} before it recorded a result")
+                    session.flush()
+                log.info("trial %d %s%s", trial_id, row.status,
+                         f": {row.primary_metric} {row.primary_metric_value:.4f}"
+                         if row.primary_metric_value is not None else f" {row.error}".rstrip())
+                self._update(session)
+            number = self.numbers.pop(trial_id, None)
+            if number is not None:
+                self.sweeper.tell(number, row.primary_metric_value)
+
+    def _update(self, session: Any) -> None:
+        rows = trials.for_job(session=session, job_id=self.job_id)
+        best = trials.best(rows)
+        finished = sum(1 for t in rows if t.status not in LIVE)
+        jobs.progress(session=session, job_id=self.job_id, fraction=finished / self.spec.limits.max_trials,
+                      message=f"{finished} of {self.spec.limits.max_trials} trials finished" + (
+                          f"; best: trial {best.id}, {best.primary_metric} {best.primary_metric_value:.4f}"
+                          if best else ""), best_trial_id=best.id if best else None)
+
+    def _cancel_requested(self) -> bool:
+        with session_scope(self.engine) as session:
+            return jobs.is_cancel_requested(session=session, job_id=self.job_id)
+
+    def _hurry(self) -> None:
+        """Trials stop by themselves within seconds of a cancel or their timeout; one still running
+        ``SIGNAL_AFTER_S`` later is sent SIGTERM, and SIGKILL ten seconds after that."""
+        now = time.monotonic()
+        for child in self.running.values():
+            if self.canceled:
+                child.deadline = min(child.deadline, now)
+            if now - child.deadline - SIGNAL_AFTER_S > 10 * child.signalled and child.signalled < 2:
+                child.process.send_signal(signal.SIGTERM if child.signalled == 0 else signal.SIGKILL)
+                child.signalled += 1
+
+    def _close(self, stopping: bool) -> str:
+        with session_scope(self.engine) as session:
+            rows = trials.for_job(session=session, job_id=self.job_id)
+            best = trials.best(rows)
+            self._update(session)
+        failed = [t for t in rows if t.status == "failed"]
+        if rows and len(failed) == len(rows) and not self.canceled:
+            raise KestrelError(f"all {len(rows)} trials failed; trial {failed[0].id}: {failed[0].error}")
+        why = "canceled" if self.canceled else "job timeout reached" if stopping else "done"
+        summary = f"{why}: {len(rows)} trials"
+        if best is not None and best.primary_metric_value is not None and not math.isnan(best.primary_metric_value):
+            summary += f"; best trial {best.id} ({best.model_name}) {best.primary_metric} " \
+                       f"{best.primary_metric_value:.4f}"
+        return summary
+
+
+def _die_with_parent() -> None:
+    """Runs in the trial process before exec: on Linux, the kernel kills it when its worker dies, so a
+    crashed worker leaves no trial running unseen (the restarted worker runs it again)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+
+def run_job_trial(trial_id: int, settings: Settings, engine: Engine, *, timeout_s: float | None = None,
+                  threads: int | None = None) -> Any:
+    """The trial process's side (``kestrel trial run ID``): its row and its job give what to train."""
+    from core.trial import run_trial
+
+    with session_scope(engine) as session:
+        row = trials.get(session=session, trial_id=trial_id)
+        job = jobs.get(session=session, job_id=row.job_id) if row and row.job_id else None
+    if row is None or job is None:
+        raise NotFound(f"trial {trial_id} is not a trial of a job")
+    spec = parse_job(job.spec["yaml"], settings.home)
+    policy = spec.sweep.early_termination if spec.sweep else None
+    return run_trial(settings=settings, engine=engine, dataset=job.spec["dataset"], version=job.spec["version"],
+                     overrides={**spec.training_parameters, **row.params}, timeout_s=timeout_s, trial_id=trial_id,
+                     primary_metric=spec.primary_metric, threads=threads,
+                     policy=make_policy(policy.model_dump() if policy else None))
