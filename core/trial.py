@@ -114,7 +114,7 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
     params = resolve_params(data.task, family.default_params(data.task), overrides)
     if params.checkpoint_run_id:
         params = resolve_params(data.task, overrides, {"checkpoint_path": str(
-            _checkpoint_weights(engine, params.checkpoint_run_id, data.task))})
+            checkpoint_weights(engine, params.checkpoint_run_id, data.task))})
     family, model = resolve(params.model_name or "", data.task, params)
     device = choose_device(params.device)
     primary = primary_metric or task_spec(data.task).primary_metric
@@ -180,7 +180,7 @@ def _store(engine: Engine, trial_id: int, out_dir: Path, data: VersionData, para
                        {k: str(v) for k, v in files.items()}, trained.notices, stop_reason or "")
 
 
-def _checkpoint_weights(engine: Engine, run_id: str, task: Task) -> Path:
+def checkpoint_weights(engine: Engine, run_id: str, task: Task) -> Path:
     """The weights of the finished trial ``run_id`` (``12`` or ``trial-12``), to continue from."""
     field = "training_parameters.checkpoint_run_id"
     number = run_id.removeprefix("trial-")

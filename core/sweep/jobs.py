@@ -41,6 +41,10 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
     except ConfigError as exc:
         raise ConfigError(f"{file.name}: {exc.path}", exc.reason, exc.allowed, exc.hints) from None
     _check_models(spec)
+    if spec.params.checkpoint_run_id:
+        from core.trial import checkpoint_weights
+
+        checkpoint_weights(engine, spec.params.checkpoint_run_id, spec.task)
     name, version = _dataset(spec, file, settings, engine)
     with session_scope(engine) as session:
         row = get_version(session=session, name=name, version=version)
@@ -51,6 +55,7 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
         if row.task != spec.task.value:
             raise ConfigError("task", f"{spec.task.value} does not fit dataset {name}:{row.version}, which is "
                               f"{row.task}", [row.task])
+    with session_scope(engine) as session:
         stored = spec.model_copy(update={"training_data": DataRef(name=name, version=str(row.version)),
                                          "validation_data": None})
         job = jobs.enqueue(session=session, kind=KIND, name=spec.display_name or spec.name or file.stem,

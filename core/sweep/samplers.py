@@ -53,7 +53,8 @@ class Sweeper:
 
     @property
     def asked(self) -> int:
-        return len(self.study.trials)
+        """Trials asked for or restored; enqueued ones wait in the study until asked."""
+        return sum(t.state != optuna.trial.TrialState.WAITING for t in self.study.trials)
 
     def ask(self) -> tuple[int, dict[str, Any]] | None:
         if self.max_trials is not None and self.asked >= self.max_trials:
