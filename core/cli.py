@@ -208,6 +208,10 @@ def studio(
     settings, engine = open_storage()
     for name in register_samples(settings=settings, engine=engine):
         err.print(f"registered sample dataset {name}")
+    from core.serving.runner import restore_all
+
+    for name in restore_all(settings, engine):
+        err.print(f"endpoint {name} started again")
     out.print(f"Kestrel studio: http://{host}:{port}")
     # The worker runs beside the UI, so long work survives a browser reload or a UI restart.
     worker_process = subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], env=os.environ.copy())
@@ -253,7 +257,9 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
         out.print(skipped)
 
 
-import core.cli_jobs  # noqa: E402, F401  (registers `job` and `trial` on `app`; it builds on the helpers above)
+# The sub-command modules build on the helpers above and register themselves on `app`.
+import core.cli_jobs  # noqa: E402, F401
+import core.cli_serving  # noqa: E402, F401
 
 if __name__ == "__main__":
     # Run as ``python -m core.cli`` this file is ``__main__``: the sub-commands live on ``core.cli.app``.

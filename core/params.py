@@ -146,6 +146,13 @@ def check_names(values: Mapping[str, Any], path: str = "training_parameters") ->
 
 
 def parse_set_options(pairs: list[str]) -> dict[str, Any]:
+    """Training parameters as ``KEY=VALUE`` strings from the command line, names checked."""
+    out = parse_pairs(pairs)
+    check_names(out, "--set")
+    return out
+
+
+def parse_pairs(pairs: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` strings from the command line; values are read as YAML scalars."""
     import yaml
 
@@ -155,5 +162,4 @@ def parse_set_options(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError("--set", f"{pair!r} is not KEY=VALUE", hints=["number_of_epochs=5"])
         out[key.strip()] = yaml.safe_load(value)
-    check_names(out, "--set")
     return out

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     max_archive_members: int = 200_000
     # Ratio of uncompressed to compressed size above which a zip member is a bomb.
     max_compression_ratio: int = 200
+    # A scoring request above this size is refused with 413 (a few large photos fit).
+    max_request_bytes: int = 32 * 1024**2
 
     @property
     def db_url(self) -> str:
@@ -41,3 +43,7 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.home / "runs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"

@@ -71,3 +71,20 @@ def check_scoring_answers(answers: list[dict[str, Any]], classes: list[str], *, 
     for polygon in outlines:
         assert 6 <= len(polygon) <= 2 * max_points and len(polygon) % 2 == 0
         assert all(0 <= v <= 1 for v in polygon)
+
+
+def trained_artifact(data: Any, out_dir: Path, overrides: dict[str, Any]) -> Path:
+    """A model trained in-process on ``data`` and saved as a trial saves it (weights + settings.json)."""
+    from core.params import resolve_params
+    from core.train.context import MemoryContext
+    from core.zoo.base import SETTINGS_FILE
+    from core.zoo.families import resolve
+
+    params = resolve_params(data.task, overrides)
+    family, spec = resolve(params.model_name or "", data.task, params)
+    out_dir.mkdir(parents=True)
+    trained = family.train(spec, data, params, MemoryContext(out_dir))
+    (out_dir / SETTINGS_FILE).write_text(json.dumps({
+        **trained.settings, "task": data.task.value, "classes": data.classes, "family": spec.family,
+        "architecture": spec.architecture, "size": spec.size, "model_name": params.model_name}))
+    return out_dir

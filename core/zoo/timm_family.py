@@ -226,16 +226,19 @@ class TimmPredictor:
 
     def predict(self, images: list[Image.Image]) -> list[Prediction]:
         """One Prediction per image: every class with its probability (softmax or sigmoid)."""
-        transform = eval_transform(self.resize_size, self.crop_size)
         out: list[Prediction] = []
         for start in range(0, len(images), PREDICT_BATCH):
-            chunk = images[start:start + PREDICT_BATCH]
-            # Upright as in training (the loaders apply EXIF orientation when decoding).
-            batch = torch.stack([transform(F.pil_to_tensor(ImageOps.exif_transpose(i).convert("RGB")))
-                                 for i in chunk])
+            batch = self.preprocess(images[start:start + PREDICT_BATCH])
             with torch.inference_mode():
                 scores = self.model(batch.to(self.device)).float().cpu()
             probs = scores.sigmoid() if self.task is Task.MULTILABEL else scores.softmax(dim=1)
             out += [Prediction(labels=list(self.classes), probs=[float(p) for p in row])
                     for row in probs.tolist()]
         return out
+
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        """The batch the model sees (on the CPU): resized, centre-cropped and normalised."""
+        transform = eval_transform(self.resize_size, self.crop_size)
+        # Upright as in training (the loaders apply EXIF orientation when decoding).
+        return torch.stack([transform(F.pil_to_tensor(ImageOps.exif_transpose(i).convert("RGB")))
+                            for i in images])

@@ -324,6 +324,7 @@ class _YoloPredictor:
         net.load_state_dict(load_file(weights))
         net.names = dict(enumerate(classes))
         net.eval()
+        self.model = net  # public, for export (core.export)
         overrides = {"task": YOLO_TASKS[task], "mode": "predict", "imgsz": settings["img_size"],
                      "conf": settings["box_score_thresh"], "iou": settings["nms_iou_thresh"],
                      "max_det": settings["box_detections_per_img"], "device": _device(device),

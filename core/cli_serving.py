@@ -1,0 +1,328 @@
+"""`kestrel model …`, `kestrel endpoint …`, `kestrel deployment create` and `kestrel score`."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from core.cli import app, err, open_storage, out, reports_errors
+from core.errors import ConfigError, NotFound
+from storage.db import session_scope
+
+model_app = typer.Typer(help="Register trained models and set their inference settings.", no_args_is_help=True)
+endpoint_app = typer.Typer(help="HTTP endpoints that score images with deployed models.", no_args_is_help=True)
+deployment_app = typer.Typer(help="Models deployed behind an endpoint.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+app.add_typer(endpoint_app, name="endpoint")
+app.add_typer(deployment_app, name="deployment")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
+
+
+def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
+    print(json.dumps(data, default=str)) if as_json else out.print(text)
+
+
+def _name(value: str, what: str) -> str:
+    if not NAME.match(value):
+        raise ConfigError(what, f"{value!r} is not a valid name; use letters, digits, '.', '_' and '-' (up to 63)")
+    return value
+
+
+@model_app.command("register")
+@reports_errors
+def model_register(
+    name: Annotated[str, typer.Option(help="Model name; registering again makes the next version.")],
+    trial: Annotated[int | None, typer.Option(help="The trial whose model to register.")] = None,
+    job: Annotated[int | None, typer.Option(help="Register this job's best child.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Register a trial's model (or a job's best) as the next version of NAME."""
+    from core.models import register
+
+    settings, engine = open_storage()
+    info = register(settings=settings, engine=engine, name=_name(name, "--name"), trial_id=trial, job_id=job)
+    _emit(info, as_json, f"registered {info['name']}:{info['version']} ({info['task']}) from trial {info['trial_id']}")
+
+
+@model_app.command("list")
+@reports_errors
+def model_list(as_json: JsonFlag = False) -> None:
+    """Registered models and their versions."""
+    from core.models import describe
+    from storage.repos import models
+
+    _, engine = open_storage()
+    with session_scope(engine) as session:
+        rows = [describe(session, v) for _, versions in models.list_models(session=session) for v in versions]
+    if as_json:
+        print(json.dumps({"models": rows}))
+        return
+    table = Table("model", "version", "task", "trial", "metrics")
+    for r in rows:
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in list(r["metrics"].items())[:3] if isinstance(v, float))
+        table.add_row(r["name"], str(r["version"]), r["task"], str(r["trial_id"]), metrics)
+    out.print(table)
+
+
+@model_app.command("show")
+@reports_errors
+def model_show(ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION]")], as_json: JsonFlag = False) -> None:
+    """One model version: task, metrics, source trial and inference settings."""
+    from core.models import describe, resolve
+
+    _, engine = open_storage()
+    with session_scope(engine) as session:
+        info = describe(session, resolve(session, ref))
+    _emit(info, as_json, json.dumps(info, indent=2, default=str))
+
+
+@model_app.command("settings")
+@reports_errors
+def model_settings(
+    ref: Annotated[str, typer.Argument(metavar="NAME:VERSION")],
+    set_: Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help="An inference setting, repeatable.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Change inference settings of a version (SPEC §7), e.g. --set box_score_thresh=0.5."""
+    from core.models import update_settings
+    from core.params import parse_pairs
+
+    _, engine = open_storage()
+    info = update_settings(engine=engine, ref=ref, changes=parse_pairs(set_))
+    _emit(info, as_json, f"{info['name']}:{info['version']} settings: {json.dumps(info['settings'])}")
+
+
+def _endpoint_info(session: Any, name: str) -> dict[str, Any]:
+    from core.serving.runner import scoring_uri
+    from storage.repos import models
+    from storage.tables import ModelVersion
+
+    row = models.get_endpoint(session=session, name=name)
+    if row is None:
+        raise NotFound(f"endpoint {name} does not exist; `kestrel endpoint list` shows them")
+    deployed = []
+    for d in models.deployments(session=session, endpoint_id=row.id):
+        version = session.get(ModelVersion, d.model_version_id)
+        model = models.model_of(session=session, version=version)
+        deployed.append({"name": d.name, "model": f"{model.name}:{version.version}", "task": model.task})
+    uri = scoring_uri(row.host, row.port)
+    return {"name": row.name, "scoring_uri": uri, "openapi_uri": uri.replace("/score", "/docs"), "state": row.state,
+            "port": row.port, "pid": row.pid, "traffic": row.traffic, "deployments": deployed}
+
+
+@endpoint_app.command("create")
+@reports_errors
+def endpoint_create(name: str, as_json: JsonFlag = False) -> None:
+    """Create an endpoint with two keys and start its server on a free loopback port."""
+    from core.serving import runner
+    from storage.repos import models
+    from storage.tables import Endpoint
+
+    settings, engine = open_storage()
+    with session_scope(engine) as session:
+        if models.get_endpoint(session=session, name=_name(name, "NAME")) is not None:
+            raise ConfigError("NAME", f"endpoint {name} exists already", hints=["kestrel endpoint show " + name])
+        session.add(Endpoint(name=name, primary_key=secrets.token_urlsafe(32), secondary_key=secrets.token_urlsafe(32)))
+    port = runner.start(settings, engine, name)
+    runner.wait_ready("127.0.0.1", port)
+    with session_scope(engine) as session:
+        info = _endpoint_info(session, name)
+    _emit(info, as_json, f"endpoint {name} serving at {info['scoring_uri']}")
+
+
+@endpoint_app.command("list")
+@reports_errors
+def endpoint_list(as_json: JsonFlag = False) -> None:
+    """Endpoints with their URL, state, deployments and traffic."""
+    from storage.repos import models
+
+    _, engine = open_storage()
+    with session_scope(engine) as session:
+        rows = [_endpoint_info(session, e.name) for e in models.list_endpoints(session=session)]
+    if as_json:
+        print(json.dumps({"endpoints": rows}))
+        return
+    table = Table("endpoint", "state", "scoring uri", "deployments", "traffic")
+    for r in rows:
+        table.add_row(r["name"], r["state"], r["scoring_uri"], ", ".join(f"{d['name']} ({d['model']})"
+                      for d in r["deployments"]), ", ".join(f"{k}={v}" for k, v in r["traffic"].items()))
+    out.print(table)
+
+
+@endpoint_app.command("show")
+@reports_errors
+def endpoint_show(name: str, as_json: JsonFlag = False) -> None:
+    """An endpoint: scoring_uri, state, deployments and traffic."""
+    _, engine = open_storage()
+    with session_scope(engine) as session:
+        info = _endpoint_info(session, name)
+    _emit(info, as_json, json.dumps(info, indent=2))
+
+
+@endpoint_app.command("keys")
+@reports_errors
+def endpoint_keys(name: str, as_json: JsonFlag = False) -> None:
+    """The endpoint's primary and secondary keys (send one as 'Authorization: Bearer <key>')."""
+    from storage.repos import models
+
+    _, engine = open_storage()
+    with session_scope(engine) as session:
+        row = models.get_endpoint(session=session, name=name)
+        if row is None:
+            raise NotFound(f"endpoint {name} does not exist")
+        keys = {"primary_key": row.primary_key, "secondary_key": row.secondary_key}
+    _emit(keys, as_json, f"primary:   {keys['primary_key']}\nsecondary: {keys['secondary_key']}")
+
+
+@endpoint_app.command("regenerate-key")
+@reports_errors
+def endpoint_regenerate_key(
+    name: str,
+    key_type: Annotated[str, typer.Option("--key-type", help="primary or secondary")] = "primary",
+    as_json: JsonFlag = False,
+) -> None:
+    """Replace one key; the old one stops working at once."""
+    from storage.repos import models
+
+    if key_type not in ("primary", "secondary"):
+        raise ConfigError("--key-type", f"{key_type!r} is not a key", ["primary", "secondary"])
+    _, engine = open_storage()
+    with session_scope(engine) as session:
+        row = models.get_endpoint(session=session, name=name)
+        if row is None:
+            raise NotFound(f"endpoint {name} does not exist")
+        setattr(row, f"{key_type}_key", secrets.token_urlsafe(32))
+        session.add(row)
+        keys = {"primary_key": row.primary_key, "secondary_key": row.secondary_key}
+    _emit(keys, as_json, f"new {key_type} key: {keys[key_type + '_key']}")
+
+
+@endpoint_app.command("update")
+@reports_errors
+def endpoint_update(
+    name: str,
+    traffic: Annotated[str, typer.Option(help="Percentages per deployment, e.g. blue=70,green=30 (sum ≤ 100).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Split traffic across deployments; it takes effect at the next request."""
+    from storage.repos import models
+
+    split: dict[str, int] = {}
+    for part in traffic.split(","):
+        dep, _, share = part.partition("=")
+        if not share.strip().isdigit():
+            raise ConfigError("--traffic", f"{part!r} is not DEPLOYMENT=PERCENT", hints=["blue=70,green=30"])
+        split[dep.strip()] = int(share)
+    if sum(split.values()) > 100:
+        raise ConfigError("--traffic", f"the percentages add up to {sum(split.values())}; at most 100")
+    _, engine = open_storage()
+    with session_scope(engine) as session:
+        row = models.get_endpoint(session=session, name=name)
+        if row is None:
+            raise NotFound(f"endpoint {name} does not exist")
+        known = {d.name for d in models.deployments(session=session, endpoint_id=row.id)}
+        for dep in split:
+            if dep not in known:
+                raise ConfigError("--traffic", f"endpoint {name} has no deployment {dep!r}", sorted(known))
+        row.traffic = split
+        session.add(row)
+        info = _endpoint_info(session, name)
+    _emit(info, as_json, f"endpoint {name} traffic: {traffic}")
+
+
+@endpoint_app.command("delete")
+@reports_errors
+def endpoint_delete(name: str, as_json: JsonFlag = False) -> None:
+    """Stop the endpoint's server and delete it with its deployments (models stay registered)."""
+    from core.serving import runner
+    from storage.repos import models
+
+    _, engine = open_storage()
+    runner.stop(engine, name)
+    with session_scope(engine) as session:
+        row = models.get_endpoint(session=session, name=name)
+        if row is None:
+            raise NotFound(f"endpoint {name} does not exist")
+        for d in models.deployments(session=session, endpoint_id=row.id):
+            session.delete(d)
+        session.delete(row)
+    _emit({"name": name, "deleted": True}, as_json, f"endpoint {name} deleted")
+
+
+@endpoint_app.command("serve", hidden=True)
+@reports_errors
+def endpoint_serve(name: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    """Run the endpoint's server in this process (the runner starts one such process per endpoint)."""
+    import uvicorn
+
+    from core.serving.app import create_app
+
+    settings, _ = open_storage()
+    uvicorn.run(create_app(name, settings), host=host, port=port, log_level="warning")
+
+
+@deployment_app.command("create")
+@reports_errors
+def deployment_create(
+    endpoint: Annotated[str, typer.Option(help="The endpoint to deploy to.")],
+    name: Annotated[str, typer.Option(help="The deployment's name, e.g. blue.")],
+    model: Annotated[str, typer.Option(metavar="NAME:VERSION", help="A registered model version.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Deploy a model version behind an endpoint (the first deployment takes all traffic)."""
+    from core.models import resolve
+    from core.serving import runner
+    from storage.repos import models
+    from storage.tables import Deployment
+
+    settings, engine = open_storage()
+    with session_scope(engine) as session:
+        row = models.get_endpoint(session=session, name=endpoint)
+        if row is None:
+            raise NotFound(f"endpoint {endpoint} does not exist; create it with `kestrel endpoint create {endpoint}`")
+        if any(d.name == name for d in models.deployments(session=session, endpoint_id=row.id)):
+            raise ConfigError("--name", f"endpoint {endpoint} has a deployment {name} already")
+        version = resolve(session, model)
+        session.add(Deployment(endpoint_id=row.id, name=_name(name, "--name"), model_version_id=version.id))
+        if not row.traffic:
+            row.traffic = {name: 100}
+            session.add(row)
+    port = runner.start(settings, engine, endpoint)  # the server loads its models once, at start
+    runner.wait_ready("127.0.0.1", port)
+    with session_scope(engine) as session:
+        info = _endpoint_info(session, endpoint)
+    _emit(info, as_json, f"deployed {model} as {name} on {endpoint}: {info['scoring_uri']}")
+
+
+@app.command("score")
+@reports_errors
+def score_command(
+    source: Annotated[str, typer.Argument(metavar="PATH", help="Image folder, labelled file/folder, or NAME:VERSION.")],
+    model: Annotated[str, typer.Option(metavar="NAME[:VERSION]", help="A registered model version.")],
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the answers (JSONL).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Score many images with a registered model; labelled data also gets the task's metrics report."""
+    from core.models import resolve
+    from core.predict import load_predictor
+    from core.score import read_source, score
+    from core.tasks import Task
+
+    settings, engine = open_storage()
+    with session_scope(engine) as session:
+        version = resolve(session, model)
+        task, folder = Task(version.settings["task"]), Path(version.artifact_dir)
+    predictor = load_predictor(folder)
+    report = score(predictor, read_source(source, task, settings, engine), out_file,
+                   None if as_json else lambda done, total: err.print(f"scored {done} of {total}", end="\r"))
+    report.pop("evaluation", None)
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in list(report.get("metrics", {}).items())[:4])
+    _emit(report, as_json, f"\nwrote {report['images']} answers to {out_file}" + (f"; {metrics}" if metrics else ""))

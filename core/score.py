@@ -1,0 +1,142 @@
+"""Batch scoring: a model over a folder of images, a labelled file (JSONL, MLTable, COCO, …) or a
+registered dataset version, writing one SPEC §8 answer per line; labelled data also gets the task's
+metrics report, computed as in training."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageOps
+
+from core.data.formats import detect_format, get_format
+from core.data.records import Problem
+from core.data.validate import ItemError, check_image, clean_labels
+from core.data.view import Item, load_version
+from core.errors import InputError
+from core.metrics.classification import classification_metrics
+from core.metrics.detection import detection_metrics
+from core.predict import predict_json
+from core.prediction import Prediction
+from core.tasks import Task
+from core.zoo.base import Predictor
+from storage.artifacts import BlobStore, write_atomic
+from storage.db import session_scope
+from storage.settings import Settings
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+BATCH = 16
+
+
+@dataclass
+class Source:
+    items: list[Item]
+    labelled: bool
+    skipped: list[dict[str, Any]]
+
+
+def read_source(path_or_ref: str, task: Task, settings: Settings, engine: Any) -> Source:
+    """The images to score: a path (folder of images, or any labelled format) or a dataset ``NAME:VERSION``."""
+    path = Path(path_or_ref).expanduser()
+    if not path.exists():
+        name, _, number = path_or_ref.removeprefix("azureml:").partition(":")
+        with session_scope(engine) as session:
+            data = load_version(session=session, blobs=BlobStore(settings.blobs_dir), name=name,
+                                version=int(number) if number.isdigit() else None)
+        return Source(data.train + data.validation, True, [])
+    if path.is_dir() and not _has_labels(path):
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputError(str(path), "holds no images", "point at a folder of JPEG/PNG files or a labelled file")
+        return Source([Item(f, str(f.relative_to(path)), 0, 0, (), ()) for f in files], False, [])
+    items, skipped = [], []
+    for record in get_format(detect_format(path)).read(path):
+        if isinstance(record, Problem):
+            skipped.append(record.as_dict())
+            continue
+        try:
+            width, height, _ = check_image(record.image.read_bytes(), settings.max_image_pixels)
+            tags, instances = clean_labels(record, task, width, height)
+        except (ItemError, OSError) as exc:
+            skipped.append({"file": record.origin, "line": record.line, "error": f"{record.name}: {exc}",
+                            "fix": getattr(exc, "fix", "")})
+            continue
+        items.append(Item(record.image, record.name, width, height, tags, instances))
+    return Source(items, True, skipped)
+
+
+def _has_labels(folder: Path) -> bool:
+    try:
+        detect_format(folder)
+    except Exception:  # a plain folder of images is no labelled format
+        return False
+    return True
+
+
+def score(predictor: Predictor, source: Source, out: Path,
+          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Write ``out`` (JSONL, one answer per image); returns the report, with metrics when labelled."""
+    predictions: list[Prediction] = []
+    lines = []
+    for start in range(0, len(source.items), BATCH):
+        chunk = source.items[start:start + BATCH]
+        images = []
+        for item in chunk:
+            with Image.open(item.path) as image:
+                images.append(ImageOps.exif_transpose(image).convert("RGB"))
+        batch = predictor.predict(images)
+        predictions += batch
+        lines += [json.dumps(answer) for answer in predict_json(_Replay(predictor, batch), images,
+                                                                  [item.name for item in chunk])]
+        if progress:
+            progress(min(start + BATCH, len(source.items)), len(source.items))
+    write_atomic(out, ("\n".join(lines) + "\n").encode())
+    report: dict[str, Any] = {"images": len(source.items), "predictions": str(out), "skipped": source.skipped}
+    if source.labelled and source.items:
+        flat, details = _metrics(predictor, source.items, predictions)
+        report["metrics"], report["evaluation"] = flat, details
+        report["metrics_file"] = str(out.with_name(out.stem + "_metrics.json"))
+        write_atomic(Path(report["metrics_file"]), json.dumps({"metrics": flat, **details}, indent=2).encode())
+    return report
+
+
+@dataclass
+class _Replay:
+    """Hands back predictions already made, so predict_json formats them without a second forward pass."""
+
+    inner: Predictor
+    made: list[Prediction]
+
+    @property
+    def task(self) -> Task:
+        return self.inner.task
+
+    @property
+    def classes(self) -> list[str]:
+        return self.inner.classes
+
+    def predict(self, images: list[Image.Image]) -> list[Prediction]:
+        return self.made
+
+
+def _metrics(predictor: Predictor, items: list[Item], predictions: list[Prediction]
+             ) -> tuple[dict[str, float], dict[str, Any]]:
+    classes = list(predictor.classes)
+    if predictor.task in (Task.CLASSIFICATION, Task.MULTILABEL):
+        index = {c: i for i, c in enumerate(classes)}
+        unknown = sorted({t for item in items for t in item.tags if t not in index})
+        if unknown:
+            raise InputError("labels", f"the model does not know the classes {unknown}", "score data of its classes")
+        probs = torch.tensor([p.probs for p in predictions])
+        if predictor.task is Task.MULTILABEL:
+            targets = torch.zeros(len(items), len(classes))
+            for row, item in enumerate(items):
+                targets[row, [index[t] for t in item.tags]] = 1
+        else:
+            targets = torch.tensor([index[item.tags[0]] for item in items])
+        return classification_metrics(probs, targets, classes, predictor.task is Task.MULTILABEL)
+    return detection_metrics(items, predictions, classes, masks=predictor.task is Task.SEGMENTATION)

@@ -1,0 +1,248 @@
+"""The scoring server of one endpoint (SPEC §8): FastAPI, run under uvicorn in a process of its own.
+
+``POST /score`` takes raw image bytes (``application/octet-stream``) or the reference's JSON form and
+answers a list, one SPEC §8 answer per image. Keys and traffic are read from the database at each
+request, so regenerating a key or changing the split takes effect at once; models load once, in the
+background, and ``/score`` answers 503 until they have.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import random
+import secrets
+import threading
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from PIL import Image, ImageOps
+
+from core.data.validate import ItemError, check_image
+from core.errors import KestrelError
+from storage.db import make_engine, session_scope
+from storage.repos import models
+from storage.settings import Settings
+from storage.tables import Endpoint, ModelVersion
+
+log = logging.getLogger(__name__)
+DEPLOYMENT_HEADER = "azureml-model-deployment"
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class _Loaded:
+    predictors: dict[str, Any] = field(default_factory=dict)  # deployment name -> Predictor
+    ready: bool = False
+    error: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one forward pass at a time: the cores are shared
+
+
+def create_app(endpoint: str, settings: Settings) -> FastAPI:
+    engine = make_engine(settings.db_url)
+    loaded = _Loaded()
+
+    def load() -> None:
+        from core.predict import load_predictor
+
+        try:
+            with session_scope(engine) as session:
+                row = _endpoint(session, endpoint)
+                versions = {d.name: session.get(ModelVersion, d.model_version_id)
+                            for d in models.deployments(session=session, endpoint_id=row.id)}
+            for name, version in versions.items():
+                assert version is not None
+                loaded.predictors[name] = load_predictor(Path(version.artifact_dir))
+                log.info("deployment %s loaded from %s", name, version.artifact_dir)
+            loaded.ready = True
+            _set_state(engine, endpoint, "ready")
+        except Exception as exc:  # the server stays up and says why it cannot score
+            log.exception("loading the deployments of %s failed", endpoint)
+            loaded.error = f"{type(exc).__name__}: {exc}"
+            _set_state(engine, endpoint, "failed")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+        threading.Thread(target=load, daemon=True).start()
+        yield
+        engine.dispose()
+
+    app = FastAPI(title=f"Kestrel endpoint {endpoint}", lifespan=lifespan,
+                  description="Score images with the models deployed behind this endpoint (SPEC §8).")
+
+    @app.exception_handler(Refused)
+    async def refused(_: Request, exc: Refused) -> JSONResponse:
+        headers = {"Retry-After": "2"} if exc.status == 503 else None
+        return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        state = "ready" if loaded.ready else "failed" if loaded.error else "loading"
+        return {"endpoint": endpoint, "status": state, "deployments": sorted(loaded.predictors), "error": loaded.error}
+
+    @app.post("/score")
+    async def score(request: Request) -> JSONResponse:
+        with session_scope(engine) as session:
+            row = _endpoint(session, endpoint)
+            keys, traffic = (row.primary_key, row.secondary_key), dict(row.traffic)
+        _authorize(request.headers.get("authorization", ""), keys)
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_request_bytes:
+            raise Refused(413, f"the request is {int(declared):,} bytes; the limit is {settings.max_request_bytes:,}")
+        body = await request.body()
+        if len(body) > settings.max_request_bytes:
+            raise Refused(413, f"the request is {len(body):,} bytes; the limit is {settings.max_request_bytes:,}")
+        if not loaded.ready:
+            raise Refused(503, loaded.error or "the model is loading; retry in a few seconds")
+        deployment = _pick(request.headers.get(DEPLOYMENT_HEADER), traffic, loaded.predictors)
+        items = _parse(body, request.headers.get("content-type", ""), settings.max_image_pixels)
+        predictor = loaded.predictors[deployment]
+        answers = await _run_in_thread(_answer, predictor, items, loaded.lock)
+        return JSONResponse(answers, headers={DEPLOYMENT_HEADER: deployment})
+
+    return app
+
+
+async def _run_in_thread(fn: Any, *args: Any) -> Any:
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(fn, *args)
+
+
+def _endpoint(session: Any, name: str) -> Endpoint:
+    row = models.get_endpoint(session=session, name=name)
+    if row is None:
+        raise Refused(404, f"endpoint {name} was deleted")
+    return row
+
+
+def _set_state(engine: Any, name: str, state: str) -> None:
+    with session_scope(engine) as session:
+        row = models.get_endpoint(session=session, name=name)
+        if row is not None:
+            row.state = state
+            session.add(row)
+
+
+def _authorize(header: str, keys: tuple[str, str]) -> None:
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Refused(401, "missing key: send the header 'Authorization: Bearer <key>'")
+    if not any(key and secrets.compare_digest(token.strip(), key) for key in keys):
+        raise Refused(401, "wrong key: `kestrel endpoint keys NAME` shows the current keys")
+
+
+def _pick(asked: str | None, traffic: dict[str, int], predictors: dict[str, Any]) -> str:
+    """The deployment named by the header, else one drawn by the traffic percentages."""
+    if asked:
+        if asked not in predictors:
+            raise Refused(404, f"no deployment {asked!r} on this endpoint; deployments: {sorted(predictors)}")
+        return asked
+    live = {name: share for name, share in traffic.items() if share > 0 and name in predictors}
+    if not live:
+        raise Refused(503, "no deployment takes traffic; set it with `kestrel endpoint update NAME --traffic DEP=100`")
+    draw = random.uniform(0, sum(live.values()))
+    for name, share in live.items():
+        draw -= share
+        if draw <= 0:
+            return name
+    return next(reversed(live))
+
+
+@dataclass
+class _Item:
+    image: Image.Image
+    explain: bool = False
+    xai: dict[str, Any] = field(default_factory=dict)
+
+
+def _parse(body: bytes, content_type: str, max_pixels: int) -> list[_Item]:
+    kind = content_type.split(";")[0].strip().lower()
+    if kind == "application/json":
+        return _parse_json(body, max_pixels)
+    if kind in ("application/octet-stream", "") or kind.startswith("image/"):
+        return [_Item(_image(body, max_pixels, "the request body"))]
+    raise Refused(400, f"content type {kind!r} is not accepted: send image bytes as application/octet-stream "
+                       "or the JSON form {\"input_data\": {\"columns\": [\"image\"], \"data\": [...]}}")
+
+
+def _parse_json(body: bytes, max_pixels: int) -> list[_Item]:
+    try:
+        doc = json.loads(body)
+        data = doc["input_data"]["data"]
+    except (ValueError, KeyError, TypeError):
+        raise Refused(400, "the JSON must be {\"input_data\": {\"columns\": [\"image\"], \"data\": [<base64 image> or "
+                           "<JSON string with image_base64>, ...]}}") from None
+    if not isinstance(data, list) or not data:
+        raise Refused(400, "input_data.data must be a non-empty list of images")
+    items = []
+    for i, entry in enumerate(data):
+        where = f"input_data.data[{i}]"
+        entry = entry[0] if isinstance(entry, list) and len(entry) == 1 else entry  # a one-column row
+        options: dict[str, Any] = {}
+        if isinstance(entry, str) and entry.lstrip().startswith("{"):
+            try:
+                options = json.loads(entry)
+            except ValueError:
+                raise Refused(400, f"{where}: not valid JSON") from None
+        elif isinstance(entry, dict):
+            options = entry
+        encoded = options.get("image_base64", entry if not options else None)
+        if not isinstance(encoded, str):
+            raise Refused(400, f"{where}: give the image as a base64 string (or image_base64 in a JSON string)")
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise Refused(400, f"{where}: not valid base64") from None
+        explain = str(options.get("model_explainability", False)).lower() == "true"
+        xai = options.get("xai_parameters") or {}
+        if isinstance(xai, str):
+            try:
+                xai = json.loads(xai)
+            except ValueError:
+                raise Refused(400, f"{where}.xai_parameters: not valid JSON") from None
+        items.append(_Item(_image(raw, max_pixels, where), explain, xai))
+    return items
+
+
+def _image(raw: bytes, max_pixels: int, where: str) -> Image.Image:
+    try:
+        check_image(raw, max_pixels)
+    except ItemError as exc:
+        raise Refused(400, f"{where}: {exc} — {exc.fix}") from None
+    return ImageOps.exif_transpose(Image.open(BytesIO(raw))).convert("RGB")
+
+
+def _answer(predictor: Any, items: list[_Item], lock: threading.Lock) -> list[dict[str, Any]]:
+    from core.predict import predict_json
+
+    names = [f"image_{i}" for i in range(len(items))]
+    with lock:
+        answers = predict_json(predictor, [item.image for item in items], names)
+        for item, answer in zip(items, answers, strict=True):
+            if item.explain:
+                answer.update(_explain(predictor, item))
+    return answers
+
+
+def _explain(predictor: Any, item: _Item) -> dict[str, Any]:
+    from core.explain.classification import explain
+    from core.explain.params import parse_xai_params
+
+    try:
+        params = parse_xai_params(item.xai)
+        return explain(predictor, [item.image], params)[0].to_json(params)
+    except KestrelError as exc:
+        raise Refused(400, str(exc)) from None

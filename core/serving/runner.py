@@ -1,0 +1,137 @@
+"""Endpoint processes: start (detached, so they outlive the command or studio that started them),
+stop, restart, and bring back after a reboot or a studio start. Torch-free: it only runs processes
+and records their pid and port in the database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from core.errors import KestrelError, NotFound
+from storage.db import session_scope
+from storage.repos import models
+from storage.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+STOPPED = "stopped"
+
+
+def scoring_uri(host: str, port: int | None) -> str:
+    return f"http://{host}:{port}/score" if port else ""
+
+
+def start(settings: Settings, engine: Engine, name: str) -> int:
+    """Start the endpoint's server (again); returns its port, the one it had when that is still free."""
+    stop(engine, name)
+    with session_scope(engine) as session:
+        row = models.get_endpoint(session=session, name=name)
+        if row is None:
+            raise NotFound(f"endpoint {name} does not exist; `kestrel endpoint list` shows them")
+        host, port = row.host, row.port
+    # Keep the endpoint's port (its URL) when it frees up within seconds; a dead server's port can linger.
+    if not (port and _wait_free(host, port)):
+        port = _free_port(host)
+    logs = settings.home / "endpoints"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{name}.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", "endpoint", "serve", name, "--host", host, "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+            env={**os.environ, "KESTREL_HOME": str(settings.home)})
+    with session_scope(engine) as session:
+        row = models.get_endpoint(session=session, name=name)
+        assert row is not None
+        row.pid, row.port, row.state = process.pid, port, "starting"
+        session.add(row)
+    return port
+
+
+def stop(engine: Engine, name: str, *, state: str = STOPPED) -> None:
+    with session_scope(engine) as session:
+        row = models.get_endpoint(session=session, name=name)
+        pid = row.pid if row else None
+    if pid and _alive(pid):
+        _terminate(pid)
+    with session_scope(engine) as session:
+        row = models.get_endpoint(session=session, name=name)
+        if row is not None and row.pid == pid:
+            row.pid, row.state = None, state
+            session.add(row)
+
+
+def restore_all(settings: Settings, engine: Engine) -> list[str]:
+    """Start every endpoint that should serve and whose process is gone; returns their names."""
+    with session_scope(engine) as session:
+        lost = [e.name for e in models.list_endpoints(session=session)
+                if e.state != STOPPED and not (e.pid and _alive(e.pid))]
+    for name in lost:
+        start(settings, engine, name)
+    return lost
+
+
+def wait_ready(host: str, port: int, timeout_s: float = 120.0) -> dict:
+    """Poll ``/health`` until the models are loaded; raises with the server's reason when it cannot."""
+    end = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as answer:
+                health = json.loads(answer.read())
+            if health["status"] == "ready":
+                return health
+            if health["status"] == "failed":
+                raise KestrelError(f"the endpoint cannot load its models: {health['error']}")
+            last = health["status"]
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    raise KestrelError(f"the endpoint on port {port} was not ready after {timeout_s:.0f} s ({last})")
+
+
+def _alive(pid: int) -> bool:
+    from core.worker import process_alive
+
+    return process_alive(pid)
+
+
+def _terminate(pid: int) -> None:
+    os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + 10
+    while time.monotonic() < end and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _wait_free(host: str, port: int, timeout_s: float = 10.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while not _free(host, port):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])

@@ -1,0 +1,216 @@
+"""Registered models behind a real endpoint process on a loopback port: keys, size limit, bad input,
+both request forms for each task, traffic split, the deployment header, explanations, restart; and
+batch scoring with a metrics report."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from factories import check_scoring_answers
+from PIL import Image
+from typer.testing import CliRunner
+
+from core.data.importer import ImportOptions, import_dataset
+from core.data.samples import write_sample
+from core.tasks import Task
+from core.trial import run_trial
+from storage.db import make_engine
+from storage.settings import Settings
+
+TINY = {"number_of_epochs": 1, "training_batch_size": 8}
+MODELS = {  # deployment -> (task, model, overrides)
+    "cls": (Task.CLASSIFICATION, "test_resnet", {"training_crop_size": 32, "validation_crop_size": 32,
+                                                 "validation_resize_size": 32}),
+    "ml": (Task.MULTILABEL, "test_resnet", {"training_crop_size": 32, "validation_crop_size": 32,
+                                           "validation_resize_size": 32}),
+    "det": (Task.DETECTION, "fasterrcnn_resnet18_fpn", {"min_size": 64, "max_size": 64, "box_score_threshold": 0.0}),
+    # Ten detections, not 100: Mask R-CNN pastes each mask in a Python loop.
+    "seg": (Task.SEGMENTATION, "maskrcnn_resnet18_fpn", {"min_size": 64, "max_size": 64, "box_score_threshold": 0.0,
+                                                         "max_number_of_polygon_points": 12,
+                                                         "box_detections_per_image": 10}),
+}
+LIMIT = 300_000  # bytes per request, set low to test 413
+
+
+class Kestrel:
+    def __init__(self, home: Path) -> None:
+        from core.cli import app
+
+        self.app, self.env = app, {"KESTREL_HOME": str(home), "KESTREL_MAX_REQUEST_BYTES": str(LIMIT)}
+
+    def __call__(self, *args: str) -> Any:
+        result = CliRunner().invoke(self.app, [*args, "--json"], env=self.env)
+        assert result.exit_code == 0, f"{args}: {result.stdout}{result.stderr}{result.exception!r}"
+        return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, template_db: Path):  # type: ignore[no-untyped-def]
+    """Four tiny models (one per task) registered and deployed behind endpoint ``ep``."""
+    root = tmp_path_factory.mktemp("serving")
+    home = root / "home"
+    home.mkdir()
+    shutil.copyfile(template_db, home / "kestrel.db")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in Kestrel(home).env.items():
+            mp.setenv(key, value)
+        settings = Settings()
+        engine = make_engine(settings.db_url)
+        kestrel, images = Kestrel(home), {}
+        for seed, (dep, (task, model, overrides)) in enumerate(MODELS.items()):
+            jsonl = write_sample(task, root / dep, count=16, size=64, seed=seed)
+            import_dataset(jsonl, ImportOptions(dep, task), settings=settings, engine=engine)
+            result = run_trial(settings=settings, engine=engine, dataset=dep, version=None,
+                               overrides={"model_name": model, **TINY, **overrides})
+            kestrel("model", "register", "--trial", str(result.trial_id), "--name", f"m-{dep}")
+            images[dep] = sorted((root / dep / "images").iterdir())[:2]
+        kestrel("endpoint", "create", "ep")
+        for dep in MODELS:
+            info = kestrel("deployment", "create", "--endpoint", "ep", "--name", dep, "--model", f"m-{dep}:1")
+        keys = kestrel("endpoint", "keys", "ep")
+        yield {"kestrel": kestrel, "uri": info["scoring_uri"], "key": keys["primary_key"], "keys": keys,
+               "images": images, "settings": settings, "engine": engine, "root": root}
+        kestrel("endpoint", "delete", "ep")
+        engine.dispose()
+
+
+def _post(served: dict, body: bytes | None = None, *, key: str | None = "primary", dep: str | None = None,
+          json_body: Any = None, content_type: str = "application/octet-stream") -> httpx.Response:
+    headers = {"Content-Type": content_type if json_body is None else "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {served['key'] if key == 'primary' else key}"
+    if dep:
+        headers["azureml-model-deployment"] = dep
+    content = json.dumps(json_body).encode() if json_body is not None else body
+    return httpx.post(served["uri"], content=content, headers=headers, timeout=60)
+
+
+def test_show_names_the_scoring_uri_state_deployments_and_traffic(served):
+    info = served["kestrel"]("endpoint", "show", "ep")
+    assert info["scoring_uri"] == served["uri"] and info["scoring_uri"].startswith("http://127.0.0.1:")
+    assert info["state"] == "ready" and info["traffic"] == {"cls": 100}
+    assert {d["name"] for d in info["deployments"]} == set(MODELS)
+    assert httpx.get(served["uri"].replace("/score", "/docs")).status_code == 200
+
+
+def test_keys_size_limit_and_bad_input_are_refused_and_the_server_goes_on(served):
+    image = served["images"]["cls"][0].read_bytes()
+    assert _post(served, image, key=None).status_code == 401
+    assert _post(served, image, key="not-the-key").status_code == 401
+    assert _post(served, image, key=served["keys"]["secondary_key"]).status_code == 200
+    assert _post(served, b"\0" * (LIMIT + 1)).status_code == 413
+    bad = _post(served, b"this is not an image")
+    assert bad.status_code == 400 and "not an image" in bad.json()["error"]
+    assert _post(served, json_body={"input_data": {"data": ["%%%"]}}).status_code == 400
+    assert _post(served, b"{}", content_type="text/plain").status_code == 400
+    ok = _post(served, image)
+    assert ok.status_code == 200 and ok.json()[0]["labels"] == ["circle", "square", "triangle"]
+
+
+@pytest.mark.parametrize("dep", list(MODELS))
+def test_bytes_and_json_forms_answer_in_the_schema_of_each_task(served, dep):
+    files = served["images"][dep]
+    one = _post(served, files[0].read_bytes(), dep=dep)
+    assert one.status_code == 200 and one.headers["azureml-model-deployment"] == dep
+    encoded = [base64.b64encode(f.read_bytes()).decode() for f in files]
+    data = [encoded[0], json.dumps({"image_base64": encoded[1]})]
+    many = _post(served, json_body={"input_data": {"columns": ["image"], "data": data}}, dep=dep)
+    assert many.status_code == 200
+    answers = many.json()
+    assert len(answers) == 2
+    task = MODELS[dep][0]
+    if task in (Task.CLASSIFICATION, Task.MULTILABEL):
+        for answer in answers:
+            assert len(answer["probs"]) == len(answer["labels"]) == 3
+            if task is Task.CLASSIFICATION:
+                assert abs(sum(answer["probs"]) - 1) < 1e-4
+    else:
+        check_scoring_answers(answers + one.json(), ["circle", "square", "triangle"],
+                              polygons=task is Task.SEGMENTATION)
+
+
+def test_traffic_70_30_and_the_header_override(served):
+    kestrel = served["kestrel"]
+    kestrel("endpoint", "update", "ep", "--traffic", "cls=70,ml=30")
+    image = served["images"]["cls"][0].read_bytes()
+    picked = Counter(_post(served, image).headers["azureml-model-deployment"] for _ in range(200))
+    assert set(picked) == {"cls", "ml"} and 60 <= picked["cls"] / 2 <= 80, picked
+    assert all(_post(served, image, dep="ml").headers["azureml-model-deployment"] == "ml" for _ in range(5))
+    assert _post(served, image, dep="nope").status_code == 404
+    kestrel("endpoint", "update", "ep", "--traffic", "cls=100")
+
+
+def test_explanations_come_back_with_the_answer(served):
+    encoded = base64.b64encode(served["images"]["cls"][0].read_bytes()).decode()
+    request = json.dumps({"image_base64": encoded, "model_explainability": True,
+                          "xai_parameters": {"xai_algorithm": "guided_backprop", "visualizations": True,
+                                             "attributions": True}})
+    answer = _post(served, json_body={"input_data": {"columns": ["image"], "data": [request]}}, dep="cls").json()[0]
+    assert len(answer["attributions"]) == 3 and len(answer["attributions"][0]) == 32
+    picture = Image.open(io.BytesIO(base64.b64decode(answer["visualizations"])))
+    assert picture.format == "PNG" and picture.size == (64, 64)
+    bad = {"image_base64": encoded, "model_explainability": True, "xai_parameters": {"xai_algorithm": "magic"}}
+    refused = _post(served, json_body={"input_data": {"data": [json.dumps(bad)]}}, dep="cls")
+    assert refused.status_code == 400 and "xai_algorithm" in refused.json()["error"]
+
+
+def test_a_new_key_replaces_the_old_one_at_once(served):
+    kestrel, image = served["kestrel"], served["images"]["cls"][0].read_bytes()
+    old = served["key"]
+    new = kestrel("endpoint", "regenerate-key", "ep", "--key-type", "primary")["primary_key"]
+    assert new != old
+    assert _post(served, image, key=old).status_code == 401
+    served["key"] = new
+    assert _post(served, image).status_code == 200
+
+
+def test_a_killed_endpoint_comes_back_on_its_port_when_the_studio_starts(served):
+    from core.serving.runner import restore_all, wait_ready
+    from core.worker import process_alive
+
+    info = served["kestrel"]("endpoint", "show", "ep")
+    os.kill(info["pid"], signal.SIGKILL)
+    for _ in range(100):
+        if not process_alive(info["pid"]):
+            break
+        time.sleep(0.1)
+    assert restore_all(served["settings"], served["engine"]) == ["ep"]
+    again = served["kestrel"]("endpoint", "show", "ep")
+    wait_ready("127.0.0.1", again["port"])
+    assert again["pid"] != info["pid"]
+    served["uri"] = again["scoring_uri"]  # the same URL unless the old port was still held
+    assert _post(served, served["images"]["cls"][0].read_bytes()).status_code == 200
+
+
+def test_model_settings_are_checked_and_change_what_the_model_answers(served):
+    kestrel = served["kestrel"]
+    changed = kestrel("model", "settings", "m-det:1", "--set", "box_score_thresh=0.5")
+    assert changed["settings"]["box_score_thresh"] == 0.5
+    result = CliRunner().invoke(kestrel.app, ["model", "settings", "m-det:1", "--set", "box_score_thresh=7"],
+                                env=kestrel.env)
+    assert result.exit_code == 2 and "out of range" in result.stderr
+    assert kestrel("model", "show", "m-det:1")["settings"]["box_score_thresh"] == 0.5
+
+
+def test_batch_scoring_writes_answers_and_a_metrics_report(served):
+    kestrel, root = served["kestrel"], served["root"]
+    out = root / "preds.jsonl"
+    report = kestrel("score", str(root / "cls" / "annotations.jsonl"), "--model", "m-cls:1", "--out", str(out))
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert report["images"] == len(lines) == 16 and "accuracy" in report["metrics"]
+    assert json.loads(Path(report["metrics_file"]).read_text())["metrics"]["accuracy"] == report["metrics"]["accuracy"]
+    folder = kestrel("score", str(root / "det" / "images"), "--model", "m-det", "--out", str(root / "det.jsonl"))
+    assert folder["images"] == 16 and "metrics" not in folder
+    registered = kestrel("score", "seg:1", "--model", "m-seg:1", "--out", str(root / "seg.jsonl"))
+    assert "mean_average_precision" in registered["metrics"]
