@@ -100,6 +100,26 @@ def model_settings(
     _emit(info, as_json, f"{info['name']}:{info['version']} settings: {json.dumps(info['settings'])}")
 
 
+@model_app.command("export")
+@reports_errors
+def model_export(
+    ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION]")],
+    format: Annotated[str, typer.Option("--format", help="onnx or torchscript")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the model and its sidecar JSON into.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Export a model version to ONNX or TorchScript, with a sidecar JSON saying how to feed it."""
+    from core.export import export_model, sidecar_path
+    from core.models import resolve
+
+    _, engine = open_storage()
+    with session_scope(engine) as session:
+        folder = Path(resolve(session, ref).artifact_dir)
+    exported = export_model(folder, format, out_dir)  # type: ignore[arg-type]
+    info = {"model": ref, "format": format, "file": str(exported), "sidecar": str(sidecar_path(exported))}
+    _emit(info, as_json, f"wrote {exported} and {info['sidecar']}")
+
+
 def _endpoint_info(session: Any, name: str) -> dict[str, Any]:
     from core.serving.runner import scoring_uri
     from storage.repos import models
@@ -131,8 +151,8 @@ def endpoint_create(name: str, as_json: JsonFlag = False) -> None:
         if models.get_endpoint(session=session, name=_name(name, "NAME")) is not None:
             raise ConfigError("NAME", f"endpoint {name} exists already", hints=["kestrel endpoint show " + name])
         session.add(Endpoint(name=name, primary_key=secrets.token_urlsafe(32), secondary_key=secrets.token_urlsafe(32)))
-    port = runner.start(settings, engine, name)
-    runner.wait_ready("127.0.0.1", port)
+    runner.start(settings, engine, name)
+    runner.wait_ready(settings, engine, name)
     with session_scope(engine) as session:
         info = _endpoint_info(session, name)
     _emit(info, as_json, f"endpoint {name} serving at {info['scoring_uri']}")
@@ -295,8 +315,8 @@ def deployment_create(
         if not row.traffic:
             row.traffic = {name: 100}
             session.add(row)
-    port = runner.start(settings, engine, endpoint)  # the server loads its models once, at start
-    runner.wait_ready("127.0.0.1", port)
+    runner.start(settings, engine, endpoint)  # the server loads its models once, at start
+    runner.wait_ready(settings, engine, endpoint)
     with session_scope(engine) as session:
         info = _endpoint_info(session, endpoint)
     _emit(info, as_json, f"deployed {model} as {name} on {endpoint}: {info['scoring_uri']}")

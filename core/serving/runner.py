@@ -40,9 +40,8 @@ def start(settings: Settings, engine: Engine, name: str) -> int:
     # Keep the endpoint's port (its URL) when it frees up within seconds; a dead server's port can linger.
     if not (port and _wait_free(host, port)):
         port = _free_port(host)
-    logs = settings.home / "endpoints"
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / f"{name}.log", "ab") as log:
+    _log(settings, name).parent.mkdir(parents=True, exist_ok=True)
+    with open(_log(settings, name), "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "core.cli", "endpoint", "serve", name, "--host", host, "--port", str(port)],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
@@ -78,8 +77,14 @@ def restore_all(settings: Settings, engine: Engine) -> list[str]:
     return lost
 
 
-def wait_ready(host: str, port: int, timeout_s: float = 120.0) -> dict:
-    """Poll ``/health`` until the models are loaded; raises with the server's reason when it cannot."""
+def wait_ready(settings: Settings, engine: Engine, name: str, timeout_s: float = 120.0) -> dict:
+    """Poll the endpoint's ``/health`` until its models are loaded; raises with the server's reason (or its
+    log's last lines, when the process ended) when it cannot serve."""
+    with session_scope(engine) as session:
+        row = models.get_endpoint(session=session, name=name)
+        if row is None:
+            raise NotFound(f"endpoint {name} does not exist")
+        host, port, pid = row.host, row.port, row.pid
     end = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < end:
@@ -89,12 +94,20 @@ def wait_ready(host: str, port: int, timeout_s: float = 120.0) -> dict:
             if health["status"] == "ready":
                 return health
             if health["status"] == "failed":
-                raise KestrelError(f"the endpoint cannot load its models: {health['error']}")
+                raise KestrelError(f"endpoint {name} cannot load its models: {health['error']}")
             last = health["status"]
         except OSError as exc:
             last = str(exc)
+            if pid and not _alive(pid):
+                tail = _log(settings, name).read_text(errors="replace").strip().splitlines()[-12:]
+                raise KestrelError(f"endpoint {name}'s server exited:\n" + "\n".join(tail)) from None
         time.sleep(0.3)
-    raise KestrelError(f"the endpoint on port {port} was not ready after {timeout_s:.0f} s ({last})")
+    raise KestrelError(f"endpoint {name} on port {port} was not ready after {timeout_s:.0f} s ({last}); "
+                       f"its log: {_log(settings, name)}")
+
+
+def _log(settings: Settings, name: str) -> Path:
+    return settings.home / "endpoints" / f"{name}.log"
 
 
 def _alive(pid: int) -> bool:

@@ -186,8 +186,8 @@ def test_a_killed_endpoint_comes_back_on_its_port_when_the_studio_starts(served)
             break
         time.sleep(0.1)
     assert restore_all(served["settings"], served["engine"]) == ["ep"]
+    wait_ready(served["settings"], served["engine"], "ep")
     again = served["kestrel"]("endpoint", "show", "ep")
-    wait_ready("127.0.0.1", again["port"])
     assert again["pid"] != info["pid"]
     served["uri"] = again["scoring_uri"]  # the same URL unless the old port was still held
     assert _post(served, served["images"]["cls"][0].read_bytes()).status_code == 200
@@ -214,3 +214,10 @@ def test_batch_scoring_writes_answers_and_a_metrics_report(served):
     assert folder["images"] == 16 and "metrics" not in folder
     registered = kestrel("score", "seg:1", "--model", "m-seg:1", "--out", str(root / "seg.jsonl"))
     assert "mean_average_precision" in registered["metrics"]
+
+
+def test_a_registered_model_exports_to_onnx_with_its_sidecar(served):
+    out = str(served["root"] / "onnx")
+    exported = served["kestrel"]("model", "export", "m-cls:1", "--format", "onnx", "--out", out)
+    assert Path(exported["file"]).stat().st_size > 0
+    assert json.loads(Path(exported["sidecar"]).read_text())["classes"] == ["circle", "square", "triangle"]
