@@ -70,7 +70,7 @@ def _wait(job_id: int, settings: Any, engine: Any, *, quiet: bool) -> None:
 
 
 def _show(job_id: int, engine: Any, as_json: bool) -> None:
-    from core.sweep.jobs import job_summary
+    from core.sweep.summary import job_summary
 
     with session_scope(engine) as session:
         summary = job_summary(session=session, job_id=job_id)
@@ -142,7 +142,7 @@ def job_cancel(job_id: int, as_json: JsonFlag = False) -> None:
 @reports_errors
 def job_logs(job_id: int, as_json: JsonFlag = False) -> None:
     """Each trial's training log, in trial order."""
-    from core.sweep.jobs import job_summary
+    from core.sweep.summary import job_summary
 
     _, engine = open_storage()
     with session_scope(engine) as session:

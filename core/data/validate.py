@@ -25,20 +25,26 @@ class ItemError(ValueError):
 
 def check_image(data: bytes, max_pixels: int) -> tuple[int, int, str]:
     """Width, height and file suffix of an image that fully decodes within the pixel limit."""
+    image = open_image(data, max_pixels)
+    return image.width, image.height, SUFFIX_BY_FORMAT[image.format or ""]
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """The decoded image, refused (ItemError) when it is a bomb, above the pixel limit, corrupt or
+    of a format we do not take."""
     try:
         with warnings.catch_warnings():
             # PIL only warns below twice its own limit; we refuse at ours, before decoding.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                width, height = im.size
-                if width * height > max_pixels:
-                    raise ItemError(
-                        f"{width}×{height} = {width * height:,} pixels is above the limit of "
-                        f"{max_pixels:,} (a decompression bomb or an oversized image)",
-                        "downscale the image, or raise KESTREL_MAX_IMAGE_PIXELS if it is genuine",
-                    )
-                fmt = im.format or ""
-                im.load()
+            im = Image.open(io.BytesIO(data))
+            width, height = im.size
+            if width * height > max_pixels:
+                raise ItemError(
+                    f"{width}×{height} = {width * height:,} pixels is above the limit of "
+                    f"{max_pixels:,} (a decompression bomb or an oversized image)",
+                    "downscale the image, or raise KESTREL_MAX_IMAGE_PIXELS if it is genuine",
+                )
+            im.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ItemError(f"refused as a decompression bomb ({exc})", "downscale the image") from None
     except UnidentifiedImageError:
@@ -47,9 +53,9 @@ def check_image(data: bytes, max_pixels: int) -> tuple[int, int, str]:
     except (OSError, SyntaxError, ValueError) as exc:
         raise ItemError(f"the image is truncated or corrupt ({exc})",
                         "re-export or re-download the image") from None
-    if fmt not in SUFFIX_BY_FORMAT:
-        raise ItemError(f"{fmt or 'unknown'} images are not supported", "convert it to JPEG or PNG")
-    return width, height, SUFFIX_BY_FORMAT[fmt]
+    if (im.format or "") not in SUFFIX_BY_FORMAT:
+        raise ItemError(f"{im.format or 'unknown'} images are not supported", "convert it to JPEG or PNG")
+    return im
 
 
 def _clip(value: float, field: str, size: int, where: str) -> float:

@@ -17,7 +17,6 @@ import secrets
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from PIL import Image, ImageOps
 
-from core.data.validate import ItemError, check_image
+from core.data.validate import ItemError, open_image
 from core.errors import KestrelError
 from storage.db import make_engine, session_scope
 from storage.repos import models
@@ -219,10 +218,10 @@ def _parse_json(body: bytes, max_pixels: int) -> list[_Item]:
 
 def _image(raw: bytes, max_pixels: int, where: str) -> Image.Image:
     try:
-        check_image(raw, max_pixels)
+        image = open_image(raw, max_pixels)
     except ItemError as exc:
         raise Refused(400, f"{where}: {exc} — {exc.fix}") from None
-    return ImageOps.exif_transpose(Image.open(BytesIO(raw))).convert("RGB")
+    return ImageOps.exif_transpose(image).convert("RGB")
 
 
 def _answer(predictor: Any, items: list[_Item], lock: threading.Lock) -> list[dict[str, Any]]:

@@ -9,25 +9,22 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine
-from sqlmodel import Session
 
 from core.data.importer import ImportOptions, import_dataset
 from core.data.report import require_trainable
-from core.errors import ConfigError, InputError, NotFound
+from core.errors import ConfigError, InputError
 from core.jobspec import DataRef, JobSpec, parse_job
 from core.params import resolve_params
 from core.sweep.distributions import Choice, is_distribution
+from core.sweep.summary import AUTOML
 from core.zoo.families import resolve
 from storage.db import session_scope
-from storage.repos import jobs, trials
+from storage.repos import jobs
 from storage.repos.datasets import get_version
 from storage.settings import Settings
 from storage.tables import Job
-
-KIND = "automl"
 
 
 def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
@@ -58,7 +55,7 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
     with session_scope(engine) as session:
         stored = spec.model_copy(update={"training_data": DataRef(name=name, version=str(row.version)),
                                          "validation_data": None})
-        job = jobs.enqueue(session=session, kind=KIND, name=spec.display_name or spec.name or file.stem,
+        job = jobs.enqueue(session=session, kind=AUTOML, name=spec.display_name or spec.name or file.stem,
                            spec={"yaml": stored.to_yaml(), "dataset": name, "version": row.version,
                                  "source": str(file.resolve())})
         session.refresh(job)
@@ -104,25 +101,3 @@ def _check_models(spec: JobSpec) -> None:
             except ConfigError as exc:
                 where = f"search_space[{i}].model_name" if spec.search_space else "training_parameters.model_name"
                 raise ConfigError(where, exc.reason, exc.allowed, exc.hints) from None
-
-
-def job_summary(*, session: Session, job_id: int) -> dict[str, Any]:
-    """The job, its trials (leaderboard order: as started) and its best child."""
-    job = jobs.get(session=session, job_id=job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} does not exist; `kestrel job list` shows the jobs")
-    children = trials.for_job(session=session, job_id=job_id)
-    return {
-        "job_id": job.id, "name": job.name, "kind": job.kind, "status": job.status,
-        "progress": job.progress, "message": job.message, "error": job.error,
-        "dataset": f"{job.spec.get('dataset')}:{job.spec.get('version')}" if job.kind == KIND else None,
-        "best_trial_id": job.best_trial_id,
-        "created_at": job.created_at.isoformat(),
-        "started_at": job.started_at.isoformat() if job.started_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-        "trials": [{"trial_id": t.id, "number": t.number, "status": t.status, "model_name": t.model_name,
-                    "params": t.params, "primary_metric": t.primary_metric,
-                    "primary_metric_value": t.primary_metric_value, "epoch": t.epoch,
-                    "stop_reason": t.stop_reason, "error": t.error, "device": t.device,
-                    "artifact_dir": t.artifact_dir} for t in children],
-    }
