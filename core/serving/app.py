@@ -49,9 +49,35 @@ class _Loaded:
     lock: threading.Lock = field(default_factory=threading.Lock)  # one forward pass at a time: the cores are shared
 
 
+class _Access:
+    """The endpoint's keys and traffic, read again only when the database changed: SQLite's
+    ``data_version`` moves whenever another connection commits, so a regenerated key still counts at
+    the very next request. Other databases are read at each request."""
+
+    def __init__(self, engine: Any, name: str) -> None:
+        self.engine, self.name = engine, name
+        self.probe = engine.raw_connection() if engine.dialect.name == "sqlite" else None
+        self.version: int | None = None
+        self.value: tuple[tuple[str, str], dict[str, int]] | None = None
+
+    def get(self) -> tuple[tuple[str, str], dict[str, int]]:
+        version = None
+        if self.probe is not None:
+            cursor = self.probe.cursor()
+            version = cursor.execute("PRAGMA data_version").fetchone()[0]
+            cursor.close()
+        if self.value is None or version is None or version != self.version:
+            with session_scope(self.engine) as session:
+                row = _endpoint(session, self.name)
+                self.value = (row.primary_key, row.secondary_key), dict(row.traffic)
+            self.version = version
+        return self.value
+
+
 def create_app(endpoint: str, settings: Settings) -> FastAPI:
     engine = make_engine(settings.db_url)
     loaded = _Loaded()
+    access = _Access(engine, endpoint)
 
     def load() -> None:
         from core.predict import load_predictor
@@ -93,9 +119,7 @@ def create_app(endpoint: str, settings: Settings) -> FastAPI:
 
     @app.post("/score")
     async def score(request: Request) -> JSONResponse:
-        with session_scope(engine) as session:
-            row = _endpoint(session, endpoint)
-            keys, traffic = (row.primary_key, row.secondary_key), dict(row.traffic)
+        keys, traffic = access.get()
         _authorize(request.headers.get("authorization", ""), keys)
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > settings.max_request_bytes:
