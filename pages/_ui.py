@@ -106,3 +106,21 @@ def image_grid(cells: Sequence[GridCell], classes: Sequence[str], *, columns: in
                 st.image(png, caption=cell.caption, width="stretch")
                 if st.button("View", key=f"{key}_view_{cell.item_id}", width="stretch"):
                     on_view(cell)
+
+
+def submit_job_yaml(text: str) -> tuple[int | None, str]:
+    """Queue a job file through `kestrel job submit` (it checks model names with the model libraries,
+    which this process never imports); returns the job id, or the refusal to show."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        file = Path(folder) / "job.yml"
+        file.write_text(text, encoding="utf-8")
+        result = subprocess.run([sys.executable, "-m", "core.cli", "job", "submit", str(file), "--json"],
+                                capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=False)
+    if result.returncode != 0:
+        return None, result.stderr.strip().removeprefix("error: ") or "the job was refused"
+    return int(json.loads(result.stdout)["job_id"]), ""

@@ -1,0 +1,234 @@
+"""The job wizard: data → task and metric → training mode → limits and early termination → review.
+
+Each step edits one part of a job file (the reference's CLI v2 YAML, the same file `kestrel job
+submit` takes) kept in Session State; each "Next" checks the file so far with the job parser and
+shows a mistake on the step that made it. Review shows the YAML, offers it for download and submits
+it through the CLI (which checks the model names with the model libraries this process never loads).
+A job YAML can be uploaded to start pre-filled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+import yaml
+
+from core.errors import ConfigError
+from core.jobspec import PRIMARY_METRICS, parse_job
+from core.tasks import Task, spec
+from pages import _ui
+from storage.db import session_scope
+from storage.repos import datasets
+
+STEPS = ["Data", "Task and metric", "Training mode", "Limits", "Review"]
+# Which step owns a field of the job file, so a refusal is shown where the choice was made.
+OWNER = {"training_data": 0, "validation_data": 0, "validation_data_size": 0, "task": 1, "primary_metric": 1,
+         "training_parameters": 2, "search_space": 2, "sweep.sampling_algorithm": 2, "limits": 3,
+         "sweep.early_termination": 3}
+MODELS = {  # what the wizard offers first; any other name of the model libraries can be typed in
+    Task.CLASSIFICATION: ["resnet18", "resnet50", "mobilenetv2", "seresnext", "vits16r224", "vitb16r224"],
+    Task.DETECTION: ["yolov5", "yolo11n", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet18_fpn",
+                     "retinanet_resnet50_fpn"],
+    Task.SEGMENTATION: ["maskrcnn_resnet50_fpn", "maskrcnn_resnet18_fpn", "yolo11n-seg"],
+}
+MODELS[Task.MULTILABEL] = MODELS[Task.CLASSIFICATION]
+KINDS = ["choice", "uniform", "loguniform", "quniform", "qloguniform", "normal", "lognormal", "randint"]
+POLICIES = ["none", "bandit", "median_stopping", "truncation_selection"]
+
+
+def new_job() -> dict[str, Any]:
+    return {"type": "automl", "task": Task.CLASSIFICATION.value, "training_data": {"type": "mltable"},
+            "limits": {"max_trials": 10, "max_concurrent_trials": 1, "timeout_minutes": 60}}
+
+
+def job() -> dict[str, Any]:
+    return st.session_state.setdefault("wizard_job", new_job())
+
+
+def check(doc: dict[str, Any], step: int) -> str | None:
+    """The parser's refusal of ``doc`` when it belongs to ``step`` or an earlier one; None when fine."""
+    try:
+        parse_job(yaml.safe_dump(doc), Path.cwd())
+    except ConfigError as exc:
+        owner = next((s for field, s in OWNER.items() if exc.path.startswith(field)), 0)
+        return str(exc) if owner <= step else None
+    return None
+
+
+def _data_step(doc: dict[str, Any]) -> None:
+    with session_scope(_ui.engine()) as session:
+        rows = datasets.list_datasets(session=session)
+    if not rows:
+        st.info("No datasets yet: import one on the Datasets page first.")
+        return
+    names = [r.name for r in rows]
+    ref = str(doc["training_data"].get("path", "")).removeprefix("azureml:")
+    name = st.selectbox("Dataset", names, index=names.index(ref.split(":")[0]) if ref.split(":")[0] in names else 0)
+    row = next(r for r in rows if r.name == name)
+    version = st.number_input("Version", 1, row.latest_version, row.latest_version)
+    st.caption(f"{row.images} images, {row.classes} classes, {spec(Task(row.task)).display_name}")
+    doc["training_data"] = {"path": f"azureml:{name}:{version}", "type": "mltable"}
+    doc["task"] = row.task
+
+
+def _metric_step(doc: dict[str, Any]) -> None:
+    tasks = [t.value for t in Task]
+    doc["task"] = st.selectbox("Task", tasks, index=tasks.index(doc["task"]),
+                               format_func=lambda t: spec(Task(t)).display_name,
+                               help="Taken from the dataset; it must match the dataset's labels.")
+    metrics = PRIMARY_METRICS[Task(doc["task"])]
+    current = doc.get("primary_metric", metrics[0])
+    doc["primary_metric"] = st.selectbox("Primary metric", metrics,
+                                         index=metrics.index(current) if current in metrics else 0)
+
+
+def _mode_step(doc: dict[str, Any]) -> None:
+    modes = ["AutoMode", "One model", "Sweep"]
+    mode = "Sweep" if doc.get("search_space") else "One model" if doc["limits"].get("max_trials") == 1 else "AutoMode"
+    mode = st.radio("Training mode", modes, index=modes.index(mode), horizontal=True,
+                    help="AutoMode picks models and hyperparameters itself; a sweep tries what you lay out.")
+    params = dict(doc.get("training_parameters") or {})
+    models = MODELS[Task(doc["task"])]
+    epochs = st.number_input("Epochs", 1, 1000, int(params.get("number_of_epochs", 15)))
+    params["number_of_epochs"] = int(epochs)
+    if mode == "One model":
+        doc["limits"]["max_trials"] = 1
+        doc.pop("search_space", None)
+        doc.pop("sweep", None)
+        current = params.get("model_name", models[0])
+        params["model_name"] = st.selectbox("Model", [*models, *([current] if current not in models else [])],
+                                            index=[*models, current].index(current), accept_new_options=True)
+        params["learning_rate"] = st.number_input("Learning rate", 1e-6, 1.0, float(params.get("learning_rate", 0.01)),
+                                                  format="%.5f")
+    else:
+        params.pop("model_name", None)
+        doc["limits"]["max_trials"] = max(2, int(doc["limits"].get("max_trials", 10)))
+        if mode == "AutoMode":
+            doc.pop("search_space", None)
+        else:
+            doc["search_space"] = _space_editor(doc.get("search_space") or [{}], models)
+            sweep = doc.setdefault("sweep", {})
+            sweep["sampling_algorithm"] = st.selectbox("Sampling", ["random", "grid", "bayesian"],
+                                                       index=["random", "grid", "bayesian"].index(
+                                                           sweep.get("sampling_algorithm", "random")))
+    doc["training_parameters"] = params
+
+
+def _space_editor(space: list[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:
+    """One table per model (a sub-space): parameter, distribution, and its values or bounds."""
+    count = st.number_input("Models in the sweep", 1, 6, len(space))
+    out = []
+    for i in range(int(count)):
+        sub = space[i] if i < len(space) else {}
+        st.markdown(f"**Sub-space {i + 1}**")
+        model = sub.get("model_name", {}).get("values", [models[min(i, len(models) - 1)]])
+        chosen = st.multiselect("Models", sorted({*models, *model}), default=model, key=f"space-{i}-models",
+                                accept_new_options=True)
+        rows = [{"parameter": k, "distribution": v.get("type", "choice") if isinstance(v, dict) else "choice",
+                 "values / bounds": _bounds(v)} for k, v in sub.items() if k != "model_name"]
+        rows = rows or [{"parameter": "learning_rate", "distribution": "uniform", "values / bounds": "0.0001, 0.01"}]
+        table = st.data_editor(pd.DataFrame(rows), num_rows="dynamic", key=f"space-{i}", hide_index=True,
+                               column_config={"distribution": st.column_config.SelectboxColumn(options=KINDS)})
+        entry: dict[str, Any] = {"model_name": {"type": "choice", "values": chosen}}
+        for _, row in table.dropna(subset=["parameter"]).iterrows():
+            entry[str(row["parameter"]).strip()] = _distribution(str(row["distribution"]), str(row["values / bounds"]))
+        out.append(entry)
+    return out
+
+
+def _bounds(value: Any) -> str:
+    if not isinstance(value, dict):
+        return str(value)
+    if value.get("type") == "choice":
+        return ", ".join(str(v) for v in value.get("values", []))
+    return ", ".join(str(value[k]) for k in ("min_value", "max_value", "mu", "sigma", "q", "upper") if k in value)
+
+
+def _distribution(kind: str, text: str) -> dict[str, Any]:
+    values = [yaml.safe_load(v.strip()) for v in text.split(",") if v.strip()]
+    if kind == "choice":
+        return {"type": "choice", "values": values}
+    names = {"normal": ("mu", "sigma"), "lognormal": ("mu", "sigma"), "randint": ("upper",),
+             "quniform": ("min_value", "max_value", "q"), "qloguniform": ("min_value", "max_value", "q")}
+    return {"type": kind, **dict(zip(names.get(kind, ("min_value", "max_value")), values, strict=False))}
+
+
+def _limits_step(doc: dict[str, Any]) -> None:
+    limits = doc["limits"]
+    left, middle, right = st.columns(3)
+    if doc["limits"]["max_trials"] > 1:
+        limits["max_trials"] = int(left.number_input("Max trials", 2, 1000, int(limits["max_trials"])))
+    limits["max_concurrent_trials"] = int(middle.number_input(
+        "Max concurrent trials", 1, 100, int(limits.get("max_concurrent_trials", 1)),
+        help="Capped at what this machine holds: one per GPU, or a share of the CPU cores."))
+    limits["timeout_minutes"] = int(right.number_input("Timeout (minutes)", 1, 10080,
+                                                       int(limits.get("timeout_minutes", 60))))
+    if not doc.get("search_space") and limits["max_trials"] == 1:
+        return
+    policy = (doc.get("sweep") or {}).get("early_termination") or {}
+    kind = st.selectbox("Early termination", POLICIES, index=POLICIES.index(policy.get("type", "none")))
+    sweep = doc.setdefault("sweep", {"sampling_algorithm": "random"})
+    if kind == "none":
+        sweep.pop("early_termination", None)
+        return
+    new = {"type": kind, "evaluation_interval": int(st.number_input("Evaluation interval", 1, 100,
+                                                                    int(policy.get("evaluation_interval", 1)))),
+           "delay_evaluation": int(st.number_input("Delay evaluation", 0, 100, int(policy.get("delay_evaluation", 0))))}
+    if kind == "bandit":
+        new["slack_factor"] = float(st.number_input("Slack factor", 0.01, 10.0, float(policy.get("slack_factor", 0.2))))
+    if kind == "truncation_selection":
+        new["truncation_percentage"] = int(st.number_input("Truncation percentage", 1, 99,
+                                                           int(policy.get("truncation_percentage", 20))))
+    sweep["early_termination"] = new
+
+
+def _review_step(doc: dict[str, Any]) -> None:
+    text = yaml.safe_dump(doc, sort_keys=False)
+    st.code(text, language="yaml")
+    st.download_button("Download job YAML", text, file_name="job.yml", mime="application/x-yaml")
+    if st.button("Submit job", type="primary"):
+        job_id, error = _ui.submit_job_yaml(text)
+        if error:
+            st.error(error)
+        else:
+            st.session_state.pop("wizard_job", None)
+            st.session_state["wizard_step"] = 0
+            st.query_params.clear()
+            st.query_params["job"] = str(job_id)
+            st.switch_page("pages/jobs.py")
+
+
+def _prefill() -> None:
+    upload = st.file_uploader("Start from a job YAML", type=["yml", "yaml"], key="wizard_upload")
+    if upload is not None and st.button("Load it"):
+        try:
+            loaded = yaml.safe_load(upload.getvalue())
+            parse_job(yaml.safe_dump(loaded), Path.cwd())
+        except (yaml.YAMLError, ConfigError) as exc:
+            st.error(f"{upload.name}: {exc}")
+            return
+        st.session_state["wizard_job"] = {**new_job(), **loaded}
+        st.session_state["wizard_step"] = 4
+        st.rerun()
+
+
+st.title("New job")
+_prefill()
+step = st.session_state.setdefault("wizard_step", 0)
+st.progress((step + 1) / len(STEPS), text=f"Step {step + 1} of {len(STEPS)}: {STEPS[step]}")
+doc = job()
+[_data_step, _metric_step, _mode_step, _limits_step, _review_step][step](doc)
+back, forward = st.columns(2)
+if step > 0 and back.button("Back"):
+    st.session_state["wizard_step"] = step - 1
+    st.rerun()
+if step < len(STEPS) - 1 and forward.button("Next", type="primary"):
+    problem = check(doc, step)
+    if problem:
+        st.error(problem)
+    else:
+        st.session_state["wizard_step"] = step + 1
+        st.rerun()
