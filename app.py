@@ -22,6 +22,7 @@ _ui.engine()
 PAGES = [
     st.Page("pages/datasets.py", title="Datasets", icon=":material/photo_library:",
             url_path="datasets", default=True),
+    st.Page("pages/labelling.py", title="Labelling", icon=":material/label:", url_path="labelling"),
     st.Page("pages/wizard.py", title="New job", icon=":material/add_circle:", url_path="new-job"),
     st.Page("pages/jobs.py", title="Jobs", icon=":material/model_training:", url_path="jobs"),
 ]

@@ -14,7 +14,7 @@ import streamlit as st
 
 from core.draw import class_colour
 from core.tasks import Task, spec
-from pages import _ui
+from pages import _ui, _upload
 from storage.db import session_scope
 from storage.repos import datasets as repo
 from storage.repos.datasets import DatasetRow
@@ -196,12 +196,18 @@ def _grid_filter(label: str, options: list[str], key: str) -> str:
 
 
 def _empty_state() -> None:
-    st.info("No datasets yet. Import a folder, zip or JSONL file from a terminal, then reload "
-            "this page:\n\n`kestrel data import PATH --name NAME`")
+    st.info("No datasets yet. Upload one above, or import a folder, zip or JSONL file from a terminal "
+            "and reload this page:\n\n`kestrel data import PATH --name NAME`")
 
 
 def main() -> None:
     st.title("Datasets")
+    with session_scope(_ui.engine()) as session:
+        names = repo.dataset_names(session=session)
+    with st.expander("Upload a dataset or a new version", expanded=not names,
+                     icon=":material/upload:"):
+        _upload.upload_form(names)
+    _upload.import_status()  # before the pickers: a finished import selects its new version
     with session_scope(_ui.engine()) as session:
         rows = repo.list_datasets(session=session)
     if not rows:

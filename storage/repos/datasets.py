@@ -125,6 +125,15 @@ def get_version(*, session: Session, name: str, version: int | None = None) -> D
     ).first()
 
 
+def version_from_source(*, session: Session, name: str, source: str) -> DatasetVersion | None:
+    """The latest version of ``name`` imported from ``source``: an upload's staging path is unique,
+    so this finds the version an import job made without parsing the job's message."""
+    return session.exec(
+        select(DatasetVersion).join(Dataset).where(Dataset.name == name, DatasetVersion.source == source)
+        .order_by(col(DatasetVersion.version).desc())
+    ).first()
+
+
 def versions(*, session: Session, name: str) -> list[DatasetVersion]:
     return list(session.exec(
         select(DatasetVersion).join(Dataset).where(Dataset.name == name)

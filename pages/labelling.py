@@ -1,0 +1,296 @@
+"""The Labelling page: pick a dataset version and an image; click its tags (classification) or
+draw, move, resize and delete its boxes (detection); save the edits as a new version.
+
+Edits are drafts in the session until saved, so leaving the page half-way loses nothing;
+saving never changes the version they were made on. ``?dataset=&version=&image=`` selects
+what is shown, so a reload lands on the same image.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+from PIL import Image
+from streamlit_drawable_canvas import st_canvas
+
+from core.data.relabel import relabel_version
+from core.draw import Overlay, colour_for
+from core.errors import KestrelError
+from core.tasks import LabelKind, Task, spec
+from pages import _ui
+from storage.db import session_scope
+from storage.repos import datasets as repo
+from storage.repos.datasets import NewAnnotation
+from storage.tables import DatasetVersion, ImageItem
+
+CANVAS_MAX = (760, 560)  # the drawing area's largest width and height, in screen pixels
+PREVIEW_SIDE = 640
+DECIMALS = 4  # of a normalised coordinate: finer than a pixel of any image we accept
+AXES = ("x0", "y0", "x1", "y1")
+Box = tuple[float, float, float, float]
+Label = tuple[str, Box | None]  # a tag (no box) or a box with its class
+
+
+def _drafts(version_id: int) -> dict[int, tuple[Label, ...]]:
+    """This session's unsaved labels of the version's edited images (image id -> labels)."""
+    return st.session_state.setdefault("label_drafts", {}).setdefault(version_id, {})
+
+
+def _pick(label: str, options: list[Any], *, key: str, param: str, on_change: Any = None,
+          format_func: Any = str) -> Any:
+    """A selectbox that starts from the URL's ``param`` and writes its choice back to it."""
+    if st.session_state.get(key) not in options:
+        match = [o for o in options if str(o) == st.query_params.get(param)]
+        st.session_state[key] = match[0] if match else options[0]
+    value = st.selectbox(label, options, key=key, on_change=on_change, format_func=format_func)
+    st.query_params[param] = str(value)
+    return value
+
+
+def _reset_version() -> None:
+    for key in ("label_version", "label_position"):
+        st.session_state.pop(key, None)
+    st.query_params.pop("version", None)
+    st.query_params.pop("image", None)
+
+
+def _reset_position() -> None:
+    st.session_state.pop("label_position", None)
+    st.query_params.pop("image", None)
+
+
+def _step(delta: int, total: int) -> None:
+    position = int(st.session_state.get("label_position", 1)) + delta
+    st.session_state["label_position"] = min(max(1, position), total)
+
+
+def _stored_labels(annotations: Sequence[Any]) -> tuple[Label, ...]:
+    return tuple((a.label, None if a.x0 is None else _rounded((a.x0, a.y0, a.x1, a.y1))) for a in annotations)
+
+
+def _rounded(box: Sequence[float]) -> Box:
+    x0, y0, x1, y1 = (round(min(1.0, max(0.0, float(v))), DECIMALS) for v in box)
+    return x0, y0, x1, y1
+
+
+def _same(a: Sequence[Label], b: Sequence[Label]) -> bool:
+    return sorted(a, key=repr) == sorted(b, key=repr)
+
+
+def _keep(drafts: dict[int, tuple[Label, ...]], image_id: int, labels: Sequence[Label],
+          stored: Sequence[Label]) -> None:
+    """Record ``labels`` as the image's draft, or drop the draft when they equal what is stored."""
+    if _same(labels, stored):
+        drafts.pop(image_id, None)
+    else:
+        drafts[image_id] = tuple(labels)
+
+
+def _hex(label: str, classes: Sequence[str]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*colour_for(label, classes))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _background(path: str, width: int, height: int) -> bytes | None:
+    """The image scaled to the canvas, as PNG bytes (small images are enlarged to draw on)."""
+    try:
+        with Image.open(path) as image:
+            scaled = image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+    except (OSError, ValueError):
+        return None
+    buffer = io.BytesIO()
+    scaled.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _tag_editor(item: ImageItem, labels: tuple[Label, ...], classes: list[str], multi: bool) -> list[Label]:
+    overlays = tuple(Overlay(label) for label, _ in labels)
+    png = _ui.labelled_png(str(_ui.blob_path(item.sha256)), tuple(classes), overlays, PREVIEW_SIDE)
+    if png is None:
+        st.error("The image file is missing from the blob store; import the dataset again.")
+    else:
+        st.image(png, caption=item.file_name, width=min(PREVIEW_SIDE, max(320, item.width)))
+    current = [label for label, _ in labels]
+    chosen = st.pills("Classes of this image" if multi else "Class of this image", classes,
+                      selection_mode="multi" if multi else "single", key=f"label_tags_{item.id}",
+                      default=current if multi else (current[0] if current else None))
+    picked = (chosen or []) if multi else ([chosen] if chosen else [])
+    return [(label, None) for label in picked]
+
+
+def _canvas_size(item: ImageItem) -> tuple[int, int]:
+    scale = min(CANVAS_MAX[0] / item.width, CANVAS_MAX[1] / item.height)
+    return max(1, round(item.width * scale)), max(1, round(item.height * scale))
+
+
+def _drawing(labels: Sequence[Label], classes: list[str], width: int, height: int) -> dict[str, Any]:
+    objects = [{"type": "LabeledRect", "label": label, "left": box[0] * width, "top": box[1] * height,
+                "width": (box[2] - box[0]) * width, "height": (box[3] - box[1]) * height,
+                "originX": "left", "originY": "top", "scaleX": 1, "scaleY": 1, "angle": 0,
+                "stroke": _hex(label, classes), "strokeWidth": 3, "fill": "rgba(0, 0, 0, 0)",
+                "lockRotation": True, "strokeUniform": True}
+               for label, box in labels if box is not None]
+    return {"objects": objects}
+
+
+def _box_editor(item: ImageItem, labels: tuple[Label, ...], classes: list[str]) -> list[Label]:
+    """The canvas: boxes drawn, moved, resized and deleted in the browser; classes in a table."""
+    path = str(_ui.blob_path(item.sha256))
+    width, height = _canvas_size(item)
+    new_class = st.pills("Class for new boxes", classes, key="label_box_class", default=classes[0]) or classes[0]
+    st.caption("Drag on the image to draw a box. The pencil button in the canvas toolbar switches to "
+               "editing: move and resize boxes, delete the selected one, or click its label to rename it.")
+    # The canvas reloads whenever its initial drawing changes, which would drop the selection on each
+    # edit; so the drawing is fixed per mount (key), and a class change in the table remounts it.
+    revision = st.session_state.setdefault("label_canvas_revision", 0)
+    key = f"label_canvas_{item.id}_{revision}"
+    initial = st.session_state.get("label_canvas_initial")
+    if not initial or initial[0] != key:
+        initial = (key, _drawing(labels, classes, width, height))
+        st.session_state["label_canvas_initial"] = initial
+    result = st_canvas(background_image=_background(path, width, height), width=width, height=height,
+                       drawing_mode="labeled_rect", label=new_class, stroke_color=_hex(new_class, classes),
+                       stroke_width=3, fill_color="rgba(0, 0, 0, 0)", initial_drawing=initial[1], key=key,
+                       font_size=14)
+    boxes: list[Label] = [(b["label"] or new_class, _rounded((b["left"] / width, b["top"] / height,
+                                                            (b["left"] + b["width"]) / width,
+                                                            (b["top"] + b["height"]) / height)))
+                          for b in result.boxes]
+    table = pd.DataFrame({"class": [label for label, _ in boxes],
+                          **{axis: [box[i] for _, box in boxes if box] for i, axis in enumerate(AXES)}})
+    edited = st.data_editor(table, key=f"label_boxes_{key}", num_rows="delete", hide_index=True,
+                            disabled=list(AXES), column_config={"class": st.column_config.SelectboxColumn(
+                                "class", options=sorted({*classes, *table["class"]}), required=True)})
+    changed: list[Label] = [(str(row["class"]), _rounded([row[a] for a in AXES])) for _, row in edited.iterrows()]
+    if changed != boxes:  # the table changed a class or deleted a row: remount the canvas from it
+        st.session_state["label_canvas_revision"] = revision + 1
+    return changed
+
+
+def _save(version_id: int, number: int, name: str) -> None:
+    drafts = _drafts(version_id)
+    edits = {image_id: [NewAnnotation(label, box) for label, box in labels] for image_id, labels in drafts.items()}
+    try:
+        with session_scope(_ui.engine()) as session:
+            saved = relabel_version(session=session, version_id=version_id, edits=edits).version
+    except KestrelError as exc:
+        st.session_state["label_message"] = ("error", f"Not saved: {exc}")
+        return
+    drafts.clear()
+    st.session_state["label_version"] = saved
+    st.session_state["label_message"] = ("success", f"Saved as {name} version {saved}; version {number} "
+                                         "is unchanged.")
+
+
+def _discard(version_id: int) -> None:
+    _drafts(version_id).clear()
+    for key in [k for k in st.session_state if str(k).startswith("label_tags_")]:
+        del st.session_state[key]  # the tag buttons would otherwise keep the discarded choice
+    st.session_state["label_canvas_revision"] = st.session_state.get("label_canvas_revision", 0) + 1
+
+
+def _add_class(version_id: int) -> None:
+    name = st.session_state.get("label_new_class", "").strip()
+    extra = st.session_state.setdefault("label_classes", {}).setdefault(version_id, [])
+    if name and name not in extra:
+        extra.append(name)
+    st.session_state["label_new_class"] = ""
+
+
+def _navigation(total: int) -> None:
+    left, middle, right = st.columns([2, 3, 2], vertical_alignment="bottom")
+    left.button("Previous", key="label_previous", on_click=_step, args=(-1, total), shortcut="PageUp",
+                icon=":material/chevron_left:", width="stretch")
+    middle.number_input(f"Image (of {total})", min_value=1, max_value=total, step=1, key="label_position")
+    right.button("Next", key="label_next", on_click=_step, args=(1, total), shortcut="PageDown",
+                 icon=":material/chevron_right:", icon_position="right", width="stretch")
+
+
+def _panel(version: DatasetVersion, name: str) -> None:
+    """Adding a class, saving: drawn after the editor, so it counts the edit just made."""
+    version_id = int(version.id or 0)
+    st.text_input("Add a class", key="label_new_class", on_change=_add_class, args=(version_id,),
+                  placeholder="a new class name, then Enter")
+    edited = len(_drafts(version_id))
+    st.metric("Images edited, not saved", edited)
+    st.button("Save as a new version", key="label_save", type="primary", disabled=not edited,
+              help=f"Version {version.version} stays as it is.", on_click=_save,
+              args=(version_id, version.version, name), width="stretch", icon=":material/save:")
+    st.button("Discard the edits", key="label_discard", disabled=not edited, on_click=_discard,
+              args=(version_id,), width="stretch")
+
+
+def _choose_version() -> tuple[DatasetVersion, str] | None:
+    with session_scope(_ui.engine()) as session:
+        names = repo.dataset_names(session=session)
+    if not names:
+        st.info("No datasets yet: upload one on the Datasets page, then label it here.")
+        st.page_link("pages/datasets.py", label="Datasets", icon=":material/photo_library:")
+        return None
+    left, right = st.columns(2)
+    with left:
+        name = _pick("Dataset", names, key="label_dataset", param="dataset", on_change=_reset_version)
+    with session_scope(_ui.engine()) as session:
+        by_number = {v.version: v for v in sorted(repo.versions(session=session, name=name), key=lambda v: -v.version)}
+    with right:
+        number = _pick("Version", list(by_number), key="label_version", param="version", on_change=_reset_position,
+                       format_func=lambda n: f"{n} (latest)" if n == max(by_number) else str(n))
+    return by_number[number], name
+
+
+def main() -> None:
+    st.title("Labelling")
+    if message := st.session_state.pop("label_message", None):
+        (st.success if message[0] == "success" else st.error)(message[1])
+    chosen = _choose_version()
+    if chosen is None:
+        return
+    version, name = chosen
+    version_id = int(version.id or 0)
+    kind = spec(Task(version.task)).label_kind
+    with session_scope(_ui.engine()) as session:
+        total = repo.count_images(session=session, version_id=version_id)
+    if total == 0:
+        st.info("This version has no images.")
+        return
+    if not 1 <= st.session_state.get("label_position", 0) <= total:
+        wanted = st.query_params.get("image", "1")
+        st.session_state["label_position"] = min(max(1, int(wanted) if wanted.isdigit() else 1), total)
+    position = int(st.session_state["label_position"])
+    st.query_params["image"] = str(position)
+    with session_scope(_ui.engine()) as session:
+        [item] = repo.images(session=session, version_id=version_id, offset=position - 1, limit=1)
+        image_id = int(item.id or 0)
+        rows = repo.annotations(session=session, image_ids=[image_id])[image_id]
+    stored = _stored_labels(rows)
+    drafts = _drafts(version_id)
+    extra = st.session_state.get("label_classes", {}).get(version_id, [])
+    classes = [*version.classes, *(c for c in extra if c not in version.classes)]
+    revision = st.session_state.get("label_canvas_revision", 0)
+    editor, panel = st.columns([3, 1])
+    with editor:
+        _navigation(total)
+        st.caption(f"{item.file_name} · {item.split} · {item.width}×{item.height}"
+                   + (" · **edited**" if image_id in drafts else ""))
+        if kind == LabelKind.POLYGONS:
+            st.info("Polygons cannot be edited here yet; label them in a polygon tool and import the result.")
+            png = _ui.labelled_png(str(_ui.blob_path(item.sha256)), tuple(classes),
+                                   _ui.overlays_from_annotations(rows), PREVIEW_SIDE)
+            if png is not None:
+                st.image(png, caption=item.file_name)
+        else:
+            labels = drafts.get(image_id, stored)
+            new = (_box_editor(item, labels, classes) if kind == LabelKind.BOXES
+                   else _tag_editor(item, labels, classes, multi=kind == LabelKind.TAGS))
+            _keep(drafts, image_id, new, stored)
+    if st.session_state.get("label_canvas_revision", 0) != revision:
+        st.rerun()  # a class changed in the box table: redraw the canvas from the draft
+    with panel:
+        _panel(version, name)
+
+
+main()

@@ -1,0 +1,140 @@
+"""The Labelling page, run headless with AppTest: tags clicked and boxes drawn become a new dataset
+version; the version they were made on stays as it was.
+
+AppTest cannot drag on the canvas (a browser component), so the detection test sets the canvas's
+value in Session State, exactly the drawing the component sends back after a user's edit.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_datasets_page import add_dataset
+
+from core.data.relabel import relabel_version
+from core.errors import InputError
+from core.tasks import Task
+from storage.db import session_scope
+from storage.repos import datasets as repo
+from storage.repos.datasets import NewAnnotation
+from storage.settings import Settings
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+def _open(**query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("pages/labelling.py")
+    for key, value in query.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def _labels(engine, name: str, number: int) -> list[list[tuple]]:  # type: ignore[no-untyped-def]
+    """Each image's labels in version ``number`` of ``name``, in image order."""
+    with session_scope(engine) as session:
+        version = repo.get_version(session=session, name=name, version=number)
+        items = repo.images(session=session, version_id=version.id)
+        rows = repo.annotations(session=session, image_ids=[i.id for i in items])
+        return [[(a.label, a.x0, a.y0, a.x1, a.y1) for a in rows[i.id]] for i in items]
+
+
+def _image_ids(engine, name: str, number: int) -> list[int]:  # type: ignore[no-untyped-def]
+    with session_scope(engine) as session:
+        version = repo.get_version(session=session, name=name, version=number)
+        return [i.id for i in repo.images(session=session, version_id=version.id)]
+
+
+def test_no_dataset_points_to_the_datasets_page(settings: Settings) -> None:
+    at = _open()
+    assert not at.exception
+    assert any("No datasets yet" in i.value for i in at.info)
+
+
+def test_retagging_a_classification_image_saves_version_two(settings: Settings, engine) -> None:  # type: ignore[no-untyped-def]
+    add_dataset(settings, "tags", Task.CLASSIFICATION, count=6)
+    before = _labels(engine, "tags", 1)
+    at = _open(dataset="tags", image="2")
+    assert not at.exception
+    pills = at.button_group(key=f"label_tags_{_image_ids(engine, 'tags', 1)[1]}")
+    assert pills.value == before[1][0][0] == "square"
+    pills.set_value("triangle").run()
+    assert at.metric[0].value == "1"  # one image edited, not saved yet
+    at.button(key="label_save").click().run()
+    assert not at.exception
+    assert any("version 2" in s.value and "version 1 is unchanged" in s.value for s in at.success)
+    assert at.selectbox(key="label_version").value == 2 and at.query_params["version"] == "2"
+    assert _labels(engine, "tags", 1) == before
+    after = _labels(engine, "tags", 2)
+    assert after[1] == [("triangle", None, None, None, None)] and after[0] == before[0] and after[2:] == before[2:]
+    with session_scope(engine) as session:
+        old, new = repo.versions(session=session, name="tags")
+        assert new.stats["images_per_class"]["triangle"] == old.stats["images_per_class"].get("triangle", 0) + 1
+        old_items = repo.images(session=session, version_id=old.id)
+        new_items = repo.images(session=session, version_id=new.id)
+        assert [i.sha256 for i in old_items] == [i.sha256 for i in new_items]  # the same blobs, no copies
+        assert [i.split for i in old_items] == [i.split for i in new_items]
+
+
+def test_drafts_survive_moving_between_images_and_can_be_discarded(settings: Settings, engine) -> None:  # type: ignore[no-untyped-def]
+    add_dataset(settings, "tags", Task.MULTILABEL, count=4)
+    first = _image_ids(engine, "tags", 1)[0]
+    at = _open(dataset="tags")
+    at.button_group(key=f"label_tags_{first}").set_value(["circle", "square", "triangle"]).run()
+    at.button(key="label_next").click().run()
+    assert at.query_params["image"] == "2" and at.metric[0].value == "1"
+    at.button(key="label_previous").click().run()
+    assert at.button_group(key=f"label_tags_{first}").value == ["circle", "square", "triangle"]
+    at.button(key="label_discard").click().run()
+    assert not at.exception and at.metric[0].value == "0"
+    with session_scope(engine) as session:
+        assert len(repo.versions(session=session, name="tags")) == 1
+
+
+def test_edited_boxes_are_saved_as_a_new_version(settings: Settings, engine) -> None:  # type: ignore[no-untyped-def]
+    add_dataset(settings, "boxes", Task.DETECTION, count=5)
+    before = _labels(engine, "boxes", 1)
+    first = _image_ids(engine, "boxes", 1)[0]
+    at = _open(dataset="boxes")
+    assert not at.exception
+    key = f"label_canvas_{first}_0"
+    drawing = copy.deepcopy(at.session_state[key])
+    objects = drawing["drawing"]["raw"]["objects"]
+    assert len(objects) == len(before[0]) and objects[0]["label"] == before[0][0][0]
+    width = height = 560  # the canvas of a 96×96 image: the page's 760×560 drawing area, square
+    # What the canvas sends after a user moved the first box, deleted the others and drew a new one.
+    moved = {**objects[0], "left": 0.1 * width, "top": 0.2 * height, "width": 0.3 * width, "height": 0.3 * height}
+    drawn = {"type": "LabeledRect", "label": "circle", "left": 0.5 * width, "top": 0.5 * height,
+             "width": 0.25 * width, "height": 0.2 * height, "scaleX": 2, "scaleY": 1, "originX": "left",
+             "originY": "top"}
+    drawing["drawing"]["raw"]["objects"] = [moved, drawn]
+    at.session_state[key] = drawing
+    at.run()
+    assert not at.exception and at.metric[0].value == "1"
+    at.button(key="label_save").click().run()
+    assert not at.exception
+    assert _labels(engine, "boxes", 1) == before
+    after = _labels(engine, "boxes", 2)
+    assert after[0] == [(before[0][0][0], 0.1, 0.2, 0.4, 0.5), ("circle", 0.5, 0.5, 1.0, 0.7)]
+    assert after[1:] == before[1:]
+
+
+def test_relabel_refuses_labels_the_task_cannot_hold(settings: Settings, engine) -> None:  # type: ignore[no-untyped-def]
+    add_dataset(settings, "tags", Task.CLASSIFICATION, count=3)
+    add_dataset(settings, "boxes", Task.DETECTION, count=3)
+    with session_scope(engine) as session:
+        tags = repo.get_version(session=session, name="tags")
+        boxes = repo.get_version(session=session, name="boxes")
+        tag_image = repo.images(session=session, version_id=tags.id)[0].id
+        box_image = repo.images(session=session, version_id=boxes.id)[0].id
+    with pytest.raises(InputError, match="exactly one"), session_scope(engine) as session:
+        relabel_version(session=session, version_id=tags.id,
+                        edits={tag_image: [NewAnnotation("circle"), NewAnnotation("square")]})
+    with pytest.raises(InputError, match="no area"), session_scope(engine) as session:
+        relabel_version(session=session, version_id=boxes.id,
+                        edits={box_image: [NewAnnotation("circle", (0.5, 0.5, 0.5, 0.9))]})
+    with session_scope(engine) as session:
+        assert [len(repo.versions(session=session, name=n)) for n in ("tags", "boxes")] == [1, 1]
