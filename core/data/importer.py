@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from core.data.formats import detect_format, get_format
 from core.data.records import ImageRecord, LabelledImage, Problem
 from core.data.report import version_report
 from core.data.splits import assign_splits
-from core.data.stats import compute_stats
+from core.data.stats import compute_stats, version_warnings
 from core.data.validate import ItemError, check_image, clean_labels
 from core.errors import ConfigError, InputError
 from core.tasks import LabelKind, Task
@@ -28,8 +27,6 @@ from storage.settings import Settings
 
 Progress = Callable[[int, int], None]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-MIN_IMAGES_PER_CLASS = 10
-IMBALANCE_RATIO = 5
 
 TASK_BY_KIND = {
     frozenset({LabelKind.TAG}): Task.CLASSIFICATION,
@@ -184,7 +181,7 @@ def _new_version(items: list[LabelledImage], problems: list[Problem], task: Task
     classes = sorted(stats["images_per_class"])
     return NewVersion(
         name=options.name, task=task.value, format=fmt, source=str(source), classes=classes,
-        stats=stats, warnings=_warnings(len(items), stats["images_per_class"]),
+        stats=stats, warnings=version_warnings(len(items), stats["images_per_class"]),
         validation_fraction=options.validation_fraction,
         images=[_new_image(item) for item in items],
         problems=[p.as_dict() for p in problems],
@@ -199,18 +196,3 @@ def _new_image(item: LabelledImage) -> NewImage:
     ]
     return NewImage(item.sha256, item.record.name, item.suffix, item.width, item.height,
                     item.split, annotations)
-
-
-def _warnings(images: int, per_class: dict[str, int]) -> list[str]:
-    warnings = []
-    if images < MIN_IMAGES_PER_CLASS:
-        warnings.append(f"only {images} images: a job needs at least {MIN_IMAGES_PER_CLASS}")
-    counts = Counter(per_class)
-    for label, n in sorted(counts.items()):
-        if n < MIN_IMAGES_PER_CLASS:
-            warnings.append(f"class {label!r} has only {n} images; 10–15 per class are recommended")
-    if len(counts) > 1 and max(counts.values()) > IMBALANCE_RATIO * min(counts.values()):
-        (big, nb), (small, ns) = counts.most_common()[0], counts.most_common()[-1]
-        warnings.append(f"classes are imbalanced: {big!r} has {nb} images, {small!r} only {ns}; "
-                        "add images of the small classes or use weighted_loss")
-    return warnings

@@ -3,14 +3,13 @@ new tags or boxes. The edited version is never touched; torch-free, so the studi
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sqlmodel import Session
 
 from core.data.records import ImageRecord, Instance, LabelledImage
-from core.data.stats import compute_stats
+from core.data.stats import compute_stats, version_warnings
 from core.errors import InputError, NotFound
 from core.tasks import LabelKind, Task, spec
 from storage.repos.datasets import NewAnnotation, NewImage, NewVersion, annotations, create_version, images
@@ -18,8 +17,6 @@ from storage.tables import Dataset, DatasetVersion
 
 # The importer's thresholds (core.data.importer): kept equal so a relabelled version warns as an
 # imported one would, without pulling the format readers (and OpenCV) into the studio.
-MIN_IMAGES_PER_CLASS = 10
-IMBALANCE_RATIO = 5
 MIN_BOX_SIDE = 1e-3  # a box thinner than this is a stray click, not an object
 
 Edits = Mapping[int, Sequence[NewAnnotation]]  # image id -> that image's complete new label list
@@ -91,19 +88,3 @@ def _labelled(image: NewImage) -> LabelledImage:
     instances = tuple(Instance(a.label, *a.box) for a in image.annotations if a.box is not None)
     return LabelledImage(record, image.sha256, image.suffix, image.width, image.height, tags, instances,
                          image.split)
-
-
-def version_warnings(images: int, per_class: Mapping[str, int]) -> list[str]:
-    """The importer's warnings: too few images overall or per class, and imbalance."""
-    warnings = []
-    if images < MIN_IMAGES_PER_CLASS:
-        warnings.append(f"only {images} images: a job needs at least {MIN_IMAGES_PER_CLASS}")
-    counts = Counter(per_class)
-    for label, n in sorted(counts.items()):
-        if n < MIN_IMAGES_PER_CLASS:
-            warnings.append(f"class {label!r} has only {n} images; 10–15 per class are recommended")
-    if len(counts) > 1 and max(counts.values()) > IMBALANCE_RATIO * min(counts.values()):
-        (big, nb), (small, ns) = counts.most_common()[0], counts.most_common()[-1]
-        warnings.append(f"classes are imbalanced: {big!r} has {nb} images, {small!r} only {ns}; "
-                        "add images of the small classes or use weighted_loss")
-    return warnings

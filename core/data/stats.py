@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.data.records import LabelledImage
+
+MIN_IMAGES_PER_CLASS = 10
+IMBALANCE_RATIO = 5
 
 MAX_BOX_SAMPLES = 2000  # enough for a scatter plot; keeps the stored JSON small
 
@@ -33,3 +36,19 @@ def compute_stats(items: Sequence[LabelledImage]) -> dict[str, Any]:
         "image_sizes": dict(Counter(f"{i.width}x{i.height}" for i in items).most_common()),
         "splits": dict(Counter(i.split for i in items)),
     }
+
+
+def version_warnings(images: int, per_class: Mapping[str, int]) -> list[str]:
+    """The importer's warnings: too few images overall or per class, and imbalance."""
+    warnings = []
+    if images < MIN_IMAGES_PER_CLASS:
+        warnings.append(f"only {images} images: a job needs at least {MIN_IMAGES_PER_CLASS}")
+    counts = Counter(per_class)
+    for label, n in sorted(counts.items()):
+        if n < MIN_IMAGES_PER_CLASS:
+            warnings.append(f"class {label!r} has only {n} images; 10–15 per class are recommended")
+    if len(counts) > 1 and max(counts.values()) > IMBALANCE_RATIO * min(counts.values()):
+        (big, nb), (small, ns) = counts.most_common()[0], counts.most_common()[-1]
+        warnings.append(f"classes are imbalanced: {big!r} has {nb} images, {small!r} only {ns}; "
+                        "add images of the small classes or use weighted_loss")
+    return warnings
