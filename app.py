@@ -25,6 +25,8 @@ PAGES = [
     st.Page("pages/labelling.py", title="Labelling", icon=":material/label:", url_path="labelling"),
     st.Page("pages/wizard.py", title="New job", icon=":material/add_circle:", url_path="new-job"),
     st.Page("pages/jobs.py", title="Jobs", icon=":material/model_training:", url_path="jobs"),
+    # Reached from a job's leaderboard or a shared ?trial= link, so it stays out of the menu.
+    st.Page("pages/trial.py", title="Trial", icon=":material/query_stats:", url_path="trial", visibility="hidden"),
 ]
 
 page = st.navigation(PAGES)

@@ -4,6 +4,7 @@ its task, metrics, source trial and inference settings (SPEC §7), which can be 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from storage.repos import jobs, models, trials
 from storage.settings import Settings
 from storage.tables import ModelVersion
 
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")  # also a folder name: nothing that leaves models_dir
 IDENTITY = ("task", "classes", "family", "architecture", "size", "model_name")  # what a model is, not how it scores
 LEFT_BEHIND = ("console.log", "trial.log", "checkpoint.pt", "best.pt")  # training's, not the model's
 REGISTERED = ("completed", "early_terminated", "canceled")
@@ -27,6 +29,9 @@ REGISTERED = ("completed", "early_terminated", "canceled")
 def register(*, settings: Settings, engine: Engine, name: str, trial_id: int | None = None,
              job_id: int | None = None) -> dict[str, Any]:
     """Register trial ``trial_id``'s model (or job ``job_id``'s best child) as the next version of ``name``."""
+    if not NAME.match(name) or name in (".", ".."):
+        raise ConfigError("--name", f"{name!r} is not a valid model name; use letters, digits, '.', '_' and '-' "
+                          "(up to 63, starting with a letter or digit)")
     if (trial_id is None) == (job_id is None):
         raise ConfigError("--trial/--job", "give exactly one: the trial to register, or the job whose best child to")
     with session_scope(engine) as session:

@@ -95,6 +95,12 @@ def job_view(job_id: int) -> None:
         st.caption("No trial has started yet.")
         return
     st.dataframe(board, hide_index=True, use_container_width=True)
+    models = {t["trial_id"]: t["model_name"] for t in summary["trials"]}  # in start order: stable as trials come
+    pick, go = st.columns([3, 1], vertical_alignment="bottom")
+    trial_id = pick.selectbox("Trial", list(models), key=f"trial-pick-{job_id}",
+                              format_func=lambda t: f"trial {t}: {models[t]}")
+    go.page_link("pages/trial.py", label=f"Open trial {trial_id}", icon=":material/query_stats:",
+                 query_params={"trial": str(trial_id)})
     metric = summary["trials"][0]["primary_metric"]
     scored = board.dropna(subset=[metric])
     if scored.empty:

@@ -5,13 +5,14 @@ Families are registered in `core.zoo.families`; trials and serving only see this
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
-from core.data.view import VersionData
+from core.data.view import Item, VersionData
 from core.params import TrainingParams
 from core.prediction import Prediction
 from core.registry import Registry
@@ -21,6 +22,8 @@ from core.train.context import TrialContext
 WEIGHTS_FILE = "model.safetensors"  # families that own their format may use another name
 SETTINGS_FILE = "settings.json"
 PARAMS_FILE = "params.json"
+SAMPLE_IMAGES = 8  # validation images whose predictions the trial page shows beside ground truth
+SAMPLE_DETECTIONS = 30  # per image: enough for a picture, small enough for evaluation.json
 
 
 @dataclass(frozen=True)
@@ -74,3 +77,30 @@ class ModelFamily(Protocol):
 
 # Holds family classes (stateless); `core.zoo.families` instantiates them.
 families: Registry[type[ModelFamily]] = Registry("model family")
+
+
+def validation_samples(items: Sequence[Item], predictions: Sequence[Prediction],
+                       threshold: float | None = None) -> list[dict[str, Any]]:
+    """The first validation images with ground truth and prediction, as JSON for evaluation.json.
+
+    Classification keeps the top class, or with ``threshold`` (multi-label) every class at or
+    above it; detection keeps the highest-scoring detections. ``blob`` is the image's sha256.
+    """
+    out = []
+    for item, prediction in zip(items[:SAMPLE_IMAGES], predictions, strict=False):
+        if prediction.probs:
+            ranked = sorted(zip(prediction.labels, prediction.probs, strict=True), key=lambda lp: -lp[1])
+            picked = ranked[:1] if threshold is None else [lp for lp in ranked if lp[1] >= threshold]
+            predicted = [{"label": label, "score": round(score, 4)} for label, score in picked]
+        else:
+            best = sorted(prediction.detections, key=lambda d: -d.score)[:SAMPLE_DETECTIONS]
+            predicted = [{"label": d.label, "score": round(d.score, 4), **_shape((d.x0, d.y0, d.x1, d.y1), d.polygons)}
+                         for d in best]
+        out.append({"image": item.name, "blob": item.path.name, "predicted": predicted,
+                    "truth": [{"label": tag} for tag in item.tags]
+                    + [{"label": i.label, **_shape((i.x0, i.y0, i.x1, i.y1), i.polygons)} for i in item.instances]})
+    return out
+
+
+def _shape(box: tuple[float, ...], polygons: Sequence[Sequence[float]]) -> dict[str, Any]:
+    return {"box": [round(v, 4) for v in box], "polygons": [[round(v, 4) for v in p] for p in polygons]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from torchvision.transforms.v2 import functional as F
 
 from core.data.augment import eval_transform
 from core.data.loaders import classification_datasets, make_loader
-from core.data.view import VersionData
+from core.data.view import Item, VersionData
 from core.errors import ConfigError
 from core.metrics.classification import classification_metrics
 from core.params import TrainingParams
@@ -41,7 +42,15 @@ from core.train.loop import (
     remove_checkpoints,
     seed_everything,
 )
-from core.zoo.base import SETTINGS_FILE, WEIGHTS_FILE, ModelSpec, TrainedModel, families
+from core.zoo.base import (
+    SAMPLE_IMAGES,
+    SETTINGS_FILE,
+    WEIGHTS_FILE,
+    ModelSpec,
+    TrainedModel,
+    families,
+    validation_samples,
+)
 from core.zoo.weights import load_weights_file, pretrained_source
 
 log = logging.getLogger(__name__)
@@ -98,7 +107,7 @@ class TimmFamily:
         val_loader = make_loader(val_set, params.validation_batch_size, shuffle=False,
                                  workers=params.number_of_workers, seed=params.seed, pin_memory=pin)
         evaluator = Evaluator(val_loader, criterion, data.classes, multilabel,
-                              params.multilabel_threshold, ctx.device)
+                              params.multilabel_threshold, ctx.device, data.validation)
         setup = FitSetup(model, train_loader, lambda m, batch: criterion(m(batch[0]), batch[1]),
                          evaluator, task_spec(spec.task).primary_metric)
         result = fit(setup, params, ctx)
@@ -195,6 +204,7 @@ class Evaluator:
     multilabel: bool
     threshold: float
     device: str
+    items: Sequence[Item] = ()  # the loader's images, in its order: their predictions become samples
 
     def __call__(self, model: nn.Module) -> Evaluation:
         model.eval()
@@ -211,6 +221,9 @@ class Evaluator:
         flat, details = classification_metrics(probs, truth, self.classes, self.multilabel,
                                                self.threshold)
         val_loss = loss_sum / len(truth) if len(truth) else math.nan
+        details["samples"] = validation_samples(
+            self.items, [Prediction(labels=self.classes, probs=row) for row in probs[:SAMPLE_IMAGES].tolist()],
+            self.threshold if self.multilabel else None)
         return Evaluation({"val_loss": val_loss, **flat}, details)
 
 

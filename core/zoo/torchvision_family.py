@@ -46,7 +46,7 @@ from core.train.loop import (
     seed_everything,
     to_device,
 )
-from core.zoo.base import SETTINGS_FILE, WEIGHTS_FILE, ModelSpec, TrainedModel, families
+from core.zoo.base import SETTINGS_FILE, WEIGHTS_FILE, ModelSpec, TrainedModel, families, validation_samples
 from core.zoo.weights import load_weights_file
 
 log = logging.getLogger(__name__)
@@ -269,6 +269,7 @@ class DetectionEvaluator:
             predictions += self.predictor.predict_tensors(images[start:start + self.batch_size])
         flat, details = detection_metrics(self.items, predictions, self.predictor.classes, self.metric_type,
                                           masks=self.predictor.task is Task.SEGMENTATION)
+        details["samples"] = validation_samples(self.items, predictions)
         return Evaluation({"val_loss": val_loss, **flat}, details)
 
     def _loss(self, model: nn.Module) -> float:

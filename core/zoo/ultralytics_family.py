@@ -27,7 +27,15 @@ from core.params import TrainingParams
 from core.prediction import Detection, Prediction
 from core.tasks import Task
 from core.train.context import TrialContext
-from core.zoo.base import SETTINGS_FILE, WEIGHTS_FILE, ModelSpec, TrainedModel, families
+from core.zoo.base import (
+    SAMPLE_IMAGES,
+    SETTINGS_FILE,
+    WEIGHTS_FILE,
+    ModelSpec,
+    TrainedModel,
+    families,
+    validation_samples,
+)
 from core.zoo.yolo_dataset import write_yolo_dataset
 
 YOLO_TASKS = {Task.DETECTION: "detect", Task.SEGMENTATION: "segment"}
@@ -163,8 +171,10 @@ class UltralyticsFamily:
         settings = inference_settings(spec, params)
         predictor = _YoloPredictor(spec.architecture, data.task, data.classes, weights, settings,
                                    ctx.device)
-        metrics, evaluation = score_predictor(predictor, data.validation or data.train, data.classes,
-                                              params.validation_metric_type)
+        items = data.validation or data.train
+        metrics, evaluation = score_predictor(predictor, items, data.classes, params.validation_metric_type)
+        sampled = predictor.predict([_rgb(i.path) for i in items[:SAMPLE_IMAGES]])
+        evaluation["samples"] = validation_samples(items, sampled)
         return TrainedModel(weights, metrics, bridge.epochs_run, settings, evaluation, notices,
                             bridge.stop_reason)
 
@@ -357,3 +367,8 @@ class _YoloPredictor:
 
 def _one(polygon: tuple[float, ...]) -> tuple[tuple[float, ...], ...]:
     return (polygon,) if polygon else ()
+
+
+def _rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
