@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,9 +32,10 @@ def start(*, session: Session, trial_id: int, device: str, pid: int, artifact_di
 
 
 def append_metrics(*, session: Session, trial_id: int, step: int, metrics: Mapping[str, float]) -> None:
-    """Record one evaluation's metrics; also the trial's epoch and heartbeat."""
+    """Record one evaluation's metrics; also the trial's epoch and heartbeat. An undefined value (NaN,
+    e.g. an average precision with one class in a tiny validation set) is left out, as the metrics do."""
     session.add_all(MetricPoint(trial_id=trial_id, step=step, name=k, value=float(v))
-                    for k, v in metrics.items())
+                    for k, v in metrics.items() if math.isfinite(float(v)))
     trial = _get(session, trial_id)
     trial.epoch, trial.heartbeat_at = step, utcnow()
     session.add(trial)
@@ -44,7 +46,8 @@ def finish(*, session: Session, trial_id: int, status: str, metrics: dict[str, A
     trial = _get(session, trial_id)
     trial.status, trial.stop_reason, trial.error = status, stop_reason, error
     trial.metrics = {**trial.metrics, **metrics}
-    trial.primary_metric_value = primary_metric_value
+    finite = primary_metric_value is not None and math.isfinite(primary_metric_value)
+    trial.primary_metric_value = primary_metric_value if finite else None
     trial.finished_at = trial.heartbeat_at = utcnow()
     session.add(trial)
     return trial

@@ -81,3 +81,15 @@ def test_cancel_of_the_job_reaches_the_trial_and_reports_without_the_metric_judg
         jobs.request_cancel(session=session, job_id=job_id)
     ctx._polled = 0.0  # the flag is read at most once a second; do not wait for that here
     assert ctx.should_stop() == "canceled"
+
+
+def test_undefined_metric_values_are_left_out_not_stored_as_errors(engine):
+    job_id, ids = _job_with_peers(engine, {"new": []})
+    with session_scope(engine) as session:
+        trials.append_metrics(session=session, trial_id=ids["new"], step=1,
+                              metrics={"accuracy": 0.5, "average_precision_score_weighted": float("nan")})
+        trials.finish(session=session, trial_id=ids["new"], status="completed", metrics={},
+                      primary_metric_value=float("nan"))
+    with session_scope(engine) as session:
+        assert trials.curves(session=session, trial_id=ids["new"]) == {"accuracy": [(1, 0.5)]}
+        assert trials.get(session=session, trial_id=ids["new"]).primary_metric_value is None
