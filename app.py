@@ -27,6 +27,8 @@ PAGES = [
     st.Page("pages/jobs.py", title="Jobs", icon=":material/model_training:", url_path="jobs"),
     # Reached from a job's leaderboard or a shared ?trial= link, so it stays out of the menu.
     st.Page("pages/trial.py", title="Trial", icon=":material/query_stats:", url_path="trial", visibility="hidden"),
+    st.Page("pages/models.py", title="Models", icon=":material/deployed_code:", url_path="models"),
+    st.Page("pages/score.py", title="Test-score", icon=":material/image_search:", url_path="test-score"),
 ]
 
 page = st.navigation(PAGES)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
-import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +10,8 @@ import typer
 from rich.table import Table
 
 from core.cli import app, err, open_storage, out, reports_errors
-from core.errors import ConfigError, NotFound
+from core.errors import ConfigError
+from core.serving.manage import check_name, endpoint_info
 from storage.db import session_scope
 
 model_app = typer.Typer(help="Register trained models and set their inference settings.", no_args_is_help=True)
@@ -23,17 +22,10 @@ app.add_typer(endpoint_app, name="endpoint")
 app.add_typer(deployment_app, name="deployment")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
 
 
 def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
     print(json.dumps(data, default=str)) if as_json else out.print(text)
-
-
-def _name(value: str, what: str) -> str:
-    if not NAME.match(value):
-        raise ConfigError(what, f"{value!r} is not a valid name; use letters, digits, '.', '_' and '-' (up to 63)")
-    return value
 
 
 @model_app.command("register")
@@ -48,7 +40,7 @@ def model_register(
     from core.models import register
 
     settings, engine = open_storage()
-    info = register(settings=settings, engine=engine, name=_name(name, "--name"), trial_id=trial, job_id=job)
+    info = register(settings=settings, engine=engine, name=check_name(name, "--name"), trial_id=trial, job_id=job)
     _emit(info, as_json, f"registered {info['name']}:{info['version']} ({info['task']}) from trial {info['trial_id']}")
 
 
@@ -120,41 +112,20 @@ def model_export(
     _emit(info, as_json, f"wrote {exported} and {info['sidecar']}")
 
 
-def _endpoint_info(session: Any, name: str) -> dict[str, Any]:
-    from core.serving.runner import scoring_uri
-    from storage.repos import models
-    from storage.tables import ModelVersion
-
-    row = models.get_endpoint(session=session, name=name)
-    if row is None:
-        raise NotFound(f"endpoint {name} does not exist; `kestrel endpoint list` shows them")
-    deployed = []
-    for d in models.deployments(session=session, endpoint_id=row.id):
-        version = session.get(ModelVersion, d.model_version_id)
-        model = models.model_of(session=session, version=version)
-        deployed.append({"name": d.name, "model": f"{model.name}:{version.version}", "task": model.task})
-    uri = scoring_uri(row.host, row.port)
-    return {"name": row.name, "scoring_uri": uri, "openapi_uri": uri.replace("/score", "/docs"), "state": row.state,
-            "port": row.port, "pid": row.pid, "traffic": row.traffic, "deployments": deployed}
-
-
 @endpoint_app.command("create")
 @reports_errors
 def endpoint_create(name: str, as_json: JsonFlag = False) -> None:
     """Create an endpoint with two keys and start its server on a free loopback port."""
     from core.serving import runner
-    from storage.repos import models
-    from storage.tables import Endpoint
+    from core.serving.manage import create_endpoint
 
     settings, engine = open_storage()
     with session_scope(engine) as session:
-        if models.get_endpoint(session=session, name=_name(name, "NAME")) is not None:
-            raise ConfigError("NAME", f"endpoint {name} exists already", hints=["kestrel endpoint show " + name])
-        session.add(Endpoint(name=name, primary_key=secrets.token_urlsafe(32), secondary_key=secrets.token_urlsafe(32)))
+        create_endpoint(session=session, name=name)
     runner.start(settings, engine, name)
     runner.wait_ready(settings, engine, name)
     with session_scope(engine) as session:
-        info = _endpoint_info(session, name)
+        info = endpoint_info(session, name)
     _emit(info, as_json, f"endpoint {name} serving at {info['scoring_uri']}")
 
 
@@ -166,7 +137,7 @@ def endpoint_list(as_json: JsonFlag = False) -> None:
 
     _, engine = open_storage()
     with session_scope(engine) as session:
-        rows = [_endpoint_info(session, e.name) for e in models.list_endpoints(session=session)]
+        rows = [endpoint_info(session, e.name) for e in models.list_endpoints(session=session)]
     if as_json:
         print(json.dumps({"endpoints": rows}))
         return
@@ -183,7 +154,7 @@ def endpoint_show(name: str, as_json: JsonFlag = False) -> None:
     """An endpoint: scoring_uri, state, deployments and traffic."""
     _, engine = open_storage()
     with session_scope(engine) as session:
-        info = _endpoint_info(session, name)
+        info = endpoint_info(session, name)
     _emit(info, as_json, json.dumps(info, indent=2))
 
 
@@ -191,14 +162,11 @@ def endpoint_show(name: str, as_json: JsonFlag = False) -> None:
 @reports_errors
 def endpoint_keys(name: str, as_json: JsonFlag = False) -> None:
     """The endpoint's primary and secondary keys (send one as 'Authorization: Bearer <key>')."""
-    from storage.repos import models
+    from core.serving.manage import keys as endpoint_keys
 
     _, engine = open_storage()
     with session_scope(engine) as session:
-        row = models.get_endpoint(session=session, name=name)
-        if row is None:
-            raise NotFound(f"endpoint {name} does not exist")
-        keys = {"primary_key": row.primary_key, "secondary_key": row.secondary_key}
+        keys = endpoint_keys(session, name)
     _emit(keys, as_json, f"primary:   {keys['primary_key']}\nsecondary: {keys['secondary_key']}")
 
 
@@ -210,18 +178,13 @@ def endpoint_regenerate_key(
     as_json: JsonFlag = False,
 ) -> None:
     """Replace one key; the old one stops working at once."""
-    from storage.repos import models
+    from core.serving.manage import KEY_TYPES, regenerate_key
 
-    if key_type not in ("primary", "secondary"):
-        raise ConfigError("--key-type", f"{key_type!r} is not a key", ["primary", "secondary"])
+    if key_type not in KEY_TYPES:  # refused before the database is opened
+        raise ConfigError("--key-type", f"{key_type!r} is not a key", KEY_TYPES)
     _, engine = open_storage()
     with session_scope(engine) as session:
-        row = models.get_endpoint(session=session, name=name)
-        if row is None:
-            raise NotFound(f"endpoint {name} does not exist")
-        setattr(row, f"{key_type}_key", secrets.token_urlsafe(32))
-        session.add(row)
-        keys = {"primary_key": row.primary_key, "secondary_key": row.secondary_key}
+        keys = regenerate_key(session=session, name=name, key_type=key_type)
     _emit(keys, as_json, f"new {key_type} key: {keys[key_type + '_key']}")
 
 
@@ -233,28 +196,13 @@ def endpoint_update(
     as_json: JsonFlag = False,
 ) -> None:
     """Split traffic across deployments; it takes effect at the next request."""
-    from storage.repos import models
+    from core.serving.manage import check_traffic, parse_traffic, set_traffic
 
-    split: dict[str, int] = {}
-    for part in traffic.split(","):
-        dep, _, share = part.partition("=")
-        if not share.strip().isdigit():
-            raise ConfigError("--traffic", f"{part!r} is not DEPLOYMENT=PERCENT", hints=["blue=70,green=30"])
-        split[dep.strip()] = int(share)
-    if sum(split.values()) > 100:
-        raise ConfigError("--traffic", f"the percentages add up to {sum(split.values())}; at most 100")
+    split = check_traffic(parse_traffic(traffic))
     _, engine = open_storage()
     with session_scope(engine) as session:
-        row = models.get_endpoint(session=session, name=name)
-        if row is None:
-            raise NotFound(f"endpoint {name} does not exist")
-        known = {d.name for d in models.deployments(session=session, endpoint_id=row.id)}
-        for dep in split:
-            if dep not in known:
-                raise ConfigError("--traffic", f"endpoint {name} has no deployment {dep!r}", sorted(known))
-        row.traffic = split
-        session.add(row)
-        info = _endpoint_info(session, name)
+        set_traffic(session=session, name=name, split=split)
+        info = endpoint_info(session, name)
     _emit(info, as_json, f"endpoint {name} traffic: {traffic}")
 
 
@@ -263,17 +211,12 @@ def endpoint_update(
 def endpoint_delete(name: str, as_json: JsonFlag = False) -> None:
     """Stop the endpoint's server and delete it with its deployments (models stay registered)."""
     from core.serving import runner
-    from storage.repos import models
+    from core.serving.manage import delete_rows
 
     _, engine = open_storage()
     runner.stop(engine, name)
     with session_scope(engine) as session:
-        row = models.get_endpoint(session=session, name=name)
-        if row is None:
-            raise NotFound(f"endpoint {name} does not exist")
-        for d in models.deployments(session=session, endpoint_id=row.id):
-            session.delete(d)
-        session.delete(row)
+        delete_rows(session=session, name=name)
     _emit({"name": name, "deleted": True}, as_json, f"endpoint {name} deleted")
 
 
@@ -298,27 +241,16 @@ def deployment_create(
     as_json: JsonFlag = False,
 ) -> None:
     """Deploy a model version behind an endpoint (the first deployment takes all traffic)."""
-    from core.models import resolve
     from core.serving import runner
-    from storage.repos import models
-    from storage.tables import Deployment
+    from core.serving.manage import add_deployment
 
     settings, engine = open_storage()
     with session_scope(engine) as session:
-        row = models.get_endpoint(session=session, name=endpoint)
-        if row is None:
-            raise NotFound(f"endpoint {endpoint} does not exist; create it with `kestrel endpoint create {endpoint}`")
-        if any(d.name == name for d in models.deployments(session=session, endpoint_id=row.id)):
-            raise ConfigError("--name", f"endpoint {endpoint} has a deployment {name} already")
-        version = resolve(session, model)
-        session.add(Deployment(endpoint_id=row.id, name=_name(name, "--name"), model_version_id=version.id))
-        if not row.traffic:
-            row.traffic = {name: 100}
-            session.add(row)
+        add_deployment(session=session, endpoint=endpoint, name=name, model=model)
     runner.start(settings, engine, endpoint)  # the server loads its models once, at start
     runner.wait_ready(settings, engine, endpoint)
     with session_scope(engine) as session:
-        info = _endpoint_info(session, endpoint)
+        info = endpoint_info(session, endpoint)
     _emit(info, as_json, f"deployed {model} as {name} on {endpoint}: {info['scoring_uri']}")
 
 

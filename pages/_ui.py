@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 from PIL import Image
@@ -124,3 +125,15 @@ def submit_job_yaml(text: str) -> tuple[int | None, str]:
     if result.returncode != 0:
         return None, result.stderr.strip().removeprefix("error: ") or "the job was refused"
     return int(json.loads(result.stdout)["job_id"]), ""
+
+
+def url_selectbox(label: str, options: list[Any], *, key: str, param: str, on_change: Any = None,
+          format_func: Any = str) -> Any:
+    """A selectbox that starts from the URL's ``param`` and writes its choice back to it."""
+    if st.session_state.get(key) not in options:
+        wanted = st.query_params.get(param)
+        match = [o for o in options if str(o) == wanted]
+        st.session_state[key] = match[0] if match else options[0]
+    value = st.selectbox(label, options, key=key, format_func=format_func, on_change=on_change)
+    st.query_params[param] = str(value)
+    return value

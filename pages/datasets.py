@@ -54,18 +54,6 @@ def _colour_map(classes: list[str]) -> dict[str, str]:
     return {name: "rgb({},{},{})".format(*class_colour(i)) for i, name in enumerate(classes)}
 
 
-def _pick(label: str, options: list[Any], *, key: str, param: str, on_change: Any = None,
-          format_func: Any = str) -> Any:
-    """A selectbox that starts from the URL's ``param`` and writes its choice back to it."""
-    if st.session_state.get(key) not in options:
-        wanted = st.query_params.get(param)
-        match = [o for o in options if str(o) == wanted]
-        st.session_state[key] = match[0] if match else options[0]
-    value = st.selectbox(label, options, key=key, format_func=format_func, on_change=on_change)
-    st.query_params[param] = str(value)
-    return value
-
-
 def _forget_version() -> None:
     # A new dataset starts at its latest version, not at the old one's number.
     st.session_state.pop("datasets_version", None)
@@ -217,12 +205,12 @@ def main() -> None:
     names = [r.name for r in rows]
     left, right = st.columns(2)
     with left:
-        name = _pick("Dataset", names, key="datasets_name", param="dataset", on_change=_forget_version)
+        name = _ui.url_selectbox("Dataset", names, key="datasets_name", param="dataset", on_change=_forget_version)
     with session_scope(_ui.engine()) as session:
         versions = sorted(repo.versions(session=session, name=name), key=lambda v: -v.version)
     by_number = {v.version: v for v in versions}
     with right:
-        number = _pick("Version", list(by_number), key="datasets_version", param="version",
+        number = _ui.url_selectbox("Version", list(by_number), key="datasets_version", param="version",
                        format_func=lambda n: f"{n} (latest)" if n == versions[0].version else str(n))
     version = by_number[number]
     _summary(version)

@@ -1,0 +1,315 @@
+"""The Models page: registered model versions with their metrics and source trial, a version's inference
+settings and "Deploy"; then the endpoints: URL, live state and health, keys, traffic split, a snippet that
+calls them, restart and delete.
+
+``?model=NAME:VERSION`` and ``?endpoint=NAME`` select what is shown, so a reload lands on it. Deploying
+only writes rows and starts the server process; the endpoint table follows its state from the database.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pandas as pd
+import streamlit as st
+import yaml
+
+from core.errors import ConfigError, KestrelError
+from core.models import IDENTITY, update_settings
+from core.serving import manage, runner
+from core.tasks import Task, spec
+from pages import _ui
+from storage.db import session_scope
+from storage.repos import models as repo
+from storage.repos import trials
+from storage.tables import ModelVersion
+
+HEALTH_TIMEOUT_S = 0.5  # a hung server must not stall the page's refresh
+NEW_ENDPOINT = "New endpoint…"
+STATE_ICON = {"ready": "🟢", "starting": "⏳", "creating": "⏳", "failed": "❌", "stopped": "⏹️"}
+FIELD_NAMES = {"NAME": "Endpoint name", "--name": "Deployment name", "--traffic": "Traffic",
+               "--key-type": "Key", "NAME:VERSION": "Model version"}
+
+
+def say(exc: KestrelError) -> str:
+    """A Kestrel error in the page's words: the CLI's flag names become the form's field names."""
+    if not isinstance(exc, ConfigError):
+        return str(exc)
+    field = exc.path.removeprefix("--set ")
+    message = f"{FIELD_NAMES.get(field, field)}: {exc.reason}"
+    if exc.hints:
+        message += f"; did you mean {', '.join(repr(h) for h in exc.hints)}?"
+    return message + (f" (allowed: {', '.join(exc.allowed)})" if exc.allowed else "")
+
+
+def _task_name(task: str) -> str:
+    try:
+        return spec(Task(task)).display_name
+    except ValueError:
+        return task
+
+
+def _primary_metric(session: Any, version: ModelVersion, task: str) -> str:
+    trial = trials.get(session=session, trial_id=version.trial_id) if version.trial_id else None
+    if trial is not None and trial.primary_metric:
+        return trial.primary_metric
+    try:
+        return spec(Task(task)).primary_metric
+    except ValueError:
+        return ""
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _model_table() -> list[str]:
+    """The table of every registered version; returns their ``NAME:VERSION`` refs, newest model last."""
+    rows: list[dict[str, Any]] = []
+    with session_scope(_ui.engine()) as session:
+        for model, versions in repo.list_models(session=session):
+            for v in versions:
+                primary = _primary_metric(session, v, model.task)
+                scalars = _scalars(v.metrics)
+                rows.append({"Model": model.name, "Version": v.version, "Task": _task_name(model.task),
+                             "Source trial": v.trial_id, "Primary metric": primary,
+                             "Value": scalars.get(primary), "Created": v.created_at,
+                             **{k: x for k, x in scalars.items() if k != primary}})
+    if not rows:
+        st.info("No registered models yet. Register a finished trial's model from its trial page, or run "
+                "`kestrel model register --trial N --name NAME`.")
+        return []
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="models_table",
+                 column_config={"Created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+                                "Value": st.column_config.NumberColumn(format="%.4f")})
+    return [f"{r['Model']}:{r['Version']}" for r in rows]
+
+
+def _setting_widget(key: str, value: Any, widget_key: str) -> Any:
+    # No bounds on the inputs: core.models checks ranges and says what is wrong, the same for CLI and page.
+    if isinstance(value, bool):
+        return st.checkbox(key, value=value, key=widget_key)
+    if isinstance(value, int):
+        return st.number_input(key, value=value, step=1, key=widget_key)
+    if isinstance(value, float):
+        return st.number_input(key, value=value, step=0.05, format="%.4g", key=widget_key)
+    if value is None:
+        text = st.text_input(key, value="", placeholder="not set", key=widget_key)
+        return yaml.safe_load(text) if text.strip() else None
+    return st.text_input(key, value=str(value), key=widget_key)
+
+
+def _settings_form(ref: str, version: ModelVersion) -> None:
+    editable = {k: v for k, v in sorted(version.settings.items()) if k not in IDENTITY}
+    st.markdown("**Inference settings** (SPEC §7): used by endpoints and batch scoring of this version.")
+    if not editable:
+        st.caption("This version has no editable inference settings.")
+        return
+    with st.form(f"models_settings_{version.id}"):
+        columns = st.columns(3)
+        values = {}
+        for i, (key, value) in enumerate(editable.items()):
+            with columns[i % 3]:
+                values[key] = _setting_widget(key, value, f"models_setting_{version.id}_{key}")
+        saved = st.form_submit_button("Save settings", type="primary", key="models_settings_save")
+    if not saved:
+        return
+    changes = {k: v for k, v in values.items() if v != editable[k]}
+    if not changes:
+        st.info("Nothing changed.")
+        return
+    try:
+        update_settings(engine=_ui.engine(), ref=ref, changes=changes)
+    except KestrelError as exc:
+        st.error(f"Not saved — {say(exc)}. Correct the value and save again.")
+        return
+    st.success(f"Saved {', '.join(sorted(changes))}. Endpoints serving {ref} use them after a restart "
+               "(Restart in the endpoint's section below).")
+
+
+def _deploy_form(ref: str, default_name: str) -> None:
+    st.markdown("**Deploy** this version behind an HTTP endpoint.")
+    with session_scope(_ui.engine()) as session:
+        endpoints = [e.name for e in repo.list_endpoints(session=session)]
+    left, middle, right = st.columns(3)
+    choice = left.selectbox("Endpoint", [NEW_ENDPOINT, *endpoints], key="models_deploy_endpoint")
+    endpoint = middle.text_input("New endpoint name", value=f"{default_name}-ep", key="models_deploy_new") \
+        if choice == NEW_ENDPOINT else choice
+    deployment = right.text_input("Deployment name", value=default_name, key="models_deploy_name")
+    if choice != NEW_ENDPOINT:
+        st.caption("Deploying to a running endpoint restarts it: it answers 503 while its models load.")
+    if not st.button("Deploy", type="primary", key="models_deploy"):
+        return
+    try:
+        with session_scope(_ui.engine()) as session:  # the endpoint and its deployment in one transaction
+            if choice == NEW_ENDPOINT:
+                manage.create_endpoint(session=session, name=endpoint.strip())
+            manage.add_deployment(session=session, endpoint=endpoint.strip(), name=deployment.strip(), model=ref)
+        # Not waiting for readiness: the endpoint table below follows the state the server writes.
+        runner.start(_ui.settings(), _ui.engine(), endpoint.strip())
+    except KestrelError as exc:
+        st.error(f"Not deployed — {say(exc)}")
+        return
+    st.query_params["endpoint"] = endpoint.strip()
+    st.session_state.pop("models_endpoint", None)
+    st.success(f"Deploying {ref} as {deployment.strip()} on {endpoint.strip()}; its state is below.")
+
+
+def _version_view(ref: str) -> None:
+    with session_scope(_ui.engine()) as session:
+        name, _, number = ref.rpartition(":")
+        version = repo.get_version(session=session, name=name, version=int(number))
+        assert version is not None  # chosen from the table just read
+        task = repo.model_of(session=session, version=version).task
+        primary = _primary_metric(session, version, task)
+        trial = trials.get(session=session, trial_id=version.trial_id) if version.trial_id else None
+        job_id = trial.job_id if trial else None
+    st.subheader(f"{name} version {number}")
+    source = f"trial {version.trial_id}" + (f" of job {job_id}" if job_id else "") if version.trial_id else "—"
+    st.caption(f"{_task_name(task)} · from {source} · registered {version.created_at:%Y-%m-%d %H:%M} UTC · "
+               f"classes: {', '.join(version.settings.get('classes', []))}")
+    scalars = _scalars(version.metrics)
+    shown = ([primary] if primary in scalars else []) + [k for k in scalars if k != primary]
+    for column, key in zip(st.columns(min(6, len(shown)) or 1), shown[:6]):
+        column.metric(key + (" ★" if key == primary else ""), f"{scalars[key]:.4f}")
+    if version.trial_id:
+        st.page_link("pages/trial.py", label=f"Open source trial {version.trial_id}", icon=":material/query_stats:",
+                     query_params={"trial": str(version.trial_id)})
+    _settings_form(ref, version)
+    _deploy_form(ref, f"{name}-v{number}")
+
+
+def _health(uri: str, state: str) -> str:
+    if not uri or state == runner.STOPPED:
+        return "—"
+    try:
+        answer = httpx.get(uri.replace("/score", "/health"), timeout=HEALTH_TIMEOUT_S).json()
+    except (httpx.HTTPError, ValueError):
+        return "no answer"
+    return f"failed: {answer.get('error')}" if answer.get("status") == "failed" else str(answer.get("status"))
+
+
+@st.fragment(run_every="2s")
+def endpoint_states() -> None:
+    """Redrawn every two seconds: each endpoint's state from the database and its live /health."""
+    with session_scope(_ui.engine()) as session:
+        infos = [manage.endpoint_info(session, e.name) for e in repo.list_endpoints(session=session)]
+    if not infos:
+        st.info("No endpoints yet. Choose a model version above and press Deploy.")
+        return
+    rows = [{"Endpoint": i["name"], "State": f"{STATE_ICON.get(i['state'], '')} {i['state']}",
+             "Health": _health(i["scoring_uri"], i["state"]), "Scoring URL": i["scoring_uri"] or "—",
+             "Deployments": ", ".join(f"{d['name']} ({d['model']})" for d in i["deployments"]),
+             "Traffic": ", ".join(f"{k} {v}%" for k, v in i["traffic"].items())} for i in infos]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="models_endpoints_table")
+
+
+def _keys(name: str) -> str:
+    """The key rows (masked until shown) with their regenerate buttons; returns the primary key."""
+    show = st.toggle("Show keys", key="models_show_keys")
+    for kind in manage.KEY_TYPES:
+        label, button = st.columns([5, 1], vertical_alignment="bottom")
+        # The button is drawn first so a regenerated key is the one shown in this same run.
+        if button.button("Regenerate", key=f"models_regenerate_{kind}", help=f"Replace the {kind} key",
+                         width="stretch"):
+            with session_scope(_ui.engine()) as session:
+                manage.regenerate_key(session=session, name=name, key_type=kind)
+            st.toast(f"New {kind} key for {name}: the old one stops working at the next request.")
+        with session_scope(_ui.engine()) as session:
+            key = manage.keys(session, name)[f"{kind}_key"]
+        with label:
+            st.caption(f"{kind.capitalize()} key")
+            if show:
+                st.code(key, language=None)  # st.code has a copy button
+            else:
+                st.text(f"{key[:4]}{'•' * 24}")
+    with session_scope(_ui.engine()) as session:
+        return manage.keys(session, name)["primary_key"]
+
+
+def _traffic_form(name: str, info: dict[str, Any]) -> None:
+    deployments = info["deployments"]
+    if not deployments:
+        return
+    with st.form(f"models_traffic_{name}"):
+        st.markdown("**Traffic** (percent of requests without a deployment header; at most 100 in all)")
+        columns = st.columns(min(4, len(deployments)))
+        split = {}
+        for i, d in enumerate(deployments):
+            split[d["name"]] = int(columns[i % len(columns)].number_input(
+                f"{d['name']} ({d['model']})", min_value=0, max_value=100, step=5,
+                value=int(info["traffic"].get(d["name"], 0)), key=f"models_traffic_{name}_{d['name']}"))
+        saved = st.form_submit_button("Save traffic", key="models_traffic_save")
+    if saved:
+        try:
+            with session_scope(_ui.engine()) as session:
+                manage.set_traffic(session=session, name=name, split=split)
+        except KestrelError as exc:
+            st.error(f"Traffic not changed — {say(exc)}.")
+        else:
+            st.success("Traffic saved; it applies from the next request.")
+
+
+def snippets(uri: str, key: str) -> tuple[str, str]:
+    """curl and Python ``requests`` code that scores ``image.jpg`` at ``uri`` with ``key``, ready to paste."""
+    curl = (f'curl -X POST "{uri}" \\\n  -H "Authorization: Bearer {key}" \\\n'
+            f'  -H "Content-Type: application/octet-stream" \\\n  --data-binary @image.jpg')
+    python = f'''import base64
+
+import requests
+
+with open("image.jpg", "rb") as file:
+    image = base64.b64encode(file.read()).decode()
+answer = requests.post(
+    "{uri}",
+    headers={{"Authorization": "Bearer {key}"}},
+    json={{"input_data": {{"columns": ["image"], "data": [image]}}}},
+    timeout=60,
+)
+answer.raise_for_status()
+print(answer.json())
+'''
+    return curl, python
+
+
+def _endpoint_view(name: str) -> None:
+    with session_scope(_ui.engine()) as session:
+        info = manage.endpoint_info(session, name)
+    st.subheader(f"Endpoint {name}")
+    if info["scoring_uri"]:
+        st.markdown(f"Scoring URL `{info['scoring_uri']}` · [API docs]({info['openapi_uri']})")
+    if info["deployments"]:
+        st.page_link("pages/score.py", label=f"Send {name} test images", icon=":material/image_search:",
+                     query_params={"endpoint": name})
+    primary_key = _keys(name)
+    _traffic_form(name, info)
+    if info["scoring_uri"]:
+        with st.expander("Call it from code (the snippets contain the primary key)"):
+            curl, python = snippets(info["scoring_uri"], primary_key)
+            st.code(curl, language="bash")
+            st.code(python, language="python")
+    left, right = st.columns(2)
+    if left.button("Restart", key="models_restart", help="Reloads the models, e.g. after changing settings."):
+        runner.start(_ui.settings(), _ui.engine(), name)
+        st.toast(f"{name} restarting; its state is in the table above.")
+    sure = right.checkbox("Yes, delete this endpoint", key="models_delete_sure")
+    if right.button("Delete endpoint", key="models_delete", disabled=not sure):
+        runner.stop(_ui.engine(), name)
+        with session_scope(_ui.engine()) as session:
+            manage.delete_rows(session=session, name=name)
+        st.query_params.pop("endpoint", None)
+        st.session_state.pop("models_endpoint", None)
+        st.rerun()
+
+
+st.title("Models and endpoints")
+refs = _model_table()
+if refs:
+    _version_view(_ui.url_selectbox("Model version", refs, key="models_version", param="model"))
+st.header("Endpoints")
+endpoint_states()
+with session_scope(_ui.engine()) as _session:
+    _endpoint_names = [e.name for e in repo.list_endpoints(session=_session)]
+if _endpoint_names:
+    _endpoint_view(_ui.url_selectbox("Endpoint", _endpoint_names, key="models_endpoint", param="endpoint"))

@@ -1,0 +1,175 @@
+"""The Models page, run headless with AppTest against model versions and endpoints stored as `kestrel model
+register` and `kestrel endpoint create` store them (the deploy test starts a real server process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.serving import manage, runner
+from core.worker import process_alive
+from storage.db import session_scope
+from storage.repos import models, trials
+from storage.settings import Settings
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+DETECTION = {"task": "image_object_detection", "classes": ["circle", "square"], "family": "torchvision",
+             "architecture": "fasterrcnn", "size": "", "model_name": "fasterrcnn_resnet18_fpn",
+             "min_size": 600, "max_size": 1333, "box_score_thresh": 0.3, "nms_iou_thresh": 0.5,
+             "box_detections_per_img": 100}
+
+
+def _version(settings: Settings, engine, name: str = "shapes", mean_ap: float = 0.42) -> str:  # type: ignore[no-untyped-def]
+    """A registered detection model version (settings and files only: the page never loads weights)."""
+    with session_scope(engine) as session:
+        trial = trials.create(session=session, model_name="fasterrcnn_resnet18_fpn", params={},
+                              primary_metric="mean_average_precision")
+        trials.finish(session=session, trial_id=trial.id, status="completed", metrics={},
+                      primary_metric_value=mean_ap)
+        version = models.add_version(session=session, name=name, task=DETECTION["task"], trial_id=trial.id,
+                                     metrics={"mean_average_precision": mean_ap, "map_50": 0.7, "per_class": {}},
+                                     settings=dict(DETECTION))
+        folder = settings.models_dir / name / str(version.version)
+        folder.mkdir(parents=True)
+        (folder / "settings.json").write_text(json.dumps(DETECTION))
+        version.artifact_dir = str(folder)
+        session.add(version)
+        return f"{name}:{version.version}"
+
+
+def _endpoint(engine, name: str = "ep", deployments: tuple[str, ...] = (), port: int | None = None) -> None:  # type: ignore[no-untyped-def]
+    """An endpoint row with keys and deployments of model ``shapes`` (no server process)."""
+    with session_scope(engine) as session:
+        row = manage.create_endpoint(session=session, name=name)
+        row.port = port
+        for dep in deployments:
+            manage.add_deployment(session=session, endpoint=name, name=dep, model="shapes")
+
+
+def _open(**query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("pages/models.py")
+    for key, value in query.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def _texts(at: AppTest) -> str:
+    return "\n".join([e.value for e in (*at.error, *at.success, *at.info, *at.warning)])
+
+
+def test_no_models_says_how_to_register_one(settings) -> None:  # type: ignore[no-untyped-def]
+    at = _open()
+    assert not at.exception
+    assert "kestrel model register --trial N --name NAME" in _texts(at)
+    assert "No endpoints yet" in _texts(at)
+
+
+def test_versions_are_listed_with_metrics_and_source_trial(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    _version(settings, engine, mean_ap=0.42)
+    _version(settings, engine, mean_ap=0.55)
+    at = _open(model="shapes:2")
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["Version"]) == [1, 2] and list(table["Value"]) == [0.42, 0.55]
+    assert set(table["Primary metric"]) == {"mean_average_precision"} and list(table["map_50"]) == [0.7, 0.7]
+    assert table["Source trial"].notna().all()
+    assert at.selectbox(key="models_version").value == "shapes:2"
+    assert at.metric[0].label == "mean_average_precision ★" and at.metric[0].value == "0.5500"
+    assert "Object detection" in at.caption[0].value and "from trial 2" in at.caption[0].value
+
+
+def test_a_changed_setting_is_saved_and_a_bad_value_refused(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    ref = _version(settings, engine)
+    at = _open()
+    field = next(n for n in at.number_input if n.key.endswith("_box_score_thresh"))
+    field.set_value(0.55)
+    at.button(key="models_settings_save").click().run()
+    assert not at.exception and not at.error
+    with session_scope(engine) as session:
+        version = models.get_version(session=session, name="shapes")
+        assert version is not None and version.settings["box_score_thresh"] == 0.55
+        assert json.loads((Path(version.artifact_dir) / "settings.json").read_text())["box_score_thresh"] == 0.55
+    field = next(n for n in at.number_input if n.key.endswith("_box_score_thresh"))
+    field.set_value(7.0)
+    at.button(key="models_settings_save").click().run()
+    assert "box_score_thresh" in at.error[0].value and "out of range (0..1)" in at.error[0].value
+    with session_scope(engine) as session:
+        assert models.get_version(session=session, name=ref.split(":")[0]).settings["box_score_thresh"] == 0.55
+
+
+def test_keys_are_masked_until_shown_and_a_regenerated_key_replaces_the_old(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    _version(settings, engine)
+    _endpoint(engine, deployments=("blue",), port=59999)
+    with session_scope(engine) as session:
+        old = manage.keys(session, "ep")
+    at = _open(endpoint="ep")
+    assert not at.exception
+    shown = "\n".join(t.value for t in at.text)
+    assert old["primary_key"] not in shown and old["primary_key"][:4] + "•" in shown
+    at.toggle(key="models_show_keys").set_value(True).run()
+    codes = [c.value for c in at.code]
+    assert old["primary_key"] in codes and old["secondary_key"] in codes
+    # The snippets call the real URL with the real key.
+    assert any("http://127.0.0.1:59999/score" in c and f"Bearer {old['primary_key']}" in c and "curl" in c
+               for c in codes)
+    assert any("requests.post(" in c and old["primary_key"] in c for c in codes)
+    at.button(key="models_regenerate_primary").click().run()
+    with session_scope(engine) as session:
+        new = manage.keys(session, "ep")
+    assert new["primary_key"] != old["primary_key"] and new["secondary_key"] == old["secondary_key"]
+    codes = [c.value for c in at.code]
+    assert new["primary_key"] in codes and old["primary_key"] not in codes
+
+
+def test_traffic_is_saved_and_a_split_over_100_refused(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    _version(settings, engine)
+    _endpoint(engine, deployments=("blue", "green"))
+    at = _open(endpoint="ep")
+    at.number_input(key="models_traffic_ep_blue").set_value(70)
+    at.number_input(key="models_traffic_ep_green").set_value(50)
+    at.button(key="models_traffic_save").click().run()
+    assert "add up to 120; at most 100" in at.error[0].value
+    at.number_input(key="models_traffic_ep_green").set_value(30)
+    at.button(key="models_traffic_save").click().run()
+    assert not at.error
+    with session_scope(engine) as session:
+        assert models.get_endpoint(session=session, name="ep").traffic == {"blue": 70, "green": 30}
+
+
+@pytest.fixture
+def shop(engine):  # type: ignore[no-untyped-def]
+    """The name of the endpoint the deploy test creates; its server is stopped even when the test fails."""
+    yield "shop"
+    runner.stop(engine, "shop")
+
+
+def test_deploy_creates_an_endpoint_with_keys_and_delete_stops_it(settings, engine, shop) -> None:  # type: ignore[no-untyped-def]
+    _version(settings, engine)
+    at = _open()
+    at.text_input(key="models_deploy_new").set_value("shop")
+    at.text_input(key="models_deploy_name").set_value("blue")
+    at.button(key="models_deploy").click().run()
+    assert not at.exception and not at.error
+    with session_scope(engine) as session:
+        row = models.get_endpoint(session=session, name="shop")
+        assert row is not None and row.traffic == {"blue": 100} and row.pid and row.port
+        assert len(row.primary_key) >= 40 and row.primary_key != row.secondary_key
+        assert [d.name for d in models.deployments(session=session, endpoint_id=row.id)] == ["blue"]
+        pid = row.pid
+    assert at.query_params["endpoint"] == "shop"
+    endpoints = at.dataframe[1].value
+    assert list(endpoints["Endpoint"]) == ["shop"] and "blue (shapes:1)" in endpoints["Deployments"].iloc[0]
+    # A name that is taken is refused where it was typed, and nothing is written.
+    at.run().selectbox(key="models_deploy_endpoint").select("shop").run()
+    at.button(key="models_deploy").click().run()
+    assert "Deployment name: endpoint shop has a deployment blue already" in at.error[0].value
+    at.checkbox(key="models_delete_sure").check().run()
+    at.button(key="models_delete").click().run()
+    assert not at.exception
+    with session_scope(engine) as session:
+        assert models.get_endpoint(session=session, name="shop") is None
+    assert not process_alive(pid)

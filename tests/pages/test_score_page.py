@@ -1,0 +1,172 @@
+"""The Test-score page against a real endpoint: a tiny classifier trained in this process, registered and
+deployed behind a server process on a loopback port; the page (AppTest) sends it uploaded images over HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import streamlit as st
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+import core.draw
+from core.data.importer import ImportOptions, import_dataset
+from core.data.samples import write_sample
+from core.models import register
+from core.serving import manage, runner
+from core.tasks import Task
+from core.trial import run_trial
+from storage.db import make_engine, session_scope
+from storage.settings import Settings
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+LIMIT = 200_000  # bytes per request, low so one noisy picture is too large
+CLASSES = ["circle", "square", "triangle"]
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory: pytest.TempPathFactory, template_db: Path, one_thread) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """Endpoint ``ep`` serving deployment ``blue``: a 1-epoch test_resnet on 32 px shapes."""
+    root = tmp_path_factory.mktemp("score-page")
+    home = root / "home"
+    home.mkdir()
+    shutil.copyfile(template_db, home / "kestrel.db")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KESTREL_HOME", str(home))
+        mp.setenv("KESTREL_MAX_REQUEST_BYTES", str(LIMIT))
+        mp.delenv("KESTREL_DATABASE_URL", raising=False)
+        settings = Settings()
+        engine = make_engine(settings.db_url)
+        jsonl = write_sample(Task.CLASSIFICATION, root / "shapes", count=16, size=64)
+        import_dataset(jsonl, ImportOptions("shapes", Task.CLASSIFICATION), settings=settings, engine=engine)
+        trial = run_trial(settings=settings, engine=engine, dataset="shapes", version=None,
+                          overrides={"model_name": "test_resnet", "number_of_epochs": 1, "training_batch_size": 8,
+                                     "training_crop_size": 32, "validation_crop_size": 32,
+                                     "validation_resize_size": 32})
+        register(settings=settings, engine=engine, name="shapes", trial_id=trial.trial_id)
+        with session_scope(engine) as session:
+            manage.create_endpoint(session=session, name="ep")
+            manage.add_deployment(session=session, endpoint="ep", name="blue", model="shapes:1")
+        try:
+            runner.start(settings, engine, "ep")
+            runner.wait_ready(settings, engine, "ep")
+            yield {"images": sorted((root / "shapes" / "images").iterdir())}
+        finally:
+            runner.stop(engine, "ep")
+            with session_scope(engine) as session:
+                manage.delete_rows(session=session, name="ep")
+            engine.dispose()
+
+
+@pytest.fixture
+def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    """Records each request the page sends and each picture it draws (with what it drew on it)."""
+    seen: dict[str, list[Any]] = {"posts": [], "drawn": []}
+    post, draw = httpx.post, core.draw.draw_labels
+
+    def counting_post(url: str, **kwargs: Any) -> httpx.Response:
+        seen["posts"].append(kwargs.get("json"))
+        return post(url, **kwargs)
+
+    def recording_draw(image: Image.Image, classes: Any, overlays: Any) -> Image.Image:
+        seen["drawn"].append((tuple(classes), tuple(overlays)))
+        return draw(image, classes, overlays)
+
+    monkeypatch.setattr(httpx, "post", counting_post)
+    monkeypatch.setattr(core.draw, "draw_labels", recording_draw)
+    st.cache_data.clear()  # pictures drawn by an earlier test would not be drawn again
+    return seen
+
+
+def _open() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("pages/score.py")
+    return at.run()
+
+
+def _upload(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
+    at.file_uploader(key="score_images").set_value([(name, data, "image/png") for name, data in files]).run()
+    return at.button(key="score_run").click().run()
+
+
+def test_without_a_deployed_endpoint_the_page_points_to_the_models_page(settings) -> None:  # type: ignore[no-untyped-def]
+    at = _open()
+    assert not at.exception
+    assert "Deploy a registered model version on the Models page" in at.info[0].value
+    assert not at.file_uploader
+
+
+def test_uploaded_images_are_scored_in_one_request_drawn_and_charted(endpoint, spies) -> None:  # type: ignore[no-untyped-def]
+    at = _open()
+    assert not at.exception and at.selectbox(key="score_endpoint").value == "ep"
+    files = [(p.name, p.read_bytes()) for p in endpoint["images"][:2]]
+    at = _upload(at, files)
+    assert not at.exception and not at.error
+    assert len(spies["posts"]) == 1 and len(spies["posts"][0]["input_data"]["data"]) == 2
+    assert [i.captions for i in at.image] == [[f"{files[0][0]} · blue"], [f"{files[1][0]} · blue"]]
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(charts) == 2 and all(c["layout"]["title"]["text"] == "Class probabilities" for c in charts)
+    assert all(set(t["y"][0] for t in c["data"]) == set(CLASSES) for c in charts)
+    answers = at.json[0].value
+    assert isinstance(answers, str) and json.loads(answers)[0]["labels"] == CLASSES
+    # Each picture names its classes above the threshold, in the dataset's class colours.
+    assert [len(overlays) for classes, overlays in spies["drawn"]] and all(
+        classes == tuple(CLASSES) and all(o.is_tag for o in overlays) for classes, overlays in spies["drawn"])
+    # The threshold redraws (the top class always named, all three at 0) without asking the endpoint again.
+    for threshold, tags in ((0.95, [1, 1]), (0.0, [3, 3])):
+        st.cache_data.clear()
+        drawn = len(spies["drawn"])
+        at.slider(key="score_threshold").set_value(threshold).run()
+        assert not at.exception and len(spies["posts"]) == 1
+        assert [len(overlays) for _, overlays in spies["drawn"][drawn:]] == tags
+
+
+def test_explain_sends_the_chosen_algorithm_and_shows_the_picture(endpoint, spies) -> None:  # type: ignore[no-untyped-def]
+    at = _open()
+    at.toggle(key="score_explain").set_value(True).run()
+    at.selectbox(key="score_xai_algorithm").select("integrated_gradients").run()
+    at.number_input(key="score_n_steps").set_value(4).run()
+    at = _upload(at, [("one.png", endpoint["images"][0].read_bytes())])
+    assert not at.exception and not at.error
+    entry = json.loads(spies["posts"][0]["input_data"]["data"][0])
+    assert entry["model_explainability"] is True
+    assert entry["xai_parameters"] == {"xai_algorithm": "integrated_gradients", "n_steps": 4, "visualizations": True}
+    assert len(at.image) == 2 and at.image[1].captions[0].startswith("Explanation")
+
+
+def _noise_png(side: int) -> bytes:
+    rng = random.Random(0)
+    image = Image.new("RGB", (side, side))
+    image.putdata([(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(side * side)])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_refusals_say_what_was_wrong_and_what_to_do(endpoint, spies) -> None:  # type: ignore[no-untyped-def]
+    at = _upload(_open(), [("notes.png", b"these are not pixels")])
+    assert "could not read the request" in at.error[0].value and "HTTP 400" in at.error[0].value
+    at = _upload(_open(), [("huge.png", _noise_png(300))])
+    assert "larger than the endpoint accepts" in at.error[0].value and "HTTP 413" in at.error[0].value
+    engine = make_engine(Settings().db_url)
+    with session_scope(engine) as session:
+        manage.set_traffic(session=session, name="ep", split={"blue": 0})
+    try:
+        at = _upload(_open(), [("one.png", endpoint["images"][0].read_bytes())])
+        assert "cannot score yet" in at.error[0].value and "no deployment takes traffic" in at.error[0].value
+        # Naming the deployment bypasses the split.
+        at.selectbox(key="score_deployment").select("blue").run()
+        at.button(key="score_run").click().run()
+        assert not at.error and len(at.image) == 1
+    finally:
+        with session_scope(engine) as session:
+            manage.set_traffic(session=session, name="ep", split={"blue": 100})
+        engine.dispose()
