@@ -31,6 +31,7 @@ app.add_typer(data_app, name="data")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 APP_FILE = Path(__file__).resolve().parent.parent / "app.py"
 
 

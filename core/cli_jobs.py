@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from core.cli import app, err, open_storage, out, reports_errors
+from core.cli import JsonFlag, app, err, open_storage, out, reports_errors
 from core.errors import NotFound
 from storage.db import session_scope
 
@@ -21,7 +21,6 @@ trial_app = typer.Typer(help="Trials (child runs) of jobs.", no_args_is_help=Tru
 app.add_typer(job_app, name="job")
 app.add_typer(trial_app, name="trial")
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 @job_app.command("submit")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from core.cli import app, err, open_storage, out, reports_errors
+from core.cli import JsonFlag, app, err, open_storage, out, reports_errors
 from core.errors import ConfigError
 from core.serving.manage import check_name, endpoint_info
 from storage.db import session_scope
@@ -21,7 +21,6 @@ app.add_typer(model_app, name="model")
 app.add_typer(endpoint_app, name="endpoint")
 app.add_typer(deployment_app, name="deployment")
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:

@@ -8,11 +8,6 @@ database; the worker does the work, so nothing here blocks.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -24,7 +19,6 @@ from pages import _ui
 from storage.db import session_scope
 from storage.repos import jobs
 
-ROOT = Path(__file__).resolve().parents[1]
 STATUS_ICON = {"queued": "🕓", "running": "▶️", "completed": "✅", "failed": "❌", "canceled": "⏹️",
                "early_terminated": "✂️"}
 
@@ -47,16 +41,11 @@ def leaderboard(summary: dict[str, Any]) -> pd.DataFrame:
 
 
 def _submit(upload: Any) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        file = Path(folder) / (upload.name or "job.yml")
-        file.write_bytes(upload.getvalue())
-        # The CLI checks the job (with torch, which this process never imports) and queues it.
-        result = subprocess.run([sys.executable, "-m", "core.cli", "job", "submit", str(file), "--json"],
-                                capture_output=True, text=True, cwd=ROOT, check=False)
-    if result.returncode != 0:
-        st.error(result.stderr.strip().removeprefix("error: ") or "the job was refused")
+    job_id, error = _ui.submit_job_yaml(upload.getvalue().decode("utf-8", errors="replace"))
+    if error:
+        st.error(error)
         return
-    st.query_params["job"] = str(json.loads(result.stdout)["job_id"])
+    st.query_params["job"] = str(job_id)
     st.rerun()
 
 
