@@ -1,8 +1,10 @@
-"""Load any saved model by its settings.json and predict in the SPEC §8 schema."""
+"""Load any saved model by its settings.json and predict in the SPEC §8 schema (with SPEC §9
+explanations where asked for): the one way endpoints and the worker's scoring jobs answer."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +35,23 @@ def predict_json(predictor: Predictor, images: list[Image.Image], names: list[st
         prediction.filename = name
         out.append(prediction.to_json(with_polygons=polygons))
     return out
+
+
+def answer_json(predictor: Predictor, images: list[Image.Image], names: list[str],
+                xai: Sequence[Mapping[str, Any] | None]) -> list[dict[str, Any]]:
+    """SPEC §8 answers, one per image; where ``xai[k]`` is not None (the request's ``xai_parameters``),
+    image k's answer also gets the SPEC §9 explanation keys. A bad ``xai`` is a ConfigError."""
+    answers = predict_json(predictor, images, names)
+    for image, answer, asked in zip(images, answers, xai, strict=True):
+        if asked is not None:
+            answer.update(explanation_json(predictor, image, asked))
+    return answers
+
+
+def explanation_json(predictor: Predictor, image: Image.Image, xai: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys SPEC §9 adds to one classification answer, computed as ``xai`` asks."""
+    from core.explain.classification import explain
+    from core.explain.params import parse_xai_params
+
+    params = parse_xai_params(xai)
+    return explain(predictor, [image], params)[0].to_json(params)  # type: ignore[arg-type]

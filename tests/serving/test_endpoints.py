@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -191,6 +192,57 @@ def test_a_killed_endpoint_comes_back_on_its_port_when_the_studio_starts(served)
     assert again["pid"] != info["pid"]
     served["uri"] = again["scoring_uri"]  # the same URL unless the old port was still held
     assert _post(served, served["images"]["cls"][0].read_bytes()).status_code == 200
+
+
+def test_score_answers_503_with_retry_after_while_the_models_load(served, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    import core.predict
+    from core.serving.app import create_app
+
+    loading_may_end, real = threading.Event(), core.predict.load_predictor
+    monkeypatch.setattr(core.predict, "load_predictor", lambda *a, **k: loading_may_end.wait(60) and real(*a, **k))
+    headers = {"Authorization": f"Bearer {served['key']}", "Content-Type": "application/octet-stream"}
+    image = served["images"]["cls"][0].read_bytes()
+    with TestClient(create_app("ep", served["settings"])) as client:
+        early = client.post("/score", content=image, headers=headers)
+        assert early.status_code == 503 and early.headers["retry-after"] == "2"
+        assert "loading" in early.json()["error"] and client.get("/health").json()["status"] == "loading"
+        loading_may_end.set()
+        for _ in range(600):
+            if client.get("/health").json()["status"] != "loading":
+                break
+            time.sleep(0.1)
+        assert client.get("/health").json()["status"] == "ready"
+        assert client.post("/score", content=image, headers=headers).json()[0]["labels"] == [
+            "circle", "square", "triangle"]
+
+
+def test_requests_waiting_for_the_model_are_scored_together_each_getting_its_own_answer(served):
+    from core.predict import load_predictor, predict_json
+    from core.serving.app import _Inference, _Item
+
+    predictor = load_predictor(served["settings"].models_dir / "m-cls" / "1")
+    passes: list[int] = []
+
+    class Counting:
+        task, classes = predictor.task, predictor.classes
+
+        def predict(self, images):  # type: ignore[no-untyped-def]
+            passes.append(len(images))
+            return predictor.predict(images)
+
+    images = [Image.open(path).convert("RGB") for dep in ("cls", "ml", "det") for path in served["images"][dep]]
+    inference, busy, counting = _Inference(), threading.Event(), Counting()
+    inference.call(busy.wait)  # holds the inference thread while the requests queue up
+    futures = [inference.score(counting, [_Item(image)]) for image in images]
+    busy.set()
+    answers = [future.result(timeout=60)[0] for future in futures]
+    assert passes == [len(images)]
+    for image, answer in zip(images, answers, strict=True):
+        alone = predict_json(predictor, [image], ["image_0"])[0]
+        assert answer["filename"] == "image_0" and answer["labels"] == alone["labels"]
+        assert answer["probs"] == pytest.approx(alone["probs"], abs=1e-5)
 
 
 def test_model_settings_are_checked_and_change_what_the_model_answers(served):
