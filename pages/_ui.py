@@ -24,6 +24,21 @@ THUMBNAIL_SIDE = 320
 LARGE_SIDE = 1280
 
 
+def _route_through_app() -> None:
+    """Until app.py first calls st.navigation, Streamlit takes a folder named ``pages/`` beside it for an
+    old-style multipage app, and a deep link opened first on a fresh server runs that page file alone,
+    without app.py's set-up and sidebar. Every page imports this module, so the first run of any of them
+    turns that mode off and reruns: app.py then routes the same URL, query parameters included."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_route_through_app()
+
+
 def settings() -> Settings:
     # Not cached: reading the environment is cheap, and a cache would outlive KESTREL_HOME
     # changes between test apps in one process.
