@@ -1,6 +1,7 @@
 """Batch scoring: a model over a folder of images, a labelled file (JSONL, MLTable, COCO, …) or a
 registered dataset version, writing one SPEC §8 answer per line; labelled data also gets the task's
-metrics report, computed as in training."""
+metrics report, computed as in training. Also the worker's side of the Test-score page: a few uploaded
+images answered (and explained) as an endpoint answers them, kept in the job's folder."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from PIL import Image, ImageOps
 
 from core.data.formats import detect_format, get_format
 from core.data.records import Problem
-from core.data.validate import ItemError, check_image, clean_labels
+from core.data.validate import SUFFIX_BY_FORMAT, ItemError, check_image, clean_labels, open_image
 from core.data.view import Item, load_version
 from core.errors import InputError
 from core.metrics.classification import classification_metrics
 from core.metrics.detection import detection_metrics
-from core.predict import predict_json
+from core.predict import answer_json, predict_json
 from core.prediction import Prediction
 from core.tasks import Task
 from core.zoo.base import Predictor
@@ -30,6 +31,7 @@ from storage.settings import Settings
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 BATCH = 16
+ANSWERS_FILE, SKIPPED_FILE, IMAGES_FOLDER = "answers.json", "skipped.json", "images"
 
 
 @dataclass
@@ -140,3 +142,40 @@ def _metrics(predictor: Predictor, items: list[Item], predictions: list[Predicti
             targets = torch.tensor([index[item.tags[0]] for item in items])
         return classification_metrics(probs, targets, classes, predictor.task is Task.MULTILABEL)
     return detection_metrics(items, predictions, classes, masks=predictor.task is Task.SEGMENTATION)
+
+
+@dataclass(frozen=True)
+class ImagesToScore:
+    """Uploaded images to answer: their names as uploaded (each answer's ``filename``), where they lie,
+    and the SPEC §9 ``xai_parameters`` when every image is to be explained too."""
+
+    names: list[str]
+    paths: list[Path]
+    xai: dict[str, Any] | None = None
+
+
+def score_images(predictor: Predictor, request: ImagesToScore, out_dir: Path, *, max_pixels: int,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Answer each image as an endpoint would and keep, in ``out_dir``: ``answers.json`` (the list of
+    answers), ``images/`` (the images answered, ``0000.png``… in the answers' order) and ``skipped.json``
+    (images that could not be read: file, problem, fix). Returns the counts; none readable is an InputError."""
+    answers, skipped = [], []
+    for k, (name, path) in enumerate(zip(request.names, request.paths, strict=True)):
+        try:
+            data = path.read_bytes()
+            image = open_image(data, max_pixels)
+            suffix = SUFFIX_BY_FORMAT[image.format or ""]
+            image = ImageOps.exif_transpose(image).convert("RGB")
+        except (ItemError, OSError) as exc:
+            skipped.append({"file": name, "problem": str(exc), "fix": getattr(exc, "fix", "upload it again")})
+        else:
+            answers += answer_json(predictor, [image], [name], [request.xai])
+            write_atomic(out_dir / IMAGES_FOLDER / f"{len(answers) - 1:04d}{suffix}", data)
+        if progress:
+            progress(k + 1, len(request.names))
+    if not answers:
+        raise InputError("the uploaded images", "none could be read: " + "; ".join(
+            f"{s['file']}: {s['problem']}" for s in skipped), "upload JPEG or PNG images")
+    write_atomic(out_dir / SKIPPED_FILE, json.dumps(skipped, indent=2).encode())
+    write_atomic(out_dir / ANSWERS_FILE, json.dumps(answers).encode())
+    return {"images": len(answers), "skipped": skipped}

@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from core.errors import KestrelError
+from storage.artifacts import remove_staged
 from storage.db import session_scope
 from storage.repos import jobs, workers
 from storage.settings import Settings
@@ -54,8 +55,11 @@ def run_import(job: Job, settings: Settings, engine: Engine) -> str:
                 jobs.progress(session=session, job_id=job.id, fraction=done / max(total, 1),
                               message=f"{done} of {total} images checked")
 
-    report = import_dataset(Path(spec["path"]), options, settings=settings, engine=engine,
-                            progress=progress)
+    try:
+        report = import_dataset(Path(spec["path"]), options, settings=settings, engine=engine,
+                                progress=progress)
+    finally:  # the blobs hold the images now; a staged upload would only pile up (a user's folder stays)
+        remove_staged(Path(spec["path"]), settings.staging_dir)
     return f"imported {report['name']}:{report['version']} ({report['images']} images, " \
            f"{len(report['skipped'])} skipped)"
 
@@ -65,6 +69,53 @@ def run_automl(job: Job, settings: Settings, engine: Engine) -> str:
     from core.sweep.orchestrator import run_job
 
     return run_job(job, settings, engine)
+
+
+@handles("score")
+def run_score(job: Job, settings: Settings, engine: Engine) -> str:
+    """Answer images staged by the Test-score page with a registered model version (spec: ``model``,
+    ``images`` [{name, path}], ``staging``, ``xai``); the answers go to the job's folder."""
+    from core.models import resolve
+    from core.predict import load_predictor
+    from core.score import ImagesToScore, score_images
+
+    spec = job.spec
+    request = ImagesToScore([i["name"] for i in spec["images"]], [Path(i["path"]) for i in spec["images"]],
+                            spec.get("xai"))
+    explaining = " and explaining" if request.xai else ""
+
+    def progress(done: int, total: int) -> None:
+        _report(engine, job.id, done / max(total, 1), f"{done} of {total} images scored{explaining}")
+
+    try:
+        with session_scope(engine) as session:
+            folder = Path(resolve(session, spec["model"]).artifact_dir)
+        _report(engine, job.id, 0.0, f"loading {spec['model']}")
+        report = score_images(load_predictor(folder), request, settings.job_dir(job.id),
+                              max_pixels=settings.max_image_pixels, progress=progress)
+    finally:
+        remove_staged(Path(spec.get("staging", "")), settings.staging_dir)
+    skipped = f", {len(report['skipped'])} could not be read" if report["skipped"] else ""
+    return f"scored {report['images']} image(s) with {spec['model']}{skipped}"
+
+
+@handles("export")
+def run_export(job: Job, settings: Settings, engine: Engine) -> str:
+    """Export a registered model version (spec: ``model``, ``format``) into the job's folder, with its sidecar."""
+    from core.export import export_model, sidecar_path
+    from core.models import resolve
+
+    ref, fmt = job.spec["model"], job.spec["format"]
+    with session_scope(engine) as session:
+        folder = Path(resolve(session, ref).artifact_dir)
+    _report(engine, job.id, 0.1, f"exporting {ref} to {fmt}")
+    exported = export_model(folder, fmt, settings.job_dir(job.id))
+    return f"exported {ref} to {exported.name} (described in {sidecar_path(exported).name})"
+
+
+def _report(engine: Engine, job_id: int, fraction: float, message: str) -> None:
+    with session_scope(engine) as session:
+        jobs.progress(session=session, job_id=job_id, fraction=fraction, message=message)
 
 
 @dataclass

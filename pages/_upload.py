@@ -1,8 +1,10 @@
-"""Uploading a dataset from the Datasets page: stage the files under the staging folder, queue an
-"import" job for the worker, and follow it live until the new version can be opened.
+"""Uploading a dataset from the Datasets page: stage the files under the staging folder, preview
+what was found (format, task, classes, the first images with their labels), and on confirmation
+queue an "import" job for the worker, then follow it live until the new version can be opened.
 
-The import itself (reading, checking, storing) runs in the worker, never in the script thread.
-``?import_job=N`` names the import being followed, so a reload comes back to it.
+The preview reads the annotation files only; the import itself (checking every image, storing)
+runs in the worker, never in the script thread. ``?import_job=N`` names the import being
+followed, so a reload comes back to it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from typing import Protocol
 
 import streamlit as st
 
-from core.tasks import Task, spec
-from pages import _ui
-from storage.artifacts import remove_tree
+from pages import _import_preview, _ui
+from pages._import_preview import PENDING, Pending
+from storage.artifacts import remove_staged, remove_tree
 from storage.db import session_scope
 from storage.repos import datasets as repo
 from storage.repos import jobs
@@ -26,7 +28,6 @@ from storage.tables import Job
 
 PARAM = "import_job"
 NEW_DATASET = "(a new dataset)"
-DETECT = "detect"
 FILES, FOLDER, LOCAL = "Files or a zip", "A folder", "A folder on this machine"
 IMAGE_TYPES = ("png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp")
 TYPES = ("zip", "jsonl", "json", "xml", "txt", "csv", "yaml", "yml", *IMAGE_TYPES)
@@ -107,16 +108,17 @@ def stage(files: Sequence[Upload], staging_dir: Path,
     return Staged(path, len(accepted), done, refused)
 
 
-def _task_label(value: str) -> str:
-    return "Detect from the labels" if value == DETECT else spec(Task(value)).display_name
-
-
 def upload_form(names: list[str]) -> None:
-    """The upload controls; on "Import" the files are staged and an import job is queued."""
-    settings = _ui.settings()
+    """The upload controls; on "Preview" the files are staged and read, and the preview is shown
+    until the import is confirmed (an import job is queued) or canceled (the staged files go)."""
     if refused := st.session_state.pop("upload_refused", None):
         st.warning("Left out, because their names would write outside the upload folder: "
                    + ", ".join(f"`{n}`" for n in refused))
+    if (pending := st.session_state.get(PENDING)) is not None:
+        if task := _import_preview.show(pending, busy=st.query_params.get(PARAM) is not None):
+            _queue(pending, task)
+        return
+    settings = _ui.settings()
     source = st.radio("Source", [FILES, FOLDER, LOCAL], horizontal=True, key="upload_source",
                       help="A folder upload keeps the folder's layout; a folder on this machine is read "
                            "in place, for data too large for a browser upload.")
@@ -134,21 +136,18 @@ def upload_form(names: list[str]) -> None:
         if files:
             size = sum(f.size for f in files)
             st.caption(f"{len(files)} file{'s' if len(files) != 1 else ''}, {size / MB:,.1f} MB uploaded")
-    left, middle, right = st.columns(3)
+    left, right = st.columns(2)
     with left:
         existing = st.selectbox("Dataset", [NEW_DATASET, *names], key="upload_dataset",
                                 help="An existing dataset gets a new version; its old versions stay as they are.")
         name = (st.text_input("New dataset name", key="upload_name", placeholder="e.g. fridge-items").strip()
                 if existing == NEW_DATASET else existing)
-    with middle:
-        task = st.selectbox("Task", [DETECT, *(t.value for t in Task)], format_func=_task_label, key="upload_task")
     with right:
         validation = st.slider("Validation fraction", 0.0, 0.5, 0.2, 0.05, key="upload_validation",
                                help="The share of images held out to score models; 0.2 keeps 20% apart.")
-    busy = st.query_params.get(PARAM) is not None
     # Not disabled while inputs are empty: a click that commits a just-typed path would be lost.
-    if not st.button("Import", type="primary", key="upload_import", disabled=busy,
-                     help="Wait for the running import to finish first." if busy else None):
+    if not st.button("Preview", type="primary", key="upload_preview", icon=":material/visibility:",
+                     help="Shows the format, task, classes and first images found; nothing is imported yet."):
         return
     if not (files or local):
         st.error("Drop the files first, or give the path of a folder on this machine.")
@@ -166,13 +165,21 @@ def upload_form(names: list[str]) -> None:
         path = _stage_with_progress(files, settings.staging_dir, settings.max_upload_bytes)
         if path is None:
             return
-    job_spec = {"path": str(path), "name": name, "validation_size": validation}
-    if task != DETECT:
-        job_spec["task"] = task
+    with st.spinner("Reading the annotations…"):
+        pending = _import_preview.read(path, name, validation)
+    if pending is None:
+        return
+    st.session_state[PENDING] = pending
+    st.session_state["upload_generation"] = generation + 1  # a fresh, empty uploader after the preview
+    st.rerun()
+
+
+def _queue(pending: Pending, task: str) -> None:
+    job_spec = {"path": str(pending.root), "name": pending.name, "validation_size": pending.validation,
+                "format": pending.format, "task": task}
     with session_scope(_ui.engine()) as session:
-        job_id = jobs.enqueue(session=session, kind="import", name=f"import {name}", spec=job_spec).id
+        job_id = jobs.enqueue(session=session, kind="import", name=f"import {pending.name}", spec=job_spec).id
     st.query_params[PARAM] = str(job_id)
-    st.session_state["upload_generation"] = generation + 1  # a fresh, empty uploader
     st.rerun()
 
 
@@ -225,7 +232,8 @@ def import_status() -> None:
     if job.status not in jobs.FINAL:
         _live(job.id)
         return
-    _remove_staged(Path(job.spec.get("path", "")))
+    # The worker removes the staged copy when the import ends; this covers imports queued before it did.
+    remove_staged(Path(job.spec.get("path", "")), _ui.settings().staging_dir)
     del st.query_params[PARAM]
     if job.status == "completed":
         _open_new_version(job)
@@ -263,14 +271,3 @@ def _open_new_version(job: Job) -> None:
     st.success(f"{job.message or 'Imported'}. Its import report is below.", icon=":material/check_circle:")
     st.page_link("pages/datasets.py", label=f"Link to {name} version {number}", icon=":material/link:",
                  query_params={"dataset": name, "version": str(number)})
-
-
-def _remove_staged(path: Path) -> None:
-    # The staged copy only feeds the import; once it has ended the blobs hold the images.
-    staging = _ui.settings().staging_dir.resolve()
-    try:
-        rel = path.resolve().relative_to(staging)
-    except ValueError:
-        return  # a folder on this machine: the user's own data
-    if rel.parts:
-        remove_tree(staging / rel.parts[0])

@@ -192,7 +192,7 @@ def main() -> None:
     st.title("Datasets")
     with session_scope(_ui.engine()) as session:
         names = repo.dataset_names(session=session)
-    with st.expander("Upload a dataset or a new version", expanded=not names,
+    with st.expander("Upload a dataset or a new version", expanded=not names or _upload.PENDING in st.session_state,
                      icon=":material/upload:"):
         _upload.upload_form(names)
     _upload.import_status()  # before the pickers: a finished import selects its new version

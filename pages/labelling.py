@@ -1,15 +1,17 @@
-"""The Labelling page: pick a dataset version and an image; click its tags (classification) or
-draw, move, resize and delete its boxes (detection); save the edits as a new version.
+"""The Labelling page: pick a dataset version and an image; click its tags (classification),
+draw, move, resize and delete its boxes (detection) or polygons (instance segmentation); save the
+edits as a new version.
 
-Edits are drafts in the session until saved, so leaving the page half-way loses nothing;
-saving never changes the version they were made on. ``?dataset=&version=&image=`` selects
-what is shown, so a reload lands on the same image.
+Edits are drafts until saved, kept in a file per version (storage.drafts) written on each change,
+so leaving the page half-way, or a reload, loses nothing; saving never changes the version they
+were made on. ``?dataset=&version=&image=`` selects what is shown, so a reload lands on the same image.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -17,14 +19,22 @@ import streamlit as st
 from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
-from core.data.relabel import relabel_version
+from core.data.relabel import (
+    EditedLabel,
+    canvas_colour,
+    canvas_fill,
+    polygon_drawing,
+    polygons_from_drawing,
+    relabel_version,
+    stored_labels,
+)
 from core.draw import Overlay, colour_for
 from core.errors import KestrelError
 from core.tasks import LabelKind, Task, spec
 from pages import _ui
 from storage.db import session_scope
+from storage.drafts import DraftStore
 from storage.repos import datasets as repo
-from storage.repos.datasets import NewAnnotation
 from storage.tables import DatasetVersion, ImageItem
 
 CANVAS_MAX = (760, 560)  # the drawing area's largest width and height, in screen pixels
@@ -32,12 +42,33 @@ PREVIEW_SIDE = 640
 DECIMALS = 4  # of a normalised coordinate: finer than a pixel of any image we accept
 AXES = ("x0", "y0", "x1", "y1")
 Box = tuple[float, float, float, float]
-Label = tuple[str, Box | None]  # a tag (no box) or a box with its class
+Drafts = dict[int, tuple[EditedLabel, ...]]  # image id -> its unsaved labels
 
 
-def _drafts(version_id: int) -> dict[int, tuple[Label, ...]]:
-    """This session's unsaved labels of the version's edited images (image id -> labels)."""
-    return st.session_state.setdefault("label_drafts", {}).setdefault(version_id, {})
+def _draft_store() -> DraftStore:
+    return DraftStore(_ui.settings().drafts_dir)
+
+
+def _drafts(version_id: int) -> Drafts:
+    """The unsaved labels of the version's edited images; on the first look in a session, the draft
+    file left by an earlier visit (a reload, another day) is restored."""
+    drafts = st.session_state.setdefault("label_drafts", {})
+    if version_id not in drafts:
+        restored: Drafts = {}
+        for image_id, labels in _draft_store().load(version_id).items():
+            try:
+                restored[image_id] = tuple(EditedLabel.from_json(label) for label in labels)
+            except (KeyError, TypeError, ValueError):
+                continue  # a damaged entry: that image keeps its stored labels
+        if restored:
+            st.session_state.setdefault("label_restored", {})[version_id] = len(restored)
+        drafts[version_id] = restored
+    return drafts[version_id]
+
+
+def _persist(version_id: int) -> None:
+    drafts = _drafts(version_id)
+    _draft_store().save(version_id, {i: [label.as_json() for label in labels] for i, labels in drafts.items()})
 
 
 def _pick(label: str, options: list[Any], *, key: str, param: str, on_change: Any = None,
@@ -68,26 +99,26 @@ def _step(delta: int, total: int) -> None:
     st.session_state["label_position"] = min(max(1, position), total)
 
 
-def _stored_labels(annotations: Sequence[Any]) -> tuple[Label, ...]:
-    return tuple((a.label, None if a.x0 is None else _rounded((a.x0, a.y0, a.x1, a.y1))) for a in annotations)
-
-
 def _rounded(box: Sequence[float]) -> Box:
     x0, y0, x1, y1 = (round(min(1.0, max(0.0, float(v))), DECIMALS) for v in box)
     return x0, y0, x1, y1
 
 
-def _same(a: Sequence[Label], b: Sequence[Label]) -> bool:
+def _same(a: Sequence[EditedLabel], b: Sequence[EditedLabel]) -> bool:
     return sorted(a, key=repr) == sorted(b, key=repr)
 
 
-def _keep(drafts: dict[int, tuple[Label, ...]], image_id: int, labels: Sequence[Label],
-          stored: Sequence[Label]) -> None:
-    """Record ``labels`` as the image's draft, or drop the draft when they equal what is stored."""
+def _keep(version_id: int, image_id: int, labels: Sequence[EditedLabel], stored: Sequence[EditedLabel]) -> None:
+    """Record ``labels`` as the image's draft, or drop the draft when they equal what is stored;
+    the draft file follows every change."""
+    drafts = _drafts(version_id)
+    before = drafts.get(image_id)
     if _same(labels, stored):
         drafts.pop(image_id, None)
     else:
         drafts[image_id] = tuple(labels)
+    if drafts.get(image_id) != before:
+        _persist(version_id)
 
 
 def _hex(label: str, classes: Sequence[str]) -> str:
@@ -107,19 +138,20 @@ def _background(path: str, width: int, height: int) -> bytes | None:
     return buffer.getvalue()
 
 
-def _tag_editor(item: ImageItem, labels: tuple[Label, ...], classes: list[str], multi: bool) -> list[Label]:
-    overlays = tuple(Overlay(label) for label, _ in labels)
+def _tag_editor(item: ImageItem, labels: tuple[EditedLabel, ...], classes: list[str],
+                multi: bool) -> list[EditedLabel]:
+    overlays = tuple(Overlay(label.label) for label in labels)
     png = _ui.labelled_png(str(_ui.blob_path(item.sha256)), tuple(classes), overlays, PREVIEW_SIDE)
     if png is None:
         st.error("The image file is missing from the blob store; import the dataset again.")
     else:
         st.image(png, caption=item.file_name, width=min(PREVIEW_SIDE, max(320, item.width)))
-    current = [label for label, _ in labels]
+    current = [label.label for label in labels]
     chosen = st.pills("Classes of this image" if multi else "Class of this image", classes,
                       selection_mode="multi" if multi else "single", key=f"label_tags_{item.id}",
                       default=current if multi else (current[0] if current else None))
     picked = (chosen or []) if multi else ([chosen] if chosen else [])
-    return [(label, None) for label in picked]
+    return [EditedLabel(label) for label in picked]
 
 
 def _canvas_size(item: ImageItem) -> tuple[int, int]:
@@ -127,53 +159,92 @@ def _canvas_size(item: ImageItem) -> tuple[int, int]:
     return max(1, round(item.width * scale)), max(1, round(item.height * scale))
 
 
-def _drawing(labels: Sequence[Label], classes: list[str], width: int, height: int) -> dict[str, Any]:
-    objects = [{"type": "LabeledRect", "label": label, "left": box[0] * width, "top": box[1] * height,
+def _drawing(labels: Sequence[EditedLabel], classes: list[str], width: int, height: int) -> dict[str, Any]:
+    objects = [{"type": "LabeledRect", "label": label.label, "left": box[0] * width, "top": box[1] * height,
                 "width": (box[2] - box[0]) * width, "height": (box[3] - box[1]) * height,
                 "originX": "left", "originY": "top", "scaleX": 1, "scaleY": 1, "angle": 0,
-                "stroke": _hex(label, classes), "strokeWidth": 3, "fill": "rgba(0, 0, 0, 0)",
+                "stroke": _hex(label.label, classes), "strokeWidth": 3, "fill": "rgba(0, 0, 0, 0)",
                 "lockRotation": True, "strokeUniform": True}
-               for label, box in labels if box is not None]
+               for label in labels if (box := label.box) is not None]
     return {"objects": objects}
 
 
-def _box_editor(item: ImageItem, labels: tuple[Label, ...], classes: list[str]) -> list[Label]:
+def _mount(item: ImageItem, drawing: Callable[[], dict[str, Any]]) -> tuple[int, str, dict[str, Any]]:
+    """The canvas's revision, key and initial drawing. The canvas reloads whenever its initial drawing
+    changes, which would drop the selection on each edit; so the drawing is fixed per mount (key), and a
+    change made in the table beside it remounts it (a new revision)."""
+    revision = st.session_state.setdefault("label_canvas_revision", 0)
+    key = f"label_canvas_{item.id}_{revision}"
+    initial = st.session_state.get("label_canvas_initial")
+    if not initial or initial[0] != key:
+        initial = (key, drawing())
+        st.session_state["label_canvas_initial"] = initial
+    return revision, key, initial[1]
+
+
+def _class_column(classes: list[str], table: pd.DataFrame) -> dict[str, Any]:
+    return {"class": st.column_config.SelectboxColumn("class", options=sorted({*classes, *table["class"]}),
+                                                      required=True)}
+
+
+def _box_editor(item: ImageItem, labels: tuple[EditedLabel, ...], classes: list[str]) -> list[EditedLabel]:
     """The canvas: boxes drawn, moved, resized and deleted in the browser; classes in a table."""
     path = str(_ui.blob_path(item.sha256))
     width, height = _canvas_size(item)
     new_class = st.pills("Class for new boxes", classes, key="label_box_class", default=classes[0]) or classes[0]
     st.caption("Drag on the image to draw a box. The pencil button in the canvas toolbar switches to "
                "editing: move and resize boxes, delete the selected one, or click its label to rename it.")
-    # The canvas reloads whenever its initial drawing changes, which would drop the selection on each
-    # edit; so the drawing is fixed per mount (key), and a class change in the table remounts it.
-    revision = st.session_state.setdefault("label_canvas_revision", 0)
-    key = f"label_canvas_{item.id}_{revision}"
-    initial = st.session_state.get("label_canvas_initial")
-    if not initial or initial[0] != key:
-        initial = (key, _drawing(labels, classes, width, height))
-        st.session_state["label_canvas_initial"] = initial
+    revision, key, initial = _mount(item, lambda: _drawing(labels, classes, width, height))
     result = st_canvas(background_image=_background(path, width, height), width=width, height=height,
                        drawing_mode="labeled_rect", label=new_class, stroke_color=_hex(new_class, classes),
-                       stroke_width=3, fill_color="rgba(0, 0, 0, 0)", initial_drawing=initial[1], key=key,
+                       stroke_width=3, fill_color="rgba(0, 0, 0, 0)", initial_drawing=initial, key=key,
                        font_size=14)
-    boxes: list[Label] = [(b["label"] or new_class, _rounded((b["left"] / width, b["top"] / height,
-                                                            (b["left"] + b["width"]) / width,
-                                                            (b["top"] + b["height"]) / height)))
-                          for b in result.boxes]
-    table = pd.DataFrame({"class": [label for label, _ in boxes],
-                          **{axis: [box[i] for _, box in boxes if box] for i, axis in enumerate(AXES)}})
+    boxes = [EditedLabel(b["label"] or new_class, _rounded((b["left"] / width, b["top"] / height,
+                                                          (b["left"] + b["width"]) / width,
+                                                          (b["top"] + b["height"]) / height)))
+             for b in result.boxes]
+    table = pd.DataFrame({"class": [b.label for b in boxes],
+                          **{axis: [b.box[i] for b in boxes if b.box] for i, axis in enumerate(AXES)}})
     edited = st.data_editor(table, key=f"label_boxes_{key}", num_rows="delete", hide_index=True,
-                            disabled=list(AXES), column_config={"class": st.column_config.SelectboxColumn(
-                                "class", options=sorted({*classes, *table["class"]}), required=True)})
-    changed: list[Label] = [(str(row["class"]), _rounded([row[a] for a in AXES])) for _, row in edited.iterrows()]
+                            disabled=list(AXES), column_config=_class_column(classes, table))
+    changed = [EditedLabel(str(row["class"]), _rounded([row[a] for a in AXES])) for _, row in edited.iterrows()]
     if changed != boxes:  # the table changed a class or deleted a row: remount the canvas from it
+        st.session_state["label_canvas_revision"] = revision + 1
+    return changed
+
+
+def _polygon_editor(item: ImageItem, labels: tuple[EditedLabel, ...], classes: list[str]) -> list[EditedLabel]:
+    """The canvas: polygons drawn, moved, resized, reshaped and deleted in the browser; classes in a table."""
+    path = str(_ui.blob_path(item.sha256))
+    width, height = _canvas_size(item)
+    new_class = st.pills("Class for new polygons", classes, key="label_polygon_class",
+                         default=classes[0]) or classes[0]
+    # In polygon mode the canvas sends a closed polygon at once but other edits only on its "update" button.
+    st.caption("Click the outline's corners on the image, then its first corner again to close it. The pencil "
+               "button in the canvas toolbar switches to editing: move and resize polygons, click a selected one "
+               "to drag its corners, or delete it; then click the arrow-up button (*Update the app with this "
+               "drawing*) to keep the change. Change a class, or delete a polygon, in the table below.")
+    revision, key, initial = _mount(item, lambda: polygon_drawing(labels, classes, width, height))
+    result = st_canvas(background_image=_background(path, width, height), width=width, height=height,
+                       drawing_mode="polygon", stroke_color=canvas_colour(new_class, classes), stroke_width=2,
+                       fill_color=canvas_fill(new_class, classes), initial_drawing=initial, key=key)
+    polygons = polygons_from_drawing((result.json_data or {}).get("objects") or [], classes, width, height,
+                                     new_label=new_class)
+    table = pd.DataFrame({"class": [p.label for p in polygons], "corners": [len(p.polygons[0]) // 2 for p in polygons],
+                          **{axis: [p.box[i] for p in polygons if p.box] for i, axis in enumerate(AXES)}})
+    edited = st.data_editor(table, key=f"label_polygons_{key}", num_rows="delete", hide_index=True,
+                            disabled=["corners", *AXES], column_config=_class_column(classes, table))
+    # Rows keep their index through deletions, which ties each row back to its polygon.
+    changed = [replace(polygons[int(i)], label=str(row["class"])) for i, row in edited.iterrows()
+               if 0 <= int(i) < len(polygons)]
+    if changed != polygons:  # a class changed or a row was deleted: remount the canvas from the table
         st.session_state["label_canvas_revision"] = revision + 1
     return changed
 
 
 def _save(version_id: int, number: int, name: str) -> None:
     drafts = _drafts(version_id)
-    edits = {image_id: [NewAnnotation(label, box) for label, box in labels] for image_id, labels in drafts.items()}
+    edits = {image_id: [label.annotation() for label in labels] for image_id, labels in drafts.items()}
     try:
         with session_scope(_ui.engine()) as session:
             saved = relabel_version(session=session, version_id=version_id, edits=edits).version
@@ -181,6 +252,8 @@ def _save(version_id: int, number: int, name: str) -> None:
         st.session_state["label_message"] = ("error", f"Not saved: {exc}")
         return
     drafts.clear()
+    _draft_store().remove(version_id)
+    st.session_state.get("label_restored", {}).pop(version_id, None)
     st.session_state["label_version"] = saved
     st.session_state["label_message"] = ("success", f"Saved as {name} version {saved}; version {number} "
                                          "is unchanged.")
@@ -188,6 +261,8 @@ def _save(version_id: int, number: int, name: str) -> None:
 
 def _discard(version_id: int) -> None:
     _drafts(version_id).clear()
+    _draft_store().remove(version_id)
+    st.session_state.get("label_restored", {}).pop(version_id, None)
     for key in [k for k in st.session_state if str(k).startswith("label_tags_")]:
         del st.session_state[key]  # the tag buttons would otherwise keep the discarded choice
     st.session_state["label_canvas_revision"] = st.session_state.get("label_canvas_revision", 0) + 1
@@ -224,6 +299,17 @@ def _panel(version: DatasetVersion, name: str) -> None:
               args=(version_id,), width="stretch")
 
 
+def _restored_notice(version_id: int) -> None:
+    """Says that edits left unsaved on an earlier visit were brought back, until saved or discarded."""
+    if not (count := st.session_state.get("label_restored", {}).get(version_id)):
+        return
+    notice, button = st.columns([4, 1], vertical_alignment="center")
+    notice.info(f"Restored {count} unsaved edit{'s' if count != 1 else ''} from an earlier visit (images labelled "
+                "but not saved). Save them as a new version, or discard the draft.", icon=":material/history:")
+    button.button("Discard draft", key="label_discard_draft", on_click=_discard, args=(version_id,),
+                  width="stretch")
+
+
 def _choose_version() -> tuple[DatasetVersion, str] | None:
     with session_scope(_ui.engine()) as session:
         names = repo.dataset_names(session=session)
@@ -252,6 +338,8 @@ def main() -> None:
     version, name = chosen
     version_id = int(version.id or 0)
     kind = spec(Task(version.task)).label_kind
+    drafts = _drafts(version_id)  # restores the draft file of an earlier visit, if any
+    _restored_notice(version_id)
     with session_scope(_ui.engine()) as session:
         total = repo.count_images(session=session, version_id=version_id)
     if total == 0:
@@ -266,29 +354,26 @@ def main() -> None:
         [item] = repo.images(session=session, version_id=version_id, offset=position - 1, limit=1)
         image_id = int(item.id or 0)
         rows = repo.annotations(session=session, image_ids=[image_id])[image_id]
-    stored = _stored_labels(rows)
-    drafts = _drafts(version_id)
+    stored = stored_labels(rows, kind)
     extra = st.session_state.get("label_classes", {}).get(version_id, [])
-    classes = [*version.classes, *(c for c in extra if c not in version.classes)]
+    drafted = sorted({label.label for labels in drafts.values() for label in labels})  # classes added earlier
+    classes = list(dict.fromkeys([*version.classes, *extra, *drafted]))
     revision = st.session_state.get("label_canvas_revision", 0)
     editor, panel = st.columns([3, 1])
     with editor:
         _navigation(total)
         st.caption(f"{item.file_name} · {item.split} · {item.width}×{item.height}"
                    + (" · **edited**" if image_id in drafts else ""))
+        labels = drafts.get(image_id, stored)
         if kind == LabelKind.POLYGONS:
-            st.info("Polygons cannot be edited here yet; label them in a polygon tool and import the result.")
-            png = _ui.labelled_png(str(_ui.blob_path(item.sha256)), tuple(classes),
-                                   _ui.overlays_from_annotations(rows), PREVIEW_SIDE)
-            if png is not None:
-                st.image(png, caption=item.file_name)
+            new = _polygon_editor(item, labels, classes)
+        elif kind == LabelKind.BOXES:
+            new = _box_editor(item, labels, classes)
         else:
-            labels = drafts.get(image_id, stored)
-            new = (_box_editor(item, labels, classes) if kind == LabelKind.BOXES
-                   else _tag_editor(item, labels, classes, multi=kind == LabelKind.TAGS))
-            _keep(drafts, image_id, new, stored)
+            new = _tag_editor(item, labels, classes, multi=kind == LabelKind.TAGS)
+        _keep(version_id, image_id, new, stored)
     if st.session_state.get("label_canvas_revision", 0) != revision:
-        st.rerun()  # a class changed in the box table: redraw the canvas from the draft
+        st.rerun()  # a class changed in the table beside the canvas: redraw the canvas from the draft
     with panel:
         _panel(version, name)
 

@@ -1,6 +1,6 @@
 """The Models page: registered model versions with their metrics and source trial, a version's inference
-settings and "Deploy"; then the endpoints: URL, live state and health, keys, traffic split, a snippet that
-calls them, restart and delete.
+settings, "Export" (ONNX or TorchScript, written by the worker, then downloaded) and "Deploy"; then the
+endpoints: URL, live state and health, keys, traffic split, a snippet that calls them, restart and delete.
 
 ``?model=NAME:VERSION`` and ``?endpoint=NAME`` select what is shown, so a reload lands on it. Deploying
 only writes rows and starts the server process; the endpoint table follows its state from the database.
@@ -21,13 +21,14 @@ from core.serving import manage, runner
 from core.tasks import Task, spec
 from pages import _ui
 from storage.db import session_scope
+from storage.repos import jobs, trials
 from storage.repos import models as repo
-from storage.repos import trials
-from storage.tables import ModelVersion
+from storage.tables import Job, ModelVersion
 
 HEALTH_TIMEOUT_S = 0.5  # a hung server must not stall the page's refresh
 NEW_ENDPOINT = "New endpoint…"
 STATE_ICON = {"ready": "🟢", "starting": "⏳", "creating": "⏳", "failed": "❌", "stopped": "⏹️"}
+EXPORT_FORMATS = {"onnx": "ONNX", "torchscript": "TorchScript"}
 FIELD_NAMES = {"NAME": "Endpoint name", "--name": "Deployment name", "--traffic": "Traffic",
                "--key-type": "Key", "NAME:VERSION": "Model version"}
 
@@ -156,6 +157,63 @@ def _deploy_form(ref: str, default_name: str) -> None:
     st.success(f"Deploying {ref} as {deployment.strip()} on {endpoint.strip()}; its state is below.")
 
 
+def _export_form(ref: str) -> None:
+    st.markdown("**Export** this version to run without Kestrel: the model file, and a JSON sidecar saying how "
+                "to feed it and read its outputs.")
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    fmt = left.selectbox("Format", list(EXPORT_FORMATS), format_func=EXPORT_FORMATS.get, key="models_export_format")
+    if right.button("Export", key="models_export", width="stretch", help="The worker writes the files; "
+                    "they can be downloaded here once it has."):
+        with session_scope(_ui.engine()) as session:
+            jobs.enqueue(session=session, kind="export", name=f"export {ref} to {EXPORT_FORMATS[fmt]}",
+                         spec={"model": ref, "format": fmt})
+    for job in _latest_exports(ref):
+        _export_outcome(job)
+
+
+def _latest_exports(ref: str) -> list[Job]:
+    """The newest export job of ``ref`` in each format."""
+    latest: dict[str, Job] = {}
+    with session_scope(_ui.engine()) as session:
+        for job in jobs.list_jobs(session=session, kind="export"):  # newest first
+            if job.spec.get("model") == ref:
+                latest.setdefault(job.spec.get("format", ""), job)
+    return list(latest.values())
+
+
+def _export_outcome(job: Job) -> None:
+    label = EXPORT_FORMATS.get(job.spec.get("format", ""), job.spec.get("format", ""))
+    if job.status not in jobs.FINAL:
+        _export_live(job.id, label)
+    elif job.status == "failed":
+        st.error(f"The {label} export failed: {job.error}")
+    elif job.status == "canceled":
+        st.info(f"The {label} export was canceled.")
+    else:
+        folder = _ui.settings().job_dir(job.id or 0)
+        files = sorted(p for p in folder.glob("*") if p.is_file() and not p.name.startswith(".")) \
+            if folder.is_dir() else []
+        if not files:
+            st.warning(f"The {label} export's files are no longer in {folder}; export again.")
+            return
+        st.caption(f"{label} export ({job.finished_at:%Y-%m-%d %H:%M} UTC): {job.message}")
+        for column, path in zip(st.columns(len(files)), files):
+            column.download_button(f"Download {path.name} ({path.stat().st_size / 2**20:,.1f} MB)",
+                                   data=path.read_bytes, file_name=path.name, on_click="ignore",
+                                   key=f"models_download_{job.id}_{path.name}", icon=":material/download:")
+
+
+@st.fragment(run_every="1s")
+def _export_live(job_id: int | None, label: str) -> None:
+    with session_scope(_ui.engine()) as session:
+        job = jobs.get(session=session, job_id=job_id or 0)
+        status, fraction, message = (job.status, job.progress, job.message) if job else ("failed", 0.0, "")
+    if status in jobs.FINAL:
+        st.rerun(scope="app")  # the whole page offers the files
+    waiting = "waiting for the worker (`kestrel worker`) to start it…"
+    st.progress(fraction, text=f"{label} export: {message or (waiting if status == 'queued' else '…')}")
+
+
 def _version_view(ref: str) -> None:
     with session_scope(_ui.engine()) as session:
         name, _, number = ref.rpartition(":")
@@ -176,7 +234,10 @@ def _version_view(ref: str) -> None:
     if version.trial_id:
         st.page_link("pages/trial.py", label=f"Open source trial {version.trial_id}", icon=":material/query_stats:",
                      query_params={"trial": str(version.trial_id)})
+    st.page_link("pages/score.py", label=f"Score test images with {ref}", icon=":material/image_search:",
+                 query_params={"model": ref})
     _settings_form(ref, version)
+    _export_form(ref)
     _deploy_form(ref, f"{name}-v{number}")
 
 

@@ -1,8 +1,11 @@
-"""The Test-score page: send images to a deployed endpoint over HTTP and look at the answers — boxes, masks,
-labels and scores drawn on the images, class probabilities as bars, explanations for classifiers.
+"""The Test-score page: send images to a deployed endpoint over HTTP, or have the worker score them with a
+registered model version, and look at the answers — boxes, masks, labels and scores drawn on the images,
+class probabilities as bars, explanations for classifiers.
 
-The model runs in the endpoint's process, never in this one. The last answer is kept in Session State, so
-moving the score threshold redraws at once without a new request. ``?endpoint=NAME`` selects the endpoint.
+The model runs in the endpoint's process or the worker, never in this one. The last endpoint answer is kept
+in Session State and a model version's answers in its job's folder, so moving the score threshold redraws at
+once without scoring again. ``?endpoint=NAME``, ``?model=NAME:VERSION`` and ``?score_job=N`` (the scoring
+followed) select what is shown.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from core.draw import Overlay, colour_for, draw_labels, thumbnail
 from core.explain.params import XAI_ALGORITHMS
 from core.serving import manage
 from core.tasks import Task
-from pages import _ui
+from pages import _score_job, _ui
 from storage.db import session_scope
 from storage.repos import models as repo
 from storage.tables import ModelVersion
 
 BY_TRAFFIC = "by the traffic split"
+ENDPOINT, MODEL = "A deployed endpoint", "A registered model"
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 RESULT = "score_result"
 SHOWN_SIDE = 800
@@ -153,9 +157,9 @@ def score(target: Target, deployment: str | None, names: list[str], images: list
     return result
 
 
-def _explain_options(target: Target, deployment: str | None) -> dict[str, Any] | None:
-    """The explanation request of SPEC §9 when asked for and every model that may answer is a classifier."""
-    tasks = target.tasks(deployment)
+def _explain_options(tasks: set[str]) -> dict[str, Any] | None:
+    """The explanation request of SPEC §9 when asked for and every model that may answer (of ``tasks``) is a
+    classifier."""
     if not tasks or not tasks <= CLASSIFIERS:
         return None
     if not st.toggle("Explain", key="score_explain", help="Adds a 2×2 picture of what the model looked at."):
@@ -263,29 +267,64 @@ def show(result: ScoreResult) -> None:
         st.json(result.answers)
 
 
+def _endpoint_form(targets: dict[str, Target]) -> None:
+    left, right = st.columns(2)
+    with left:
+        chosen = targets[_ui.url_selectbox("Endpoint", sorted(targets), key="score_endpoint", param="endpoint")]
+    with right:
+        choices = [BY_TRAFFIC, *sorted(chosen.deployments)]
+        if st.session_state.get("score_deployment") not in choices:  # another endpoint was chosen
+            st.session_state["score_deployment"] = BY_TRAFFIC
+        picked = st.selectbox("Deployment", choices, key="score_deployment")
+    deployment = None if picked == BY_TRAFFIC else picked
+    if chosen.state != "ready":
+        st.warning(f"Endpoint {chosen.name} is {chosen.state}; it answers once its models are loaded "
+                   "(its health is on the Models page).")
+    uploads = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="score_images")
+    xai = _explain_options(chosen.tasks(deployment))
+    if st.button("Score", type="primary", key="score_run", disabled=not uploads):
+        st.query_params.pop(_score_job.PARAM, None)  # a reload now comes back to this endpoint, not a model's job
+        st.session_state[RESULT] = asdict(score(chosen, deployment, [u.name for u in uploads],
+                                                [u.getvalue() for u in uploads], xai))
+    if RESULT in st.session_state:
+        show(ScoreResult(**st.session_state[RESULT]))
+
+
+def _model_form(versions: dict[str, tuple[str, list[str]]]) -> None:
+    """A registered version scored by the worker: its images are staged and a job queued, then followed."""
+    ref = _ui.url_selectbox("Model version", list(versions), key="score_model", param="model")
+    uploads = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="score_images")
+    xai = _explain_options({versions[ref][0]})
+    if st.button("Score", type="primary", key="score_run", disabled=not uploads,
+                 help="The worker loads the model and scores the images; this page follows it."):
+        _score_job.queue(ref, uploads, xai)
+    job = _score_job.followed()
+    if job is None:
+        return
+    scored = _score_job.outcome(job)
+    if scored is not None:
+        st.caption(f"Scored by the worker with {scored.ref} (job {job.id}).")
+        count = len(scored.answers)
+        show(ScoreResult(scored.ref, scored.names, scored.images, scored.answers, [scored.ref] * count,
+                         [scored.classes] * count))
+
+
 st.title("Test-score")
 targets = _targets()
-if not targets:
-    st.info("No endpoint has a deployment yet. Deploy a registered model version on the Models page, then "
-            "come back to send it images.")
+versions = _score_job.model_versions()
+if not targets and not versions:
+    st.info("No endpoint has a deployment and no model is registered yet. Register a finished trial's model on "
+            "its trial page, or deploy a registered model version on the Models page, then come back to send "
+            "it images.")
     st.page_link("pages/models.py", label="Go to Models", icon=":material/deployed_code:")
     st.stop()
-left, right = st.columns(2)
-with left:
-    chosen = targets[_ui.url_selectbox("Endpoint", sorted(targets), key="score_endpoint", param="endpoint")]
-with right:
-    choices = [BY_TRAFFIC, *sorted(chosen.deployments)]
-    if st.session_state.get("score_deployment") not in choices:  # another endpoint was chosen
-        st.session_state["score_deployment"] = BY_TRAFFIC
-    picked = st.selectbox("Deployment", choices, key="score_deployment")
-deployment = None if picked == BY_TRAFFIC else picked
-if chosen.state != "ready":
-    st.warning(f"Endpoint {chosen.name} is {chosen.state}; it answers once its models are loaded "
-               "(its health is on the Models page).")
-uploads = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="score_images")
-xai = _explain_options(chosen, deployment)
-if st.button("Score", type="primary", key="score_run", disabled=not uploads):
-    st.session_state[RESULT] = asdict(score(chosen, deployment, [u.name for u in uploads],
-                                            [u.getvalue() for u in uploads], xai))
-if RESULT in st.session_state:
-    show(ScoreResult(**st.session_state[RESULT]))
+sources = [source for source, present in ((ENDPOINT, targets), (MODEL, versions)) if present]
+if st.session_state.get("score_source") not in sources:
+    asked = _score_job.PARAM in st.query_params or "model" in st.query_params
+    st.session_state["score_source"] = MODEL if asked and MODEL in sources else sources[0]
+source = st.radio("Score with", sources, key="score_source", horizontal=True,
+                  help="An endpoint answers over HTTP; a registered model is scored by the worker, no endpoint needed.")
+if source == ENDPOINT:
+    _endpoint_form(targets)
+else:
+    _model_form(versions)

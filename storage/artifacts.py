@@ -118,3 +118,20 @@ def safe_extract(
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_staged(path: Path, staging_dir: Path) -> bool:
+    """Remove the upload folder under ``staging_dir`` that holds ``path`` (``staging_dir/<id>``).
+
+    Anything outside ``staging_dir`` is a user's own data and is never touched; returns whether
+    something was removed.
+    """
+    staging = staging_dir.resolve()
+    try:
+        rel = path.resolve().relative_to(staging)
+    except ValueError:
+        return False
+    if not rel.parts or not (staging / rel.parts[0]).exists():
+        return False
+    remove_tree(staging / rel.parts[0])
+    return True

@@ -41,9 +41,18 @@ class Settings(BaseSettings):
         return self.home / "staging"
 
     @property
+    def drafts_dir(self) -> Path:
+        """Unsaved label edits, one file per dataset version (storage.drafts)."""
+        return self.home / "drafts"
+
+    @property
     def runs_dir(self) -> Path:
         return self.home / "runs"
 
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+    def job_dir(self, job_id: int) -> Path:
+        """Where a job's outputs lie (a scoring's answers, an export's files): worker writes, pages read."""
+        return self.runs_dir / f"job-{job_id}"

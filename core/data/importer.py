@@ -60,15 +60,9 @@ def import_dataset(
     if not source.exists():
         raise InputError(str(source), "does not exist", "check the path")
     staging = None
-    if source.is_file() and source.suffix.lower() == ".zip":
+    if is_zip(source):
         staging = settings.staging_dir / uuid.uuid4().hex
-        try:
-            root = _unwrap(safe_extract(source, staging, max_members=settings.max_archive_members,
-                                        max_bytes=settings.max_upload_bytes,
-                                        max_ratio=settings.max_compression_ratio))
-        except ArchiveRefused as exc:
-            remove_tree(staging)
-            raise InputError(source.name, str(exc), "upload an archive without such entries") from exc
+        root = extract_zip(source, staging, settings)
     else:
         root = source
     try:
@@ -85,6 +79,24 @@ def _check_options(options: ImportOptions) -> None:
     if not 0 <= options.validation_fraction < 1:
         raise ConfigError("validation_data_size",
                           f"{options.validation_fraction} is outside [0, 1); 0.2 keeps 20% apart")
+
+
+def is_zip(source: Path) -> bool:
+    return source.is_file() and source.suffix.lower() == ".zip"
+
+
+def extract_zip(archive: Path, dest: Path, settings: Settings) -> Path:
+    """Extract ``archive`` into ``dest`` within the settings' limits; returns the data's folder.
+
+    A refused archive leaves nothing behind and raises InputError naming the entry.
+    """
+    try:
+        return _unwrap(safe_extract(archive, dest, max_members=settings.max_archive_members,
+                                    max_bytes=settings.max_upload_bytes,
+                                    max_ratio=settings.max_compression_ratio))
+    except ArchiveRefused as exc:
+        remove_tree(dest)
+        raise InputError(archive.name, str(exc), "upload an archive without such entries") from exc
 
 
 def _unwrap(folder: Path) -> Path:
@@ -132,7 +144,11 @@ def _import(root: Path, source: Path, options: ImportOptions, settings: Settings
 
 
 def infer_task(records: Sequence[ImageRecord], where: str) -> Task:
-    kinds = frozenset(r.kind for r in records if r.kind is not None)
+    return task_from_kinds(frozenset(r.kind for r in records if r.kind is not None), where)
+
+
+def task_from_kinds(kinds: frozenset[LabelKind], where: str) -> Task:
+    """The task the label kinds found in a dataset mean; InputError when they mean none."""
     if kinds in TASK_BY_KIND:
         return TASK_BY_KIND[kinds]
     found = ", ".join(sorted(k.value for k in kinds)) or "no labels at all"

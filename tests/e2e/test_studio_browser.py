@@ -115,8 +115,9 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
 
 
 def test_upload_train_register_deploy_and_score_by_clicking(studio, page, dataset_zip):
-    page.goto(studio)  # the root first: a deep link is only routed once the app has loaded
+    page.goto(f"{studio}/datasets")  # a deep link as the server's first request still goes through app.py
     expect(page.get_by_role("heading", name="Datasets")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Worker: (idle|running)"))).to_be_visible()
 
     # 1. Upload a dataset zip on the Datasets page.
     page.get_by_text("Upload a dataset or a new version").click()
@@ -124,6 +125,9 @@ def test_upload_train_register_deploy_and_score_by_clicking(studio, page, datase
     expect(page.get_by_text(re.compile(r"1 file, .* MB uploaded"))).to_be_visible()
     page.get_by_role("textbox", name="New dataset name").fill("e2e-shapes")
     page.get_by_role("textbox", name="New dataset name").press("Enter")
+    page.get_by_role("button", name="Preview").click()
+    expect(page.get_by_text("Check before importing")).to_be_visible()  # format, task, first images
+    shot(page, "1-dataset-preview")
     page.get_by_role("button", name="Import").click()
     expect(page.get_by_text(re.compile(r"imported e2e-shapes:1"))).to_be_visible(timeout=SLOW)
     shot(page, "1-dataset-imported")
@@ -176,7 +180,7 @@ def test_upload_train_register_deploy_and_score_by_clicking(studio, page, datase
     raw = page.get_by_text("Raw JSON response")
     deadline = time.monotonic() + SLOW / 1000
     while time.monotonic() < deadline:
-        page.get_by_role("button", name="Score").click()
+        page.get_by_role("button", name="Score", exact=True).click()
         try:
             expect(raw).to_be_visible(timeout=10_000)
             break

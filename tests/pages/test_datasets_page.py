@@ -131,3 +131,25 @@ def test_sidebar_says_whether_the_worker_is_alive(settings, engine):
         workers.register(session=session, worker_id="w1", pid=1, device="")
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert any(c.value == "Worker: idle" for c in at.sidebar.caption)
+
+
+def test_a_new_version_is_previewed_in_the_open_upload_panel_above_the_datasets(settings: Settings,
+                                                                                tmp_path: Path) -> None:
+    add_dataset(settings, "shapes", Task.DETECTION, count=6)
+    jsonl = write_sample(Task.DETECTION, tmp_path / "more", count=4, size=32)
+    files = [(p.relative_to(jsonl.parent).as_posix(), p.read_bytes(), "application/octet-stream")
+             for p in sorted(jsonl.parent.rglob("*")) if p.is_file()]
+    at = run_app()
+    assert not at.expander[0].proto.expanded  # datasets exist: the upload panel starts closed
+    at.file_uploader[0].set_value(files).run()
+    at.selectbox(key="upload_dataset").select("shapes")
+    at.button(key="upload_preview").click().run()
+    assert not at.exception
+    assert at.expander[0].proto.expanded  # the preview is in view
+    # The preview's counts and thumbnails come first, then the version shown below.
+    assert [m.value for m in at.metric if m.label == "Images"] == ["4", "6"]
+    assert [i.captions for i in at.image][:4] == [[f"images/shape_{k:04d}.png"] for k in range(4)]
+    assert any("Check before importing `shapes`" in m.value for m in at.markdown)
+    assert list(_frames(at)[0]["Name"]) == ["shapes"]  # the page goes on below
+    at.button(key="upload_cancel").click().run()
+    assert not at.exception and not at.expander[0].proto.expanded and not any(settings.staging_dir.iterdir())

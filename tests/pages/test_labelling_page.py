@@ -14,7 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_datasets_page import add_dataset
 
-from core.data.relabel import relabel_version
+from core.data.relabel import canvas_colour, relabel_version
 from core.errors import InputError
 from core.tasks import Task
 from storage.db import session_scope
@@ -136,5 +136,88 @@ def test_relabel_refuses_labels_the_task_cannot_hold(settings: Settings, engine)
     with pytest.raises(InputError, match="no area"), session_scope(engine) as session:
         relabel_version(session=session, version_id=boxes.id,
                         edits={box_image: [NewAnnotation("circle", (0.5, 0.5, 0.5, 0.9))]})
+    add_dataset(settings, "outlines", Task.SEGMENTATION, count=3)
     with session_scope(engine) as session:
-        assert [len(repo.versions(session=session, name=n)) for n in ("tags", "boxes")] == [1, 1]
+        outlines = repo.get_version(session=session, name="outlines")
+        outline_image = repo.images(session=session, version_id=outlines.id)[0].id
+    with pytest.raises(InputError, match="no polygon"), session_scope(engine) as session:
+        relabel_version(session=session, version_id=outlines.id,
+                        edits={outline_image: [NewAnnotation("circle", (0.1, 0.1, 0.5, 0.5))]})
+    with session_scope(engine) as session:
+        assert [len(repo.versions(session=session, name=n)) for n in ("tags", "boxes", "outlines")] == [1, 1, 1]
+
+
+def _polygons(engine, name: str, number: int) -> list[list[tuple]]:  # type: ignore[no-untyped-def]
+    with session_scope(engine) as session:
+        version = repo.get_version(session=session, name=name, version=number)
+        items = repo.images(session=session, version_id=version.id)
+        rows = repo.annotations(session=session, image_ids=[i.id for i in items])
+        return [[(a.label, a.polygon) for a in rows[i.id]] for i in items]
+
+
+def test_polygons_moved_deleted_and_drawn_are_saved_as_a_new_version(settings: Settings, engine) -> None:  # type: ignore[no-untyped-def]
+    add_dataset(settings, "outlines", Task.SEGMENTATION, count=3)
+    before = _polygons(engine, "outlines", 1)
+    first = _image_ids(engine, "outlines", 1)[0]
+    at = _open(dataset="outlines")
+    assert not at.exception and at.metric[0].value == "0"  # looking is not editing
+    key = f"label_canvas_{first}_0"
+    drawing = copy.deepcopy(at.session_state[key])
+    objects = drawing["drawing"]["raw"]["objects"]
+    assert [o["type"] for o in objects] == ["Polygon"] * len(before[0])
+    side = 560  # the canvas of a 96×96 image
+    # What the canvas sends after a user dragged the first polygon 0.1 to the right, deleted the others
+    # and drew a triangle with "triangle" chosen for new polygons (the tool strokes it in that class's colour).
+    moved = {**objects[0], "left": objects[0]["left"] + 0.1 * side}
+    drawn = {"type": "Polygon", "points": [{"x": 0.1 * side, "y": 0.6 * side}, {"x": 0.3 * side, "y": 0.6 * side},
+                                           {"x": 0.2 * side, "y": 0.9 * side}],
+             "left": 0.1 * side - 1, "top": 0.6 * side - 1, "strokeWidth": 2,
+             "stroke": canvas_colour("triangle", ["circle", "square", "triangle"])}
+    drawing["drawing"]["raw"]["objects"] = [moved, drawn]
+    at.session_state[key] = drawing
+    at.run()
+    assert not at.exception and at.metric[0].value == "1"
+    at.button(key="label_save").click().run()
+    assert not at.exception
+    assert _polygons(engine, "outlines", 1) == before
+    after = _polygons(engine, "outlines", 2)
+    label, [polygon] = before[0][0]
+    shifted = [round(v + 0.1, 4) if k % 2 == 0 else round(v, 4) for k, v in enumerate(polygon)]
+    assert [(a[0], [round(v, 4) for v in a[1][0]]) for a in after[0]] == [
+        (label, shifted), ("triangle", [0.1, 0.6, 0.3, 0.6, 0.2, 0.9])]
+    assert after[1:] == before[1:]
+    [copied, *_] = _image_ids(engine, "outlines", 2)
+    with session_scope(engine) as session:
+        version = repo.get_version(session=session, name="outlines", version=2)
+        rows = repo.annotations(session=session, image_ids=[copied])[copied]
+    assert (rows[1].x0, rows[1].y0, rows[1].x1, rows[1].y1) == pytest.approx((0.1, 0.6, 0.3, 0.9))
+    assert version.stats["instances_per_class"]["triangle"] >= 1
+
+
+def test_a_draft_is_kept_on_disk_restored_on_return_and_gone_once_discarded_or_saved(settings: Settings,
+                                                                                     engine) -> None:  # type: ignore[no-untyped-def]
+    add_dataset(settings, "tags", Task.CLASSIFICATION, count=3)
+    first = _image_ids(engine, "tags", 1)[0]
+    drafts = settings.drafts_dir
+    at = _open(dataset="tags")
+    at.button_group(key=f"label_tags_{first}").set_value("triangle").run()
+    assert [p.name for p in drafts.iterdir()] == [f"version-{_version_id(engine, 'tags', 1)}.json"]
+    at = _open(dataset="tags")  # a reload, or coming back another day: a new session
+    assert not at.exception
+    assert any("Restored 1 unsaved edit " in i.value for i in at.info)
+    assert at.metric[0].value == "1" and at.button_group(key=f"label_tags_{first}").value == "triangle"
+    at.button(key="label_discard_draft").click().run()
+    assert not at.exception and at.metric[0].value == "0" and not any(drafts.iterdir())
+    assert not any("Restored" in i.value for i in at.info)
+    at.button_group(key=f"label_tags_{first}").set_value("triangle").run()
+    at = _open(dataset="tags")
+    at.button(key="label_save").click().run()
+    assert not at.exception and not any(drafts.iterdir())
+    assert _labels(engine, "tags", 2)[0] == [("triangle", None, None, None, None)]
+    at = _open(dataset="tags", version="1")
+    assert not any("Restored" in i.value for i in at.info) and at.metric[0].value == "0"
+
+
+def _version_id(engine, name: str, number: int) -> int:  # type: ignore[no-untyped-def]
+    with session_scope(engine) as session:
+        return repo.get_version(session=session, name=name, version=number).id

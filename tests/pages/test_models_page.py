@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from core.serving import manage, runner
 from core.worker import process_alive
 from storage.db import session_scope
-from storage.repos import models, trials
+from storage.repos import jobs, models, trials
 from storage.settings import Settings
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -173,3 +173,47 @@ def test_deploy_creates_an_endpoint_with_keys_and_delete_stops_it(settings, engi
     with session_scope(engine) as session:
         assert models.get_endpoint(session=session, name="shop") is None
     assert not process_alive(pid)
+
+
+def _download_labels(at: AppTest) -> list[str]:
+    return [b.proto.label for b in at.get("download_button")]
+
+
+def test_export_queues_a_job_and_offers_the_files_once_the_worker_wrote_them(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    ref = _version(settings, engine)
+    at = _open()
+    at.selectbox(key="models_export_format").select("torchscript").run()
+    at.button(key="models_export").click().run()
+    assert not at.exception and not at.error
+    with session_scope(engine) as session:
+        (job,) = jobs.list_jobs(session=session, kind="export")
+        assert job.spec == {"model": ref, "format": "torchscript"} and job.status == "queued"
+        job_id = job.id
+    assert "TorchScript export: waiting for the worker" in at.get("progress")[0].proto.text
+    assert not _download_labels(at)
+    # What the worker leaves: the model and its sidecar in the job's folder, and a finished job.
+    folder = settings.job_dir(job_id)
+    folder.mkdir(parents=True)
+    (folder / "model.torchscript").write_bytes(b"\0" * 2048)
+    (folder / "model.torchscript.json").write_text(json.dumps({"format": "torchscript"}))
+    with session_scope(engine) as session:
+        jobs.progress(session=session, job_id=job_id, fraction=1.0, message="exported shapes:1 to model.torchscript")
+        jobs.finish(session=session, job_id=job_id, status="completed")
+    at.run()
+    assert not at.exception and not at.get("progress")
+    assert [label.split(" (")[0] for label in _download_labels(at)] == ["Download model.torchscript",
+                                                                         "Download model.torchscript.json"]
+    assert any("exported shapes:1 to model.torchscript" in c.value for c in at.caption)
+
+
+def test_a_failed_export_says_why_where_it_was_asked_for(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    ref = _version(settings, engine)
+    with session_scope(engine) as session:
+        job = jobs.enqueue(session=session, kind="export", name="export", spec={"model": ref, "format": "onnx"})
+        jobs.finish(session=session, job_id=job.id, status="failed",
+                    error="models of family 'other' cannot be exported to onnx or torchscript")
+        # Another version's export is not shown on this one.
+        jobs.enqueue(session=session, kind="export", name="export", spec={"model": "other:1", "format": "onnx"})
+    at = _open(model=ref)
+    assert not at.exception and not at.get("progress") and not _download_labels(at)
+    assert "The ONNX export failed: models of family 'other' cannot be exported" in at.error[0].value

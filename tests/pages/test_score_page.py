@@ -1,5 +1,6 @@
 """The Test-score page against a real endpoint: a tiny classifier trained in this process, registered and
-deployed behind a server process on a loopback port; the page (AppTest) sends it uploaded images over HTTP."""
+deployed behind a server process on a loopback port; the page (AppTest) sends it uploaded images over HTTP,
+or has a worker (run here, in this process) score them with the registered model version."""
 
 from __future__ import annotations
 
@@ -24,12 +25,15 @@ from core.models import register
 from core.serving import manage, runner
 from core.tasks import Task
 from core.trial import run_trial
+from core.worker import Worker
 from storage.db import make_engine, session_scope
+from storage.repos import jobs, models
 from storage.settings import Settings
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 LIMIT = 200_000  # bytes per request, low so one noisy picture is too large
 CLASSES = ["circle", "square", "triangle"]
+MODEL = "A registered model"
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +104,23 @@ def _upload(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
 def test_without_a_deployed_endpoint_the_page_points_to_the_models_page(settings) -> None:  # type: ignore[no-untyped-def]
     at = _open()
     assert not at.exception
-    assert "Deploy a registered model version on the Models page" in at.info[0].value
+    assert "deploy a registered model version on the Models page" in at.info[0].value
     assert not at.file_uploader
+
+
+def test_with_a_registered_model_and_no_endpoint_the_model_is_offered(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    with session_scope(engine) as session:  # a version's row is all the page reads; the worker loads weights
+        for name in ("shapes", "parts"):
+            models.add_version(session=session, name=name, task=Task.CLASSIFICATION.value, trial_id=None,
+                               metrics={}, settings={"classes": CLASSES})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("pages/score.py")
+    at.query_params["model"] = "parts:1"
+    at.run()
+    assert not at.exception and not at.info
+    assert at.radio(key="score_source").options == [MODEL] and at.selectbox(key="score_model").value == "parts:1"
+    assert at.toggle(key="score_explain")  # a classifier can be explained
+    assert at.button(key="score_run").disabled  # nothing uploaded yet
 
 
 def test_uploaded_images_are_scored_in_one_request_drawn_and_charted(endpoint, spies) -> None:  # type: ignore[no-untyped-def]
@@ -170,3 +189,80 @@ def test_refusals_say_what_was_wrong_and_what_to_do(endpoint, spies) -> None:  #
         with session_scope(engine) as session:
             manage.set_traffic(session=session, name="ep", split={"blue": 100})
         engine.dispose()
+
+
+
+def _worker_runs_the_queue() -> None:
+    settings = Settings()
+    engine = make_engine(settings.db_url)
+    try:
+        Worker(settings, engine).run(once=True)
+    finally:
+        engine.dispose()
+
+
+def _score_jobs() -> list[Any]:
+    engine = make_engine(Settings().db_url)
+    try:
+        with session_scope(engine) as session:
+            return jobs.list_jobs(session=session, kind="score")
+    finally:
+        engine.dispose()
+
+
+def test_a_registered_model_is_scored_by_the_worker_and_drawn_as_an_endpoint_answer(endpoint, spies) -> None:  # type: ignore[no-untyped-def]
+    at = _open()
+    at.radio(key="score_source").set_value(MODEL).run()
+    assert at.selectbox(key="score_model").value == "shapes:1"
+    at.toggle(key="score_explain").set_value(True).run()
+    at.selectbox(key="score_xai_algorithm").select("integrated_gradients").run()
+    at.number_input(key="score_n_steps").set_value(4).run()
+    files = [(p.name, p.read_bytes()) for p in endpoint["images"][:2]]
+    at = _upload(at, files)
+    assert not at.exception and not at.error and not spies["posts"]  # no endpoint asked
+    (job,) = _score_jobs()
+    assert at.query_params["score_job"] == str(job.id) and job.status == "queued"
+    assert job.spec["model"] == "shapes:1" and [i["name"] for i in job.spec["images"]] == [n for n, _ in files]
+    assert [Path(i["path"]).read_bytes() for i in job.spec["images"]] == [d for _, d in files]
+    assert all(Path(i["path"]).parent == Path(job.spec["staging"]) for i in job.spec["images"])
+    assert Path(job.spec["staging"]).parent == Settings().staging_dir
+    assert job.spec["xai"] == {"xai_algorithm": "integrated_gradients", "n_steps": 4, "visualizations": True}
+    assert "waiting for the worker" in at.get("progress")[0].proto.text
+    _worker_runs_the_queue()
+    at.run()
+    assert not at.exception and not at.error and not at.get("progress")
+    captions = [i.captions[0] for i in at.image]  # each picture, then its explanation
+    assert captions[::2] == [f"{n} · shapes:1" for n, _ in files] and len(captions) == 4
+    assert all(c.startswith("Explanation") for c in captions[1::2])
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(charts) == 2 and all(set(t["y"][0] for t in c["data"]) == set(CLASSES) for c in charts)
+    assert [a["filename"] for a in json.loads(at.json[0].value)] == [n for n, _ in files]
+    assert not Path(job.spec["staging"]).exists()  # the worker removed the staged copies
+    # The threshold redraws from the kept answers; nothing is scored again.
+    st.cache_data.clear()
+    drawn = len(spies["drawn"])
+    at.slider(key="score_threshold").set_value(0.0).run()
+    assert [len(overlays) for _, overlays in spies["drawn"][drawn:]] == [3, 3] and len(_score_jobs()) == 1
+    # A reload of the URL comes back to the answers.
+    again = AppTest.from_file(APP, default_timeout=60)
+    again.switch_page("pages/score.py")
+    again.query_params["score_job"] = str(job.id)
+    again.run()
+    assert not again.exception and again.radio(key="score_source").value == MODEL
+    assert [i.captions[0] for i in again.image][::2] == [f"{n} · shapes:1" for n, _ in files]
+
+
+def test_a_failed_model_scoring_says_why_without_a_traceback(endpoint, spies) -> None:  # type: ignore[no-untyped-def]
+    at = _open()
+    at.radio(key="score_source").set_value(MODEL).run()
+    at = _upload(at, [("notes.png", b"these are not pixels")])
+    _worker_runs_the_queue()
+    at.run()
+    assert not at.exception and not at.image
+    assert "Scoring with **shapes:1** failed" in at.error[0].value and "notes.png: not an image" in at.error[0].value
+    # One unreadable image among good ones is named, and the others are answered.
+    at = _upload(at, [("notes.png", b"these are not pixels"), ("one.png", endpoint["images"][0].read_bytes())])
+    _worker_runs_the_queue()
+    at.run()
+    assert not at.error and len(at.image) == 1 and at.image[0].captions[0] == "one.png · shapes:1"
+    assert "**notes.png** was not scored: not an image" in at.warning[0].value

@@ -4,11 +4,13 @@ worker that died."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
 from core.data.samples import write_sample
 from core.tasks import Task
+from core.worker import Worker
 from storage.db import session_scope
 from storage.repos import jobs, workers
 from storage.repos.datasets import get_version
@@ -48,3 +50,21 @@ def test_a_job_left_running_by_a_dead_worker_is_run_again(settings, engine, tmp_
     assert f"job {job_id} lost its worker; queued again" in result.stderr
     with session_scope(engine) as session:
         assert jobs.get(session=session, job_id=job_id).status == "completed"
+
+
+def test_an_import_removes_its_staged_upload_but_never_a_folder_of_the_user(settings, engine, tmp_path):
+    own = write_sample(Task.CLASSIFICATION, tmp_path / "mine", count=3, size=32)
+    staged_ok, staged_bad = settings.staging_dir / "upload-ok", settings.staging_dir / "upload-bad"
+    shutil.copytree(own.parent, staged_ok / "data")
+    (staged_bad / "data").mkdir(parents=True)
+    (staged_bad / "data" / "notes.txt").write_text("not a dataset")
+    with session_scope(engine) as session:
+        for name, path in [("ok", staged_ok / "data"), ("bad", staged_bad / "data"), ("mine", own.parent)]:
+            jobs.enqueue(session=session, kind="import", name=name, spec={"path": str(path), "name": name})
+    assert Worker(settings, engine).run(once=True) == 3
+    with session_scope(engine) as session:
+        assert [j.status for j in sorted(jobs.list_jobs(session=session, kind="import"), key=lambda j: j.id)] \
+            == ["completed", "failed", "completed"]
+    assert list(settings.staging_dir.iterdir()) == []  # after success and after failure alike
+    assert sorted(p.name for p in own.parent.rglob("*") if p.is_file())[0] == "annotations.jsonl"
+    assert len(list(own.parent.rglob("*.png"))) == 3  # a folder on this machine is the user's: it stays
