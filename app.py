@@ -28,6 +28,7 @@ PAGES = [
     # Reached from a job's leaderboard or a shared ?trial= link, so it stays out of the menu.
     st.Page("pages/trial.py", title="Trial", icon=":material/query_stats:", url_path="trial", visibility="hidden"),
     st.Page("pages/models.py", title="Models", icon=":material/deployed_code:", url_path="models"),
+    st.Page("pages/endpoints.py", title="Endpoints", icon=":material/api:", url_path="endpoints"),
     st.Page("pages/score.py", title="Test-score", icon=":material/image_search:", url_path="test-score"),
 ]
 

@@ -15,6 +15,7 @@ from PIL import Image
 from sqlalchemy import Engine
 
 from core.draw import Overlay, draw_labels, thumbnail
+from core.errors import ConfigError, KestrelError
 from storage.artifacts import BlobStore
 from storage.db import make_engine, upgrade
 from storage.settings import Settings
@@ -22,6 +23,8 @@ from storage.tables import Annotation
 
 THUMBNAIL_SIDE = 320
 LARGE_SIDE = 1280
+FIELD_NAMES = {"NAME": "Endpoint name", "--name": "Deployment name", "--traffic": "Traffic",
+               "--key-type": "Key", "NAME:VERSION": "Model version"}  # the CLI's names, as forms call them
 
 
 def _route_through_app() -> None:
@@ -37,6 +40,17 @@ def _route_through_app() -> None:
 
 
 _route_through_app()
+
+
+def say(exc: KestrelError) -> str:
+    """A Kestrel error in the page's words: the CLI's flag names become the form's field names."""
+    if not isinstance(exc, ConfigError):
+        return str(exc)
+    field = exc.path.removeprefix("--set ")
+    message = f"{FIELD_NAMES.get(field, field)}: {exc.reason}"
+    if exc.hints:
+        message += f"; did you mean {', '.join(repr(h) for h in exc.hints)}?"
+    return message + (f" (allowed: {', '.join(exc.allowed)})" if exc.allowed else "")
 
 
 def settings() -> Settings:

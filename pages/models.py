@@ -1,21 +1,19 @@
 """The Models page: registered model versions with their metrics and source trial, a version's inference
-settings, "Export" (ONNX or TorchScript, written by the worker, then downloaded) and "Deploy"; then the
-endpoints: URL, live state and health, keys, traffic split, a snippet that calls them, restart and delete.
+settings, "Export" (ONNX or TorchScript, written by the worker, then downloaded) and "Deploy", which
+writes the endpoint's rows, starts its server process and links to it on the Endpoints page.
 
-``?model=NAME:VERSION`` and ``?endpoint=NAME`` select what is shown, so a reload lands on it. Deploying
-only writes rows and starts the server process; the endpoint table follows its state from the database.
+``?model=NAME:VERSION`` selects the version shown, so a reload lands on it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pandas as pd
 import streamlit as st
 import yaml
 
-from core.errors import ConfigError, KestrelError
+from core.errors import KestrelError
 from core.models import IDENTITY, update_settings
 from core.serving import manage, runner
 from core.tasks import Task, spec
@@ -25,23 +23,8 @@ from storage.repos import jobs, trials
 from storage.repos import models as repo
 from storage.tables import Job, ModelVersion
 
-HEALTH_TIMEOUT_S = 0.5  # a hung server must not stall the page's refresh
 NEW_ENDPOINT = "New endpoint…"
-STATE_ICON = {"ready": "🟢", "starting": "⏳", "creating": "⏳", "failed": "❌", "stopped": "⏹️"}
 EXPORT_FORMATS = {"onnx": "ONNX", "torchscript": "TorchScript"}
-FIELD_NAMES = {"NAME": "Endpoint name", "--name": "Deployment name", "--traffic": "Traffic",
-               "--key-type": "Key", "NAME:VERSION": "Model version"}
-
-
-def say(exc: KestrelError) -> str:
-    """A Kestrel error in the page's words: the CLI's flag names become the form's field names."""
-    if not isinstance(exc, ConfigError):
-        return str(exc)
-    field = exc.path.removeprefix("--set ")
-    message = f"{FIELD_NAMES.get(field, field)}: {exc.reason}"
-    if exc.hints:
-        message += f"; did you mean {', '.join(repr(h) for h in exc.hints)}?"
-    return message + (f" (allowed: {', '.join(exc.allowed)})" if exc.allowed else "")
 
 
 def _task_name(task: str) -> str:
@@ -123,10 +106,10 @@ def _settings_form(ref: str, version: ModelVersion) -> None:
     try:
         update_settings(engine=_ui.engine(), ref=ref, changes=changes)
     except KestrelError as exc:
-        st.error(f"Not saved — {say(exc)}. Correct the value and save again.")
+        st.error(f"Not saved — {_ui.say(exc)}. Correct the value and save again.")
         return
     st.success(f"Saved {', '.join(sorted(changes))}. Endpoints serving {ref} use them after a restart "
-               "(Restart in the endpoint's section below).")
+               "(Restart on the Endpoints page).")
 
 
 def _deploy_form(ref: str, default_name: str) -> None:
@@ -147,14 +130,15 @@ def _deploy_form(ref: str, default_name: str) -> None:
             if choice == NEW_ENDPOINT:
                 manage.create_endpoint(session=session, name=endpoint.strip())
             manage.add_deployment(session=session, endpoint=endpoint.strip(), name=deployment.strip(), model=ref)
-        # Not waiting for readiness: the endpoint table below follows the state the server writes.
+        # Not waiting for readiness: the Endpoints page follows the state the server writes.
         runner.start(_ui.settings(), _ui.engine(), endpoint.strip())
     except KestrelError as exc:
-        st.error(f"Not deployed — {say(exc)}")
+        st.error(f"Not deployed — {_ui.say(exc)}")
         return
-    st.query_params["endpoint"] = endpoint.strip()
-    st.session_state.pop("models_endpoint", None)
-    st.success(f"Deploying {ref} as {deployment.strip()} on {endpoint.strip()}; its state is below.")
+    st.success(f"Deploying {ref} as {deployment.strip()} on {endpoint.strip()}: it answers once its models "
+               "are loaded.")
+    st.page_link("pages/endpoints.py", label=f"Open endpoint {endpoint.strip()}", icon=":material/api:",
+                 query_params={"endpoint": endpoint.strip()})
 
 
 def _export_form(ref: str) -> None:
@@ -241,136 +225,7 @@ def _version_view(ref: str) -> None:
     _deploy_form(ref, f"{name}-v{number}")
 
 
-def _health(uri: str, state: str) -> str:
-    if not uri or state == runner.STOPPED:
-        return "—"
-    try:
-        answer = httpx.get(uri.replace("/score", "/health"), timeout=HEALTH_TIMEOUT_S).json()
-    except (httpx.HTTPError, ValueError):
-        return "no answer"
-    return f"failed: {answer.get('error')}" if answer.get("status") == "failed" else str(answer.get("status"))
-
-
-@st.fragment(run_every="2s")
-def endpoint_states() -> None:
-    """Redrawn every two seconds: each endpoint's state from the database and its live /health."""
-    with session_scope(_ui.engine()) as session:
-        infos = [manage.endpoint_info(session, e.name) for e in repo.list_endpoints(session=session)]
-    if not infos:
-        st.info("No endpoints yet. Choose a model version above and press Deploy.")
-        return
-    rows = [{"Endpoint": i["name"], "State": f"{STATE_ICON.get(i['state'], '')} {i['state']}",
-             "Health": _health(i["scoring_uri"], i["state"]), "Scoring URL": i["scoring_uri"] or "—",
-             "Deployments": ", ".join(f"{d['name']} ({d['model']})" for d in i["deployments"]),
-             "Traffic": ", ".join(f"{k} {v}%" for k, v in i["traffic"].items())} for i in infos]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="models_endpoints_table")
-
-
-def _keys(name: str) -> str:
-    """The key rows (masked until shown) with their regenerate buttons; returns the primary key."""
-    show = st.toggle("Show keys", key="models_show_keys")
-    for kind in manage.KEY_TYPES:
-        label, button = st.columns([5, 1], vertical_alignment="bottom")
-        # The button is drawn first so a regenerated key is the one shown in this same run.
-        if button.button("Regenerate", key=f"models_regenerate_{kind}", help=f"Replace the {kind} key",
-                         width="stretch"):
-            with session_scope(_ui.engine()) as session:
-                manage.regenerate_key(session=session, name=name, key_type=kind)
-            st.toast(f"New {kind} key for {name}: the old one stops working at the next request.")
-        with session_scope(_ui.engine()) as session:
-            key = manage.keys(session, name)[f"{kind}_key"]
-        with label:
-            st.caption(f"{kind.capitalize()} key")
-            if show:
-                st.code(key, language=None)  # st.code has a copy button
-            else:
-                st.text(f"{key[:4]}{'•' * 24}")
-    with session_scope(_ui.engine()) as session:
-        return manage.keys(session, name)["primary_key"]
-
-
-def _traffic_form(name: str, info: dict[str, Any]) -> None:
-    deployments = info["deployments"]
-    if not deployments:
-        return
-    with st.form(f"models_traffic_{name}"):
-        st.markdown("**Traffic** (percent of requests without a deployment header; at most 100 in all)")
-        columns = st.columns(min(4, len(deployments)))
-        split = {}
-        for i, d in enumerate(deployments):
-            split[d["name"]] = int(columns[i % len(columns)].number_input(
-                f"{d['name']} ({d['model']})", min_value=0, max_value=100, step=5,
-                value=int(info["traffic"].get(d["name"], 0)), key=f"models_traffic_{name}_{d['name']}"))
-        saved = st.form_submit_button("Save traffic", key="models_traffic_save")
-    if saved:
-        try:
-            with session_scope(_ui.engine()) as session:
-                manage.set_traffic(session=session, name=name, split=split)
-        except KestrelError as exc:
-            st.error(f"Traffic not changed — {say(exc)}.")
-        else:
-            st.success("Traffic saved; it applies from the next request.")
-
-
-def snippets(uri: str, key: str) -> tuple[str, str]:
-    """curl and Python ``requests`` code that scores ``image.jpg`` at ``uri`` with ``key``, ready to paste."""
-    curl = (f'curl -X POST "{uri}" \\\n  -H "Authorization: Bearer {key}" \\\n'
-            f'  -H "Content-Type: application/octet-stream" \\\n  --data-binary @image.jpg')
-    python = f'''import base64
-
-import requests
-
-with open("image.jpg", "rb") as file:
-    image = base64.b64encode(file.read()).decode()
-answer = requests.post(
-    "{uri}",
-    headers={{"Authorization": "Bearer {key}"}},
-    json={{"input_data": {{"columns": ["image"], "data": [image]}}}},
-    timeout=60,
-)
-answer.raise_for_status()
-print(answer.json())
-'''
-    return curl, python
-
-
-def _endpoint_view(name: str) -> None:
-    with session_scope(_ui.engine()) as session:
-        info = manage.endpoint_info(session, name)
-    st.subheader(f"Endpoint {name}")
-    if info["scoring_uri"]:
-        st.markdown(f"Scoring URL `{info['scoring_uri']}` · [API docs]({info['openapi_uri']})")
-    if info["deployments"]:
-        st.page_link("pages/score.py", label=f"Send {name} test images", icon=":material/image_search:",
-                     query_params={"endpoint": name})
-    primary_key = _keys(name)
-    _traffic_form(name, info)
-    if info["scoring_uri"]:
-        with st.expander("Call it from code (the snippets contain the primary key)"):
-            curl, python = snippets(info["scoring_uri"], primary_key)
-            st.code(curl, language="bash")
-            st.code(python, language="python")
-    left, right = st.columns(2)
-    if left.button("Restart", key="models_restart", help="Reloads the models, e.g. after changing settings."):
-        runner.start(_ui.settings(), _ui.engine(), name)
-        st.toast(f"{name} restarting; its state is in the table above.")
-    sure = right.checkbox("Yes, delete this endpoint", key="models_delete_sure")
-    if right.button("Delete endpoint", key="models_delete", disabled=not sure):
-        runner.stop(_ui.engine(), name)
-        with session_scope(_ui.engine()) as session:
-            manage.delete_rows(session=session, name=name)
-        st.query_params.pop("endpoint", None)
-        st.session_state.pop("models_endpoint", None)
-        st.rerun()
-
-
-st.title("Models and endpoints")
+st.title("Models")
 refs = _model_table()
 if refs:
     _version_view(_ui.url_selectbox("Model version", refs, key="models_version", param="model"))
-st.header("Endpoints")
-endpoint_states()
-with session_scope(_ui.engine()) as _session:
-    _endpoint_names = [e.name for e in repo.list_endpoints(session=_session)]
-if _endpoint_names:
-    _endpoint_view(_ui.url_selectbox("Endpoint", _endpoint_names, key="models_endpoint", param="endpoint"))

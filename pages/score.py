@@ -48,7 +48,7 @@ STATUS_ADVICE = {
     404: "The endpoint does not know the deployment asked for. Pick another, or 'by the traffic split'.",
     413: "The request is larger than the endpoint accepts. Send fewer or smaller images at a time.",
     503: "The endpoint cannot score yet: its models are loading (wait a few seconds) or failed to load "
-         "(see its health on the Models page), or no deployment takes traffic.",
+         "(see its health on the Endpoints page), or no deployment takes traffic.",
 }
 
 
@@ -251,7 +251,7 @@ def show(result: ScoreResult) -> None:
     if result.error:
         if result.status is None:
             st.error(f"No answer from {result.uri} ({result.error}). The endpoint's server is not running: "
-                     "restart it on the Models page.")
+                     "restart it on the Endpoints page.")
         else:
             advice = STATUS_ADVICE.get(result.status, "The endpoint refused the request.")
             st.error(f"{advice}\n\nHTTP {result.status}: {result.error}")
@@ -279,7 +279,7 @@ def _endpoint_form(targets: dict[str, Target]) -> None:
     deployment = None if picked == BY_TRAFFIC else picked
     if chosen.state != "ready":
         st.warning(f"Endpoint {chosen.name} is {chosen.state}; it answers once its models are loaded "
-                   "(its health is on the Models page).")
+                   "(its health is on the Endpoints page).")
     uploads = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="score_images")
     xai = _explain_options(chosen.tasks(deployment))
     if st.button("Score", type="primary", key="score_run", disabled=not uploads):

@@ -164,13 +164,16 @@ def test_upload_train_register_deploy_and_score_by_clicking(studio, page, datase
     expect(page.get_by_text("Registered as e2e-model:1.")).to_be_visible()
     shot(page, "5-trial-registered")
 
-    # 5. The Models page: deploy it behind a new endpoint.
+    # 5. The Models page: deploy it behind a new endpoint, then open that endpoint.
     go(page, "Models")
     expect(page.get_by_text("e2e-model version 1")).to_be_visible()
     page.get_by_role("textbox", name="New endpoint name").fill("e2e-endpoint")
     page.get_by_role("textbox", name="New endpoint name").press("Enter")
     page.get_by_role("button", name="Deploy").click()
     expect(page.get_by_text(re.compile(r"Deploying e2e-model:1 as .* on e2e-endpoint"))).to_be_visible()
+    page.get_by_role("link", name="Open endpoint e2e-endpoint").click()
+    expect(page.get_by_text("Endpoint e2e-endpoint")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Scoring URL http://127\.0\.0\.1:\d+/score"))).to_be_visible()
     shot(page, "6-deployed")
 
     # 6. Test-score: upload an image and see the scored overlay (retrying while the model loads).

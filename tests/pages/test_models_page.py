@@ -1,5 +1,6 @@
-"""The Models page, run headless with AppTest against model versions and endpoints stored as `kestrel model
-register` and `kestrel endpoint create` store them (the deploy test starts a real server process)."""
+"""The Models and Endpoints pages, run headless with AppTest against model versions and endpoints stored as
+`kestrel model register` and `kestrel endpoint create` store them (the deploy test starts a real server
+process)."""
 
 from __future__ import annotations
 
@@ -49,9 +50,9 @@ def _endpoint(engine, name: str = "ep", deployments: tuple[str, ...] = (), port:
             manage.add_deployment(session=session, endpoint=name, name=dep, model="shapes")
 
 
-def _open(**query: str) -> AppTest:
+def _open(page: str = "models", **query: str) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
-    at.switch_page("pages/models.py")
+    at.switch_page(f"pages/{page}.py")
     for key, value in query.items():
         at.query_params[key] = value
     return at.run()
@@ -61,11 +62,12 @@ def _texts(at: AppTest) -> str:
     return "\n".join([e.value for e in (*at.error, *at.success, *at.info, *at.warning)])
 
 
-def test_no_models_says_how_to_register_one(settings) -> None:  # type: ignore[no-untyped-def]
+def test_no_models_says_how_to_register_one_and_no_endpoints_how_to_deploy(settings) -> None:  # type: ignore[no-untyped-def]
     at = _open()
     assert not at.exception
     assert "kestrel model register --trial N --name NAME" in _texts(at)
-    assert "No endpoints yet" in _texts(at)
+    at = _open("endpoints")
+    assert not at.exception and "No endpoints yet" in _texts(at) and "press Deploy" in _texts(at)
 
 
 def test_versions_are_listed_with_metrics_and_source_trial(settings, engine) -> None:  # type: ignore[no-untyped-def]
@@ -106,18 +108,18 @@ def test_keys_are_masked_until_shown_and_a_regenerated_key_replaces_the_old(sett
     _endpoint(engine, deployments=("blue",), port=59999)
     with session_scope(engine) as session:
         old = manage.keys(session, "ep")
-    at = _open(endpoint="ep")
+    at = _open("endpoints", endpoint="ep")
     assert not at.exception
     shown = "\n".join(t.value for t in at.text)
     assert old["primary_key"] not in shown and old["primary_key"][:4] + "•" in shown
-    at.toggle(key="models_show_keys").set_value(True).run()
+    at.toggle(key="endpoints_show_keys").set_value(True).run()
     codes = [c.value for c in at.code]
     assert old["primary_key"] in codes and old["secondary_key"] in codes
     # The snippets call the real URL with the real key.
     assert any("http://127.0.0.1:59999/score" in c and f"Bearer {old['primary_key']}" in c and "curl" in c
                for c in codes)
     assert any("requests.post(" in c and old["primary_key"] in c for c in codes)
-    at.button(key="models_regenerate_primary").click().run()
+    at.button(key="endpoints_regenerate_primary").click().run()
     with session_scope(engine) as session:
         new = manage.keys(session, "ep")
     assert new["primary_key"] != old["primary_key"] and new["secondary_key"] == old["secondary_key"]
@@ -128,13 +130,13 @@ def test_keys_are_masked_until_shown_and_a_regenerated_key_replaces_the_old(sett
 def test_traffic_is_saved_and_a_split_over_100_refused(settings, engine) -> None:  # type: ignore[no-untyped-def]
     _version(settings, engine)
     _endpoint(engine, deployments=("blue", "green"))
-    at = _open(endpoint="ep")
-    at.number_input(key="models_traffic_ep_blue").set_value(70)
-    at.number_input(key="models_traffic_ep_green").set_value(50)
-    at.button(key="models_traffic_save").click().run()
+    at = _open("endpoints", endpoint="ep")
+    at.number_input(key="endpoints_traffic_ep_blue").set_value(70)
+    at.number_input(key="endpoints_traffic_ep_green").set_value(50)
+    at.button(key="endpoints_traffic_save").click().run()
     assert "add up to 120; at most 100" in at.error[0].value
-    at.number_input(key="models_traffic_ep_green").set_value(30)
-    at.button(key="models_traffic_save").click().run()
+    at.number_input(key="endpoints_traffic_ep_green").set_value(30)
+    at.button(key="endpoints_traffic_save").click().run()
     assert not at.error
     with session_scope(engine) as session:
         assert models.get_endpoint(session=session, name="ep").traffic == {"blue": 70, "green": 30}
@@ -160,15 +162,15 @@ def test_deploy_creates_an_endpoint_with_keys_and_delete_stops_it(settings, engi
         assert len(row.primary_key) >= 40 and row.primary_key != row.secondary_key
         assert [d.name for d in models.deployments(session=session, endpoint_id=row.id)] == ["blue"]
         pid = row.pid
-    assert at.query_params["endpoint"] == "shop"
-    endpoints = at.dataframe[1].value
-    assert list(endpoints["Endpoint"]) == ["shop"] and "blue (shapes:1)" in endpoints["Deployments"].iloc[0]
     # A name that is taken is refused where it was typed, and nothing is written.
     at.run().selectbox(key="models_deploy_endpoint").select("shop").run()
     at.button(key="models_deploy").click().run()
     assert "Deployment name: endpoint shop has a deployment blue already" in at.error[0].value
-    at.checkbox(key="models_delete_sure").check().run()
-    at.button(key="models_delete").click().run()
+    at = _open("endpoints", endpoint="shop")
+    endpoints = at.dataframe[0].value
+    assert list(endpoints["Endpoint"]) == ["shop"] and "blue (shapes:1)" in endpoints["Deployments"].iloc[0]
+    at.checkbox(key="endpoints_delete_sure").check().run()
+    at.button(key="endpoints_delete").click().run()
     assert not at.exception
     with session_scope(engine) as session:
         assert models.get_endpoint(session=session, name="shop") is None
