@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from core.errors import KestrelError
-from storage.artifacts import remove_staged
+from storage.artifacts import remove_staged, sweep_staging
 from storage.db import session_scope
 from storage.repos import jobs, workers
 from storage.settings import Settings
@@ -26,6 +27,8 @@ from storage.tables import Job
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
 GRACE_S = 30.0  # a worker silent for this long is taken for dead
+STAGED_MAX_AGE_S = 24 * 3600.0  # an upload folder no pending job reads is swept after this
+SWEEP_EVERY_S = 3600.0
 
 Handler = Callable[[Job, Settings, Engine], str]
 HANDLERS: dict[str, Handler] = {}
@@ -137,7 +140,7 @@ class Worker:
                 log.warning("job %d lost its worker; queued again", job_id)
         beat = threading.Thread(target=self._beat, daemon=True)
         beat.start()
-        done = 0
+        done, swept = 0, float("-inf")
         try:
             while not self.stopping.is_set():
                 with session_scope(self.engine) as session:
@@ -146,6 +149,9 @@ class Worker:
                 if until_job is not None and _ended(self.engine, until_job):
                     break
                 if job is None:
+                    if time.monotonic() - swept > SWEEP_EVERY_S:  # when idle, so no job waits on it
+                        self._sweep_staging()
+                        swept = time.monotonic()
                     if once:
                         break
                     self.stopping.wait(poll_s)
@@ -156,6 +162,13 @@ class Worker:
             self.stopping.set()
             beat.join(timeout=HEARTBEAT_S + 1)
         return done
+
+    def _sweep_staging(self) -> None:
+        with session_scope(self.engine) as session:
+            pending = [Path(job.spec[key]) for job in jobs.list_jobs(session=session, statuses=jobs.ACTIVE)
+                       for key in ("path", "staging") if isinstance(job.spec.get(key), str)]
+        for folder in sweep_staging(self.settings.staging_dir, keep=pending, older_than_s=STAGED_MAX_AGE_S):
+            log.info("removed %s: an upload no job reads, untouched for a day", folder)
 
     def _run_job(self, job: Job) -> None:
         self.current_job = job.id

@@ -7,7 +7,9 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 
@@ -135,3 +137,28 @@ def remove_staged(path: Path, staging_dir: Path) -> bool:
         return False
     remove_tree(staging / rel.parts[0])
     return True
+
+
+def sweep_staging(staging_dir: Path, *, keep: Iterable[Path], older_than_s: float) -> list[Path]:
+    """Remove the upload folders (``staging_dir/<id>``) left alone for ``older_than_s`` seconds that hold
+    none of ``keep`` (the paths pending jobs still read): previews abandoned by a browser reload, uploads
+    left by a crash. Returns the folders removed."""
+    if not staging_dir.is_dir():
+        return []
+    staging = staging_dir.resolve()
+    held = set()
+    for path in keep:
+        try:
+            held.add(Path(path).resolve().relative_to(staging).parts[0])
+        except (ValueError, IndexError):
+            continue  # outside the staging folder: a user's own data
+    cutoff = time.time() - older_than_s
+    removed = []
+    for folder in staging.iterdir():
+        if folder.name not in held and folder.stat().st_mtime < cutoff:
+            if folder.is_dir():
+                remove_tree(folder)
+            else:
+                folder.unlink(missing_ok=True)
+            removed.append(folder)
+    return removed

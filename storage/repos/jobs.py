@@ -94,10 +94,13 @@ def get(*, session: Session, job_id: int) -> Job | None:
     return session.get(Job, job_id)
 
 
-def list_jobs(*, session: Session, kind: str | None = None, limit: int = 200) -> list[Job]:
+def list_jobs(*, session: Session, kind: str | None = None, statuses: tuple[str, ...] = (),
+              limit: int = 200) -> list[Job]:
     query = select(Job).order_by(col(Job.id).desc()).limit(limit)
     if kind:
         query = query.where(Job.kind == kind)
+    if statuses:
+        query = query.where(col(Job.status).in_(statuses))
     return list(session.exec(query))
 
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 from core.data.samples import write_sample
 from core.tasks import Task
@@ -68,3 +69,17 @@ def test_an_import_removes_its_staged_upload_but_never_a_folder_of_the_user(sett
     assert list(settings.staging_dir.iterdir()) == []  # after success and after failure alike
     assert sorted(p.name for p in own.parent.rglob("*") if p.is_file())[0] == "annotations.jsonl"
     assert len(list(own.parent.rglob("*.png"))) == 3  # a folder on this machine is the user's: it stays
+
+
+def test_a_starting_worker_sweeps_day_old_uploads_that_no_pending_job_reads(settings, engine, tmp_path):
+    abandoned, pending, recent = (settings.staging_dir / name for name in ("abandoned", "pending", "recent"))
+    for folder in (abandoned, pending, recent):
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / "a.png").write_bytes(b"staged")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    for folder in (abandoned, pending):
+        os.utime(folder, (two_days_ago, two_days_ago))
+    with session_scope(engine) as session:  # a kind no handler takes, so it stays queued
+        jobs.enqueue(session=session, kind="later", name="waits", spec={"path": str(pending / "data")})
+    Worker(settings, engine).run(once=True)
+    assert not abandoned.exists() and pending.exists() and recent.exists()
