@@ -41,5 +41,7 @@ with st.sidebar:
         st.caption(":red[Worker: down] — long work waits until `kestrel worker` runs")
     else:
         st.caption(f"Worker: running job {busy[0]}" if busy else "Worker: idle")
-    st.caption(f"Device: CPU, {os.cpu_count() or 1} cores")
+    # The worker's machine trains; without one, this machine's cores are the best guess.
+    device = next((w.device for w in live if w.device), f"CPU, {len(os.sched_getaffinity(0))} cores")
+    st.caption(f"Device: {device}")
 page.run()

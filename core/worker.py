@@ -132,8 +132,10 @@ class Worker:
     def run(self, *, once: bool = False, poll_s: float = 1.0, until_job: int | None = None) -> int:
         """Run jobs until stopped (or, with ``once``, until the queue is empty; with ``until_job``,
         until that job has ended); returns the number of jobs run."""
+        from core.train.device import machine
+
         with session_scope(self.engine) as session:
-            workers.register(session=session, worker_id=self.worker_id, pid=os.getpid(), device="")
+            workers.register(session=session, worker_id=self.worker_id, pid=os.getpid(), device=machine())
             # A worker whose process is gone is dead at once; one on another machine, by its heartbeat.
             alive = {w.worker_id for w in workers.live(session=session, grace_s=GRACE_S) if process_alive(w.pid)}
             for job_id in jobs.requeue_orphans(session=session, live_workers=alive):

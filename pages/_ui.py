@@ -4,6 +4,7 @@ and a paged image grid. Streamlit-only glue; queries live in storage.repos."""
 from __future__ import annotations
 
 import io
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from storage.db import make_engine, upgrade
 from storage.settings import Settings
 from storage.tables import Annotation
 
+log = logging.getLogger(__name__)
 THUMBNAIL_SIDE = 320
 LARGE_SIDE = 1280
 FIELD_NAMES = {"NAME": "Endpoint name", "--name": "Deployment name", "--traffic": "Traffic",
@@ -152,7 +154,11 @@ def submit_job_yaml(text: str) -> tuple[int | None, str]:
         result = subprocess.run([sys.executable, "-m", "core.cli", "job", "submit", str(file), "--json"],
                                 capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=False)
     if result.returncode != 0:
-        return None, result.stderr.strip().removeprefix("error: ") or "the job was refused"
+        refusal = result.stderr.strip()
+        if "Traceback (most recent call last)" in refusal:  # a crash, not a refusal: the log keeps it whole
+            log.error("kestrel job submit failed:\n%s", refusal)
+            refusal = f"the job could not be submitted ({refusal.splitlines()[-1]}); the studio's log has the details"
+        return None, refusal.removeprefix("error: ") or "the job was refused"
     return int(json.loads(result.stdout)["job_id"]), ""
 
 

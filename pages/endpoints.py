@@ -135,8 +135,12 @@ def _endpoint_view(name: str) -> None:
             st.code(python, language="python")
     left, right = st.columns(2)
     if left.button("Restart", key="endpoints_restart", help="Reloads the models, e.g. after changing settings."):
-        runner.start(_ui.settings(), _ui.engine(), name)
-        st.toast(f"{name} restarting; its state is in the table above.")
+        try:
+            runner.start(_ui.settings(), _ui.engine(), name)
+        except KestrelError as exc:  # e.g. a deployed model's files are gone
+            st.error(f"Not restarted — {_ui.say(exc)}")
+        else:
+            st.toast(f"{name} restarting; its state is in the table above.")
     sure = right.checkbox("Yes, delete this endpoint", key="endpoints_delete_sure")
     if right.button("Delete endpoint", key="endpoints_delete", disabled=not sure):
         runner.stop(_ui.engine(), name)

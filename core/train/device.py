@@ -23,6 +23,14 @@ def choose_device(requested: str = "auto") -> str:
     return requested
 
 
+def machine() -> str:
+    """What trains here, as the studio's sidebar names it: the GPUs, else the usable CPU cores."""
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return f"GPU: {', '.join(names)}"
+    return f"CPU, {cpu_cores()} cores"
+
+
 def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

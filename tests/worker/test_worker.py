@@ -4,6 +4,7 @@ worker that died."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,7 +39,8 @@ def test_worker_process_runs_import_jobs_and_survives_a_failing_one(settings, en
         assert ok.status == "completed" and ok.progress == 1.0
         assert ok.message.startswith("imported shapes:1 (12 images")
         assert get_version(session=session, name="shapes").task == "image_object_detection"
-        assert [w.worker_id for w in workers.live(session=session, grace_s=600)]
+        [state] = workers.live(session=session, grace_s=600)
+        assert re.fullmatch(r"CPU, \d+ cores|GPU: .+", state.device)  # what the studio's sidebar shows
 
 
 def test_a_job_left_running_by_a_dead_worker_is_run_again(settings, engine, tmp_path):
