@@ -32,6 +32,7 @@ class VersionStats:
     instances_per_class: dict[str, int]
     box_widths: list[float]
     box_heights: list[float]
+    box_labels: list[str]  # empty in statistics stored before boxes kept their class
     image_sizes: dict[str, int]
     splits: dict[str, int]
 
@@ -39,7 +40,7 @@ class VersionStats:
     def from_json(cls, stats: dict[str, Any]) -> VersionStats:
         boxes = stats.get("box_sizes") or {}
         return cls(dict(stats.get("images_per_class") or {}), dict(stats.get("instances_per_class") or {}),
-                   list(boxes.get("width") or []), list(boxes.get("height") or []),
+                   list(boxes.get("width") or []), list(boxes.get("height") or []), list(boxes.get("label") or []),
                    dict(stats.get("image_sizes") or {}), dict(stats.get("splits") or {}))
 
 
@@ -119,9 +120,13 @@ def _statistics(version: DatasetVersion) -> None:
     left, right = st.columns(2)
     with left:
         if stats.box_widths:
+            by_class = len(stats.box_labels) == len(stats.box_widths)
             figure = px.scatter(x=stats.box_widths, y=stats.box_heights, opacity=0.5,
+                                color=stats.box_labels if by_class else None,
+                                color_discrete_map=_colour_map(version.classes),
                                 title="Box sizes (fraction of the image)",
-                                labels={"x": "width", "y": "height"}, range_x=[0, 1], range_y=[0, 1])
+                                labels={"x": "width", "y": "height", "color": "class"},
+                                range_x=[0, 1], range_y=[0, 1])
             st.plotly_chart(figure, key="datasets_chart_boxes")
     with right:
         if stats.image_sizes:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -35,7 +36,8 @@ def add_dataset(settings: Settings, name: str, task: Task, *, count: int = 15) -
     images = [_new_image(r, blobs, "validation" if k % 5 == 0 else "train") for k, r in enumerate(records)]
     per_class = {c: sum(any(a.label == c for a in i.annotations) for i in images) for c in CLASSES}
     stats = {"images_per_class": per_class, "instances_per_class": per_class,
-             "box_sizes": {"width": [0.3, 0.4], "height": [0.3, 0.35]}, "image_sizes": {"96x96": count},
+             "box_sizes": {"width": [0.3, 0.4], "height": [0.3, 0.35], "label": ["circle", "square"]},
+             "image_sizes": {"96x96": count},
              "splits": {"train": count - count // 5, "validation": count // 5}}
     engine = make_engine(settings.db_url)
     with session_scope(engine) as session:
@@ -76,6 +78,9 @@ def test_page_lists_datasets_and_shows_the_import_report(settings: Settings) -> 
     assert any("fewer than 10 images" in w.value for w in at.warning)
     assert len(at.image) == 12  # one full page of the grid
     assert at.query_params["dataset"] == "shapes-boxes"
+    charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    boxes = next(c for c in charts if c["layout"]["title"]["text"].startswith("Box sizes"))
+    assert [trace["name"] for trace in boxes["data"]] == ["circle", "square"]  # one colour per class
 
 
 def test_query_params_select_the_dataset_and_version(settings: Settings) -> None:
@@ -128,9 +133,10 @@ def test_sidebar_says_whether_the_worker_is_alive(settings, engine):
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert any("Worker: down" in c.value for c in at.sidebar.caption)
     with session_scope(engine) as session:
-        workers.register(session=session, worker_id="w1", pid=1, device="")
+        workers.register(session=session, worker_id="w1", pid=1, device="GPU: NVIDIA H100 80GB HBM3")
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert any(c.value == "Worker: idle" for c in at.sidebar.caption)
+    assert any(c.value == "Device: GPU: NVIDIA H100 80GB HBM3" for c in at.sidebar.caption)
 
 
 def test_a_new_version_is_previewed_in_the_open_upload_panel_above_the_datasets(settings: Settings,
