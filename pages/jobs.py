@@ -14,30 +14,94 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.sweep.summary import job_summary
+from core.errors import NotFound
+from core.sweep.summary import job_summaries, job_summary
 from pages import _ui
 from storage.db import session_scope
 from storage.repos import jobs
 
 STATUS_ICON = {"queued": "🕓", "running": "▶️", "completed": "✅", "failed": "❌", "canceled": "⏹️",
                "early_terminated": "✂️"}
+# The badge colour behind each status cell (light tints, readable in both themes' dark text).
+STATUS_COLOUR = {"queued": "#e0e0e0", "running": "#cfe2ff", "completed": "#d1e7dd", "failed": "#f8d7da",
+                 "canceled": "#fff3cd", "early_terminated": "#ffe5d0"}
+BEST_ROW_COLOUR = "#d1e7dd"
+LIVE_TRIAL = ("queued", "running")
+
+
+def _status(status: str) -> str:
+    return f"{STATUS_ICON.get(status, '')} {status}"
+
+
+def _status_badge(cell: Any) -> str:
+    status = str(cell).split(" ")[-1]
+    return f"background-color: {STATUS_COLOUR[status]}; color: #111" if status in STATUS_COLOUR else ""
+
+
+def _clock(seconds: float | None) -> str:
+    """``1h 02m 03s`` style; empty when unknown."""
+    if seconds is None:
+        return ""
+    total = int(round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def _best_value(summary: dict[str, Any]) -> float | None:
+    values = {t["trial_id"]: t["primary_metric_value"] for t in summary["trials"]
+              if t["primary_metric_value"] is not None}
+    if summary["best_trial_id"] in values:
+        return values[summary["best_trial_id"]]
+    return max(values.values(), default=None)
+
+
+def job_rows(summaries: list[dict[str, Any]]) -> pd.DataFrame:
+    """The jobs list: one row per job, the id a link to its page. Non-AutoML jobs leave task and trials blank."""
+    rows = []
+    for s in summaries:
+        done = sum(t["status"] not in LIVE_TRIAL for t in s["trials"])
+        rows.append({
+            "job": f"jobs?job={s['job_id']}", "name": s["name"], "kind": s["kind"], "task": s["task"] or "",
+            "status": _status(s["status"]), "progress": s["progress"],
+            "trials": f"{done} / {s['max_trials']}" if s["max_trials"] else "",
+            "best": _best_value(s),
+            "primary metric": s["primary_metric"] or "",
+            "started": pd.to_datetime(s["started_at"], utc=True) if s["started_at"] else pd.NaT,
+            "duration": _clock(s["duration_s"]), "message": s["message"]})
+    return pd.DataFrame(rows)
 
 
 def leaderboard(summary: dict[str, Any]) -> pd.DataFrame:
-    """One row per trial: status, model, primary metric and each sampled parameter; best first."""
+    """One row per trial: status, model, primary metric, the other metrics, duration and each sampled
+    parameter; best first."""
+    metric = summary["trials"][0]["primary_metric"] if summary["trials"] else ""
+    metric = metric or "primary metric"
     rows = []
     for t in summary["trials"]:
         row = {"trial": t["trial_id"], "best": "★" if t["trial_id"] == summary["best_trial_id"] else "",
-               "status": f"{STATUS_ICON.get(t['status'], '')} {t['status']}", "model": t["model_name"],
-               t["primary_metric"] or "primary metric": t["primary_metric_value"], "epoch": t["epoch"],
-               "note": t["stop_reason"] or t["error"]}
-        row.update({k: v for k, v in t["params"].items() if k != "model_name"})
+               "status": _status(t["status"]), "model": t["model_name"], metric: t["primary_metric_value"]}
+        row.update({k: v for k, v in t["metrics"].items() if k != metric})
+        row.update({"epoch": t["epoch"], "duration (s)": t["duration_s"], "note": t["stop_reason"] or t["error"]})
+        row.update({k: v for k, v in t["params"].items() if k != "model_name" and k not in row})
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    metric = summary["trials"][0]["primary_metric"] or "primary metric"
     return frame.sort_values(metric, ascending=False, na_position="last").reset_index(drop=True)
+
+
+def _requested_job() -> int | None:
+    """The ``?job=`` parameter as a job id; a malformed one is dropped with a warning."""
+    raw = st.query_params.get("job")
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        st.warning(f"“{raw}” is not a job id; pick a job from the list instead.")
+        del st.query_params["job"]
+        return None
 
 
 def _submit(upload: Any) -> None:
@@ -49,30 +113,95 @@ def _submit(upload: Any) -> None:
     st.rerun()
 
 
-def _job_list() -> None:
+@st.fragment(run_every="2s")
+def job_list() -> None:
+    """Redrawn every two seconds, so statuses and trial counts move without a reload."""
     with session_scope(_ui.engine()) as session:
-        rows = [{"job": j.id, "name": j.name, "kind": j.kind,
-                 "status": f"{STATUS_ICON.get(j.status, '')} {j.status}", "progress": j.progress,
-                 "message": j.message, "created": j.created_at} for j in jobs.list_jobs(session=session)]
-    if not rows:
+        summaries = job_summaries(session=session)
+    if not summaries:
         st.info("No jobs yet. Upload a job YAML above, or run `kestrel job submit job.yml`.")
         return
-    st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True,
-                 column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1)})
-    ids = [r["job"] for r in rows]
-    current = st.query_params.get("job")
-    chosen = st.selectbox("Job", ids, index=ids.index(int(current)) if current and int(current) in ids else 0,
-                          format_func=lambda i: f"job {i}: {next(r['name'] for r in rows if r['job'] == i)}")
+    frame = job_rows(summaries)
+    st.dataframe(frame.style.map(_status_badge, subset=["status"]), hide_index=True, use_container_width=True,
+                 key="job-list", column_config={
+                     "job": st.column_config.LinkColumn("job", display_text=r"jobs\?job=(\d+)",
+                                                        help="Open the job's page"),
+                     "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1),
+                     "best": st.column_config.NumberColumn("best", help="The best trial's primary metric",
+                                                           format="%.4f"),
+                     "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss")})
+
+
+def _job_picker(job_id: int | None) -> int | None:
+    with session_scope(_ui.engine()) as session:
+        names = {j.id: j.name for j in jobs.list_jobs(session=session)}
+    if not names:
+        return job_id
+    ids = list(names)
+    chosen = st.selectbox("Job", ids, index=ids.index(job_id) if job_id in ids else 0,
+                          format_func=lambda i: f"job {i}: {names[i]}")
+    if job_id is not None and job_id not in ids:
+        return job_id  # a job that is not listed (e.g. deleted): let the job view say so
     st.query_params["job"] = str(chosen)
+    return chosen
+
+
+def _elapsed_and_left(summary: dict[str, Any]) -> tuple[str, str]:
+    elapsed = summary["duration_s"]
+    if elapsed is None:
+        return "not started", ""
+    timeout = summary["timeout_minutes"]
+    if not timeout:
+        return _clock(elapsed), "no timeout"
+    if summary["finished_at"]:
+        return _clock(elapsed), "finished"
+    return _clock(elapsed), _clock(max(0.0, timeout * 60 - elapsed))
+
+
+def progress_header(summary: dict[str, Any]) -> None:
+    """Trials running, done, stopped early and failed; elapsed time and time left before the timeout."""
+    counts = pd.Series([t["status"] for t in summary["trials"]], dtype=object).value_counts()
+    elapsed, left = _elapsed_and_left(summary)
+    cells = st.columns(6)
+    for cell, (label, status) in zip(cells, [("Running", "running"), ("Done", "completed"),
+                                             ("Stopped early", "early_terminated"), ("Failed", "failed")],
+                                     strict=False):
+        cell.metric(label, int(counts.get(status, 0)))
+    cells[4].metric("Elapsed", elapsed)
+    cells[5].metric("Time left", left or "—",
+                    help=f"Against the job's timeout of {summary['timeout_minutes']} minutes"
+                    if summary["timeout_minutes"] else None)
+
+
+def _highlight_best(row: pd.Series) -> list[str]:
+    style = f"background-color: {BEST_ROW_COLOUR}; color: #111" if row.get("best") == "★" else ""
+    return [style] * len(row)
+
+
+def _show_leaderboard(board: pd.DataFrame) -> None:
+    shown = board.assign(trial=[f"trial?trial={t}" for t in board["trial"]])
+    styled = shown.style.apply(_highlight_best, axis=1).map(_status_badge, subset=["status"])
+    st.dataframe(styled, hide_index=True, use_container_width=True, column_config={
+        "trial": st.column_config.LinkColumn("trial", display_text=r"trial\?trial=(\d+)",
+                                             help="Open the trial's page"),
+        "duration (s)": st.column_config.NumberColumn("duration (s)", format="%.0f")})
 
 
 @st.fragment(run_every="2s")
 def job_view(job_id: int) -> None:
     """Redrawn every two seconds from the database: progress, leaderboard, charts."""
-    with session_scope(_ui.engine()) as session:
-        summary = job_summary(session=session, job_id=job_id)
+    try:
+        with session_scope(_ui.engine()) as session:
+            summary = job_summary(session=session, job_id=job_id)
+    except NotFound:
+        st.info(f"Job {job_id} does not exist (it may have been deleted); pick a job from the list.")
+        if st.query_params.get("job") == str(job_id):
+            del st.query_params["job"]
+        return
     st.subheader(f"Job {job_id}: {summary['name']}")
     st.progress(summary["progress"], text=f"{summary['status']} — {summary['message'] or 'waiting for a worker'}")
+    if summary["kind"] == "automl":
+        progress_header(summary)
     if summary["error"]:
         st.error(summary["error"])
     if summary["status"] in ("queued", "running") and st.button("Cancel job", key=f"cancel-{job_id}"):
@@ -83,7 +212,7 @@ def job_view(job_id: int) -> None:
     if board.empty:
         st.caption("No trial has started yet.")
         return
-    st.dataframe(board, hide_index=True, use_container_width=True)
+    _show_leaderboard(board)
     models = {t["trial_id"]: t["model_name"] for t in summary["trials"]}  # in start order: stable as trials come
     pick, go = st.columns([3, 1], vertical_alignment="bottom")
     trial_id = pick.selectbox("Trial", list(models), key=f"trial-pick-{job_id}",
@@ -97,7 +226,8 @@ def job_view(job_id: int) -> None:
     left, right = st.columns(2)
     left.plotly_chart(px.bar(scored.sort_values("trial"), x="trial", y=metric, color="model",
                              title=f"{metric} per trial"), use_container_width=True)
-    numeric = [c for c in scored.columns if c not in ("trial", "epoch") and pd.api.types.is_numeric_dtype(scored[c])
+    tried = {k for t in summary["trials"] for k in t["params"]} | {metric}  # hyperparameters against the metric
+    numeric = [c for c in scored.columns if c in tried and pd.api.types.is_numeric_dtype(scored[c])
                and scored[c].nunique() > 1]
     if metric in numeric and len(numeric) > 1:
         right.plotly_chart(px.parallel_coordinates(scored, dimensions=numeric, color=metric,
@@ -109,6 +239,7 @@ with st.expander("Submit a job YAML"):
     upload = st.file_uploader("Job file (type: automl)", type=["yml", "yaml"])
     if upload is not None and st.button("Submit", type="primary"):
         _submit(upload)
-_job_list()
-if job := st.query_params.get("job"):
-    job_view(int(job))
+requested = _requested_job()
+job_list()
+if (selected := _job_picker(requested)) is not None:
+    job_view(selected)

@@ -9,6 +9,8 @@ A job YAML can be uploaded to start pre-filled.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,13 @@ import yaml
 from core.errors import ConfigError
 from core.jobspec import PRIMARY_METRICS, parse_job
 from core.tasks import Task, spec
+from core.zoo.catalog import CATALOG, size_text
 from pages import _ui
 from storage.db import session_scope
-from storage.repos import datasets
+from storage.repos import datasets, workers
 
-STEPS = ["Data", "Task and metric", "Training mode", "Limits", "Review"]
+log = logging.getLogger(__name__)
+STEPS = ["Data", "Task & metric", "Training mode", "Limits & early termination", "Review"]
 # Which step owns a field of the job file, so a refusal is shown where the choice was made.
 OWNER = {"training_data": 0, "validation_data": 0, "validation_data_size": 0, "task": 1, "primary_metric": 1,
          "training_parameters": 2, "search_space": 2, "sweep.sampling_algorithm": 2, "limits": 3,
@@ -37,6 +41,8 @@ MODELS = {  # what the wizard offers first; any other name of the model librarie
 MODELS[Task.MULTILABEL] = MODELS[Task.CLASSIFICATION]
 KINDS = ["choice", "uniform", "loguniform", "quniform", "qloguniform", "normal", "lognormal", "randint"]
 POLICIES = ["none", "bandit", "median_stopping", "truncation_selection"]
+# Mistakes a step's widgets found in this run (unreadable bounds, missing fields); "Next" refuses while any.
+PROBLEMS: list[str] = []
 
 
 def new_job() -> dict[str, Any]:
@@ -65,13 +71,19 @@ def _data_step(doc: dict[str, Any]) -> None:
         st.info("No datasets yet: import one on the Datasets page first.")
         return
     names = [r.name for r in rows]
-    ref = str(doc["training_data"].get("path", "")).removeprefix("azureml:")
-    name = st.selectbox("Dataset", names, index=names.index(ref.split(":")[0]) if ref.split(":")[0] in names else 0)
+    old_name, _, old_version = str(doc["training_data"].get("path", "")).removeprefix("azureml:").partition(":")
+    old_name = old_name.split("@")[0]  # azureml:NAME@latest
+    name = st.selectbox("Dataset", names, index=names.index(old_name) if old_name in names else 0,
+                        key="wizard_dataset")
     row = next(r for r in rows if r.name == name)
-    version = st.number_input("Version", 1, row.latest_version, row.latest_version)
+    # Back and forward keep the chosen (or uploaded) version; a new dataset starts at its latest.
+    chosen = int(old_version) if name == old_name and old_version.isdigit() else row.latest_version
+    version = st.number_input("Version", 1, row.latest_version, min(max(chosen, 1), row.latest_version),
+                              key="wizard_version")
     st.caption(f"{row.images} images, {row.classes} classes, {spec(Task(row.task)).display_name}")
-    doc["training_data"] = {"path": f"azureml:{name}:{version}", "type": "mltable"}
-    doc["task"] = row.task
+    doc["training_data"] = {"path": f"azureml:{name}:{int(version)}", "type": "mltable"}
+    if name != old_name:  # the task comes from the dataset; kept as chosen while the dataset stays
+        doc["task"] = row.task
 
 
 def _metric_step(doc: dict[str, Any]) -> None:
@@ -98,6 +110,7 @@ def _mode_step(doc: dict[str, Any]) -> None:
         doc["limits"]["max_trials"] = 1
         doc.pop("search_space", None)
         doc.pop("sweep", None)
+        _model_table(models)
         current = params.get("model_name", models[0])
         params["model_name"] = st.selectbox("Model", [*models, *([current] if current not in models else [])],
                                             index=[*models, current].index(current), accept_new_options=True)
@@ -108,6 +121,8 @@ def _mode_step(doc: dict[str, Any]) -> None:
         doc["limits"]["max_trials"] = max(2, int(doc["limits"].get("max_trials", 10)))
         if mode == "AutoMode":
             doc.pop("search_space", None)
+            doc["limits"]["max_trials"] = _trials_input(doc["limits"], "wizard_auto_trials")
+            st.info(_automode_sentence(Task(doc["task"]), doc["limits"]))
         else:
             doc["search_space"] = _space_editor(doc.get("search_space") or [{}], models)
             sweep = doc.setdefault("sweep", {})
@@ -115,6 +130,39 @@ def _mode_step(doc: dict[str, Any]) -> None:
                                                        index=["random", "grid", "bayesian"].index(
                                                            sweep.get("sampling_algorithm", "random")))
     doc["training_parameters"] = params
+
+
+def _model_table(models: list[str]) -> None:
+    """The offered models for the task: size, speed class on a CPU and what each is good for."""
+    rows = [{"model": m, "size (parameters)": size_text(m),
+             "speed on a CPU": CATALOG[m].cpu_speed if m in CATALOG else "",
+             "good for": CATALOG[m].good_for if m in CATALOG else ""} for m in models]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="wizard_models")
+
+
+def _trials_input(limits: dict[str, Any], key: str) -> int:
+    """The one trial count (``limits.max_trials``), asked on the mode step for AutoMode and on Limits."""
+    return int(st.number_input("Max trials", 2, 1000, max(2, int(limits.get("max_trials", 10))), key=key,
+                               help="How many models and settings to try; the job also stops at its timeout."))
+
+
+def _device() -> str:
+    """The worker's device as it recorded it; this machine's cores when no worker runs."""
+    with session_scope(_ui.engine()) as session:
+        live = workers.live(session=session, grace_s=30)
+    return next((w.device for w in live if w.device), f"CPU, {len(os.sched_getaffinity(0))} cores")
+
+
+def _automode_sentence(task: Task, limits: dict[str, Any]) -> str:
+    device = _device()
+    # Said in general terms: core.sweep.automode holds the candidate lists but imports the model libraries.
+    kind = ("the reference's strongest default models" if not device.upper().startswith("CPU")
+            else "models that train in minutes on a CPU")
+    return (f"On this machine ({device}) AutoMode tries {kind} for {spec(task).display_name.lower()}, each at "
+            f"its defaults first (the lightest first when the dataset has under 500 training images), then "
+            f"tunes the learning rate and optimizer with Bayesian search (TPE) across "
+            f"{limits.get('max_trials', 10)} trials, stopping at the job's timeout "
+            f"({limits.get('timeout_minutes', 10080)} minutes) if that comes first.")
 
 
 def _space_editor(space: list[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:
@@ -134,7 +182,13 @@ def _space_editor(space: list[dict[str, Any]], models: list[str]) -> list[dict[s
                                column_config={"distribution": st.column_config.SelectboxColumn(options=KINDS)})
         entry: dict[str, Any] = {"model_name": {"type": "choice", "values": chosen}}
         for _, row in table.dropna(subset=["parameter"]).iterrows():
-            entry[str(row["parameter"]).strip()] = _distribution(str(row["distribution"]), str(row["values / bounds"]))
+            name, text = str(row["parameter"]).strip(), row["values / bounds"]
+            try:
+                entry[name] = _distribution(str(row["distribution"]), "" if pd.isna(text) else str(text))
+            except (yaml.YAMLError, ValueError) as exc:
+                entry[name] = str(text)  # kept as typed, so the row still shows it to be fixed
+                PROBLEMS.append(f"Sub-space {i + 1}, {name}: {exc}")
+                st.error(PROBLEMS[-1])
         out.append(entry)
     return out
 
@@ -148,7 +202,18 @@ def _bounds(value: Any) -> str:
 
 
 def _distribution(kind: str, text: str) -> dict[str, Any]:
-    values = [yaml.safe_load(v.strip()) for v in text.split(",") if v.strip()]
+    """A search-space entry from the editor's row; ValueError says which value cannot be read."""
+    values = []
+    for piece in (v.strip() for v in text.split(",")):
+        if not piece:
+            continue
+        try:
+            values.append(yaml.safe_load(piece))
+        except yaml.YAMLError:
+            raise ValueError(f"cannot read {piece!r} in the values / bounds; write numbers or words "
+                             f"separated by commas, e.g. 0.0001, 0.01") from None
+    if not values:
+        raise ValueError("the values / bounds are empty; write them separated by commas, e.g. 0.0001, 0.01")
     if kind == "choice":
         return {"type": "choice", "values": values}
     names = {"normal": ("mu", "sigma"), "lognormal": ("mu", "sigma"), "randint": ("upper",),
@@ -159,8 +224,13 @@ def _distribution(kind: str, text: str) -> dict[str, Any]:
 def _limits_step(doc: dict[str, Any]) -> None:
     limits = doc["limits"]
     left, middle, right = st.columns(3)
-    if doc["limits"]["max_trials"] > 1:
-        limits["max_trials"] = int(left.number_input("Max trials", 2, 1000, int(limits["max_trials"])))
+    if "max_trials" not in limits:  # an uploaded job file may leave it out
+        st.error("limits.max_trials is missing from the job file: set it below (1 trains one model, more "
+                 "runs AutoMode or a sweep), or choose a training mode on the previous step.")
+        limits["max_trials"] = int(left.number_input("Max trials", 1, 1000, 1, key="wizard_trials_missing"))
+    elif limits["max_trials"] > 1:
+        with left:
+            limits["max_trials"] = _trials_input(limits, "wizard_trials")
     limits["max_concurrent_trials"] = int(middle.number_input(
         "Max concurrent trials", 1, 100, int(limits.get("max_concurrent_trials", 1)),
         help="Capped at what this machine holds: one per GPU, or a share of the CPU cores."))
@@ -185,7 +255,39 @@ def _limits_step(doc: dict[str, Any]) -> None:
     sweep["early_termination"] = new
 
 
+def _summary(doc: dict[str, Any]) -> str:
+    """The job in plain words, one line per choice."""
+    params, limits = doc.get("training_parameters") or {}, doc.get("limits") or {}
+    sweep = doc.get("sweep") or {}
+    task = Task(doc["task"]) if doc.get("task") in {t.value for t in Task} else None
+    data = str((doc.get("training_data") or {}).get("path", "(none)")).removeprefix("azureml:")
+    trials = limits.get("max_trials", 1)
+    if doc.get("search_space"):
+        models = sorted({m for sub in doc["search_space"] for m in (sub.get("model_name") or {}).get("values", [])})
+        sampling = sweep.get("sampling_algorithm", "random")
+        mode = f"sweep over {', '.join(models) or 'the default model'} ({sampling} sampling)"
+    elif "model_name" in params or trials == 1:
+        mode = f"one model: {params.get('model_name', 'the task default')}"
+    else:
+        mode = "AutoMode (models and settings chosen for the task and this machine)"
+    policy = sweep.get("early_termination") or {}
+    stop = "none" if not policy else (f"{policy['type']}, every {policy.get('evaluation_interval', 1)} "
+                                      f"evaluation(s) after {policy.get('delay_evaluation', 0)}")
+    lines = [f"**Dataset:** {data}",
+             f"**Task:** {spec(task).display_name if task else doc.get('task')}; "
+             f"**primary metric:** {doc.get('primary_metric') or (PRIMARY_METRICS[task][0] if task else '')}",
+             f"**Mode:** {mode}",
+             f"**Trials:** {trials}, at most {limits.get('max_concurrent_trials', 1)} at a time",
+             f"**Timeouts:** job {limits.get('timeout_minutes', 10080)} min, each trial "
+             + (f"{limits['trial_timeout_minutes']} min" if limits.get("trial_timeout_minutes") else "none"),
+             f"**Early termination:** {stop}"]
+    if "number_of_epochs" in params:
+        lines.insert(3, f"**Epochs:** {params['number_of_epochs']}")
+    return "\n".join(f"- {line}" for line in lines)
+
+
 def _review_step(doc: dict[str, Any]) -> None:
+    st.markdown(_summary(doc))
     text = yaml.safe_dump(doc, sort_keys=False)
     st.code(text, language="yaml")
     st.download_button("Download job YAML", text, file_name="job.yml", mime="application/x-yaml")
@@ -196,9 +298,8 @@ def _review_step(doc: dict[str, Any]) -> None:
         else:
             st.session_state.pop("wizard_job", None)
             st.session_state["wizard_step"] = 0
-            st.query_params.clear()
-            st.query_params["job"] = str(job_id)
-            st.switch_page("pages/jobs.py")
+            # switch_page replaces the query string: the job id goes with it, so the job's page opens.
+            st.switch_page("pages/jobs.py", query_params={"job": str(job_id)})
 
 
 def _prefill() -> None:
@@ -218,15 +319,24 @@ def _prefill() -> None:
 st.title("New job")
 _prefill()
 step = st.session_state.setdefault("wizard_step", 0)
+st.markdown(" → ".join(f":blue-background[**{i + 1}. {name}**]" if i == step else f"{i + 1}. {name}"
+                       for i, name in enumerate(STEPS)))
 st.progress((step + 1) / len(STEPS), text=f"Step {step + 1} of {len(STEPS)}: {STEPS[step]}")
 doc = job()
-[_data_step, _metric_step, _mode_step, _limits_step, _review_step][step](doc)
+PROBLEMS.clear()
+try:
+    [_data_step, _metric_step, _mode_step, _limits_step, _review_step][step](doc)
+except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a job file this step cannot read
+    log.exception("wizard step %s", STEPS[step])
+    PROBLEMS.append(f"The job file has a field this step cannot read ({type(exc).__name__}: {exc}). "
+                    "Fix it in the YAML and load it again, or go back and choose again.")
+    st.error(PROBLEMS[-1])
 back, forward = st.columns(2)
 if step > 0 and back.button("Back"):
     st.session_state["wizard_step"] = step - 1
     st.rerun()
 if step < len(STEPS) - 1 and forward.button("Next", type="primary"):
-    problem = check(doc, step)
+    problem = "; ".join(PROBLEMS) or check(doc, step)
     if problem:
         st.error(problem)
     else:

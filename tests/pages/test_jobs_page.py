@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from streamlit.testing.v1 import AppTest
 
 from storage.db import session_scope
@@ -63,3 +64,86 @@ def test_cancel_from_the_page_sets_the_jobs_flag(settings, engine) -> None:  # t
     at.button(key=f"cancel-{job_id}").click().run()
     with session_scope(engine) as session:
         assert jobs.is_cancel_requested(session=session, job_id=job_id)
+
+
+JOB_YAML = """\
+type: automl
+task: image_classification
+primary_metric: accuracy
+limits:
+  max_trials: 4
+  timeout_minutes: 60
+"""
+
+
+def _sweep(engine, statuses: list[str], *, finish_job: bool) -> int:  # type: ignore[no-untyped-def]
+    """A sweep of four at most, with one trial per status in ``statuses``, as the worker stores them."""
+    with session_scope(engine) as session:
+        job_id = jobs.enqueue(session=session, kind="automl", name="pets sweep",
+                              spec={"yaml": JOB_YAML, "dataset": "pets", "version": 1}).id
+        jobs.claim_next(session=session, worker_id="w")
+        for number, status in enumerate(statuses):
+            trial = trials.create(session=session, job_id=job_id, number=number, model_name="resnet18",
+                                  params={"model_name": "resnet18", "learning_rate": 0.01}, primary_metric="accuracy")
+            trials.start(session=session, trial_id=trial.id, device="cpu", pid=1, artifact_dir="", software={})
+            if status != "running":
+                value = None if status == "failed" else 0.5 + number / 10
+                final = {"accuracy": value, "f1_score_macro": 0.4 + number / 10} if value is not None else {}
+                trials.finish(session=session, trial_id=trial.id, status=status, primary_metric_value=value,
+                              metrics={"final": {**final, "per_class": {"cat": 0.5}}},
+                              stop_reason="bandit" if status == "early_terminated" else "")
+        best = trials.best(trials.for_job(session=session, job_id=job_id))
+        if finish_job:
+            jobs.finish(session=session, job_id=job_id, status="completed", best_trial_id=best.id if best else None)
+    return job_id
+
+
+def test_job_list_shows_task_status_trials_best_metric_and_links_to_the_job(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    job_id = _sweep(engine, ["completed", "completed", "failed"], finish_job=True)
+    at = _open()
+    assert not at.exception
+    row = at.dataframe[0].value.iloc[0]
+    assert row["job"] == f"jobs?job={job_id}" and row["name"] == "pets sweep"
+    assert row["task"] == "image_classification" and row["status"].endswith("completed")
+    assert row["trials"] == "3 / 4" and row["best"] == 0.6 and row["primary metric"] == "accuracy"
+    assert not pd.isna(row["started"]) and row["duration"].endswith("s")
+
+
+def test_job_page_header_counts_trials_by_state_and_shows_time_left(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    job_id = _sweep(engine, ["running", "completed", "early_terminated", "failed"], finish_job=False)
+    at = _open(job_id)
+    assert not at.exception
+    shown = {m.label: m.value for m in at.metric}
+    assert (shown["Running"], shown["Done"], shown["Stopped early"], shown["Failed"]) == ("1", "1", "1", "1")
+    assert shown["Elapsed"].endswith("s") and shown["Time left"].startswith(("59m", "1h"))
+
+
+def test_leaderboard_has_other_metrics_duration_trial_links_and_a_highlighted_best_row(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    job_id = _sweep(engine, ["completed", "early_terminated", "failed"], finish_job=True)
+    at = _open(job_id)
+    board = at.dataframe[1].value
+    assert list(board["accuracy"])[:2] == [0.6, 0.5] and list(board["f1_score_macro"])[:2] == [0.5, 0.4]
+    assert "per_class" not in board.columns and board["duration (s)"].notna().all()
+    assert board["trial"].str.fullmatch(r"trial\?trial=\d+").all() and board["best"].iloc[0] == "★"
+    assert board["status"].iloc[0].endswith("early_terminated") and board["note"].iloc[0] == "bandit"
+    assert "#d1e7dd" in at.dataframe[1].proto.arrow_data.styler.styles
+
+
+def test_a_malformed_or_unknown_job_in_the_address_is_explained_not_raised(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    at = _open()
+    at.query_params["job"] = "abc"
+    at.run()
+    assert not at.exception and any("not a job id" in w.value for w in at.warning)
+    assert "job" not in at.query_params
+    at = _open(999)
+    assert not at.exception and any("does not exist" in i.value for i in at.info)
+
+
+def test_an_import_job_is_listed_without_task_or_trials_and_a_deleted_job_is_explained(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    with session_scope(engine) as session:
+        jobs.enqueue(session=session, kind="import", name="import pets", spec={"path": "/tmp/pets.zip"})
+    at = _open(999)
+    assert not at.exception and any("does not exist" in i.value for i in at.info)
+    row = at.dataframe[0].value.iloc[0]
+    assert row["kind"] == "import" and row["task"] == "" and row["trials"] == "" and pd.isna(row["best"])
+    assert row["status"].endswith("queued") and row["duration"] == ""

@@ -19,8 +19,19 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 def _wizard() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
+    at.run()  # st.navigation gives the wizard the url_path "new-job": switching by file needs one run first
     at.switch_page("pages/wizard.py")
     return at.run()
+
+
+def _shapes(settings, engine, tmp_path, versions: int = 1) -> None:
+    jsonl = write_sample(Task.CLASSIFICATION, tmp_path / "shapes", count=20, size=48)
+    for _ in range(versions):
+        import_dataset(jsonl, ImportOptions("shapes"), settings=settings, engine=engine)
+
+
+def _button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
 
 
 def _next(at: AppTest) -> AppTest:
@@ -46,11 +57,15 @@ def test_an_automode_job_is_built_step_by_step_and_submitted(settings, engine, t
     doc = yaml.safe_load(at.code[0].value)
     assert doc["primary_metric"] == "AUC_weighted" and doc["limits"]["max_trials"] == 3
     assert "search_space" not in doc and doc["training_parameters"] == {"number_of_epochs": 1}
+    summary = at.markdown[-1].value
+    assert "shapes:1" in summary and "AUC_weighted" in summary and "AutoMode" in summary
     next(b for b in at.button if b.label == "Submit job").click()
     at.run()
     with session_scope(engine) as session:
         queued = jobs.list_jobs(session=session)
     assert len(queued) == 1 and queued[0].spec["dataset"] == "shapes" and queued[0].status == "queued"
+    assert at.query_params["job"] == str(queued[0].id)  # the job's own page, not the job list
+    assert at.title[0].value != "New job"
 
 
 def test_a_bad_sweep_is_refused_on_the_mode_step(settings, engine, tmp_path):
@@ -76,3 +91,71 @@ def test_an_uploaded_job_file_prefills_the_review(settings, engine, tmp_path):
     at.session_state["wizard_step"] = 4
     at = at.run()
     assert yaml.safe_load(at.code[0].value)["training_parameters"]["model_name"] == "resnet18"
+
+
+def test_the_steps_are_named_across_the_top_with_the_current_one_marked(settings, engine, tmp_path):
+    _shapes(settings, engine, tmp_path)
+    at = _next(_wizard())
+    steps = next(m.value for m in at.markdown if "→" in m.value)
+    assert "Data" in steps and "Limits & early termination" in steps and "Review" in steps
+    assert "**2. Task & metric**" in steps
+
+
+def test_the_chosen_version_is_kept_after_going_back(settings, engine, tmp_path):
+    _shapes(settings, engine, tmp_path, versions=2)
+    at = _wizard()
+    assert at.number_input(key="wizard_version").value == 2  # a new job starts at the latest
+    at.number_input(key="wizard_version").set_value(1)
+    at = _next(at.run())
+    _button(at, "Back").click()
+    at = at.run()
+    assert at.number_input(key="wizard_version").value == 1
+    assert at.session_state["wizard_job"]["training_data"]["path"] == "azureml:shapes:1"
+
+
+def test_single_model_mode_shows_the_models_for_the_task(settings, engine, tmp_path):
+    _shapes(settings, engine, tmp_path)
+    at = _next(_next(_wizard()))
+    at.radio[0].set_value("One model")
+    at = at.run()
+    table = at.dataframe[0].value.set_index("model")
+    assert {"resnet18", "resnet50", "vitb16r224"} <= set(table.index)
+    assert table.loc["resnet18", "size (parameters)"] == "11.7 M"
+    assert table.loc["resnet18", "speed on a CPU"] == "fast" and table.loc["resnet18", "good for"]
+
+
+def test_automode_says_what_it_tries_and_shares_the_trial_count_with_limits(settings, engine, tmp_path):
+    _shapes(settings, engine, tmp_path)
+    at = _next(_next(_wizard()))
+    at.radio[0].set_value("AutoMode")
+    at = at.run()
+    at.number_input(key="wizard_auto_trials").set_value(7)
+    at = at.run()
+    assert any("AutoMode tries" in i.value and "7 trials" in i.value for i in at.info)
+    at = _next(at)
+    assert at.number_input(key="wizard_trials").value == 7
+
+
+def test_unreadable_bounds_are_an_error_on_the_mode_step(settings, engine, tmp_path):
+    _shapes(settings, engine, tmp_path)
+    at = _next(_next(_wizard()))
+    # The editor's row as a user left it: an unclosed bracket in the bounds (AppTest cannot type in a table).
+    at.session_state["wizard_job"]["search_space"] = [{"model_name": {"type": "choice", "values": ["resnet18"]},
+                                                       "learning_rate": "0.1, ["}]
+    at = at.run()
+    assert not at.exception
+    assert any("learning_rate" in e.value and "'['" in e.value for e in at.error)
+    at = _next(at)
+    assert at.session_state["wizard_step"] == 2
+
+
+def test_an_uploaded_job_without_max_trials_is_an_error_on_the_limits_step(settings, engine, tmp_path):
+    _shapes(settings, engine, tmp_path)
+    at = _wizard()
+    at.session_state["wizard_job"] = {"type": "automl", "task": "image_classification",
+                                      "training_data": {"path": "azureml:shapes:1"},
+                                      "limits": {"max_concurrent_trials": 1}}
+    at.session_state["wizard_step"] = 3
+    at = at.run()
+    assert not at.exception
+    assert any("limits.max_trials" in e.value for e in at.error)
