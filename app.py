@@ -19,17 +19,19 @@ st.set_page_config(page_title="Kestrel", page_icon=":material/flutter_dash:", la
 # Migrating here, before any page runs, puts a broken database in front of the user at once.
 _ui.engine()
 
+# Each url_path is its file's name: until st.navigation first runs, Streamlit routes a URL to pages/NAME.py
+# by that name (see pages/_ui.py), and the two must agree for a deep link to land on the same page.
 PAGES = [
     st.Page("pages/datasets.py", title="Datasets", icon=":material/photo_library:",
             url_path="datasets", default=True),
     st.Page("pages/labelling.py", title="Labelling", icon=":material/label:", url_path="labelling"),
-    st.Page("pages/wizard.py", title="New job", icon=":material/add_circle:", url_path="new-job"),
+    st.Page("pages/wizard.py", title="New job", icon=":material/add_circle:", url_path="wizard"),
     st.Page("pages/jobs.py", title="Jobs", icon=":material/model_training:", url_path="jobs"),
     # Reached from a job's leaderboard or a shared ?trial= link, so it stays out of the menu.
     st.Page("pages/trial.py", title="Trial", icon=":material/query_stats:", url_path="trial", visibility="hidden"),
     st.Page("pages/models.py", title="Models", icon=":material/deployed_code:", url_path="models"),
     st.Page("pages/endpoints.py", title="Endpoints", icon=":material/api:", url_path="endpoints"),
-    st.Page("pages/score.py", title="Test-score", icon=":material/image_search:", url_path="test-score"),
+    st.Page("pages/score.py", title="Test-score", icon=":material/image_search:", url_path="score"),
 ]
 
 page = st.navigation(PAGES)

@@ -173,3 +173,12 @@ def test_a_job_needs_ten_valid_images(cli, engine, tmp_path):
         with pytest.raises(InputError, match="has 9 valid images; a job needs at least 10"):
             require_trainable(get_version(session=session, name="few"), "few")
         require_trainable(get_version(session=session, name="ok"), "ok")
+
+
+def test_a_file_that_is_not_an_image_is_refused_as_such_after_ultralytics_patched_pil():
+    import ultralytics.utils.patches  # noqa: F401 — replaces PIL's Image.open with its HEIF-retrying wrapper
+
+    from core.data.validate import ItemError, open_image
+
+    with pytest.raises(ItemError, match="not an image"):
+        open_image(b"these bytes are no picture", 10_000)

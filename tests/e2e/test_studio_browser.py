@@ -137,7 +137,7 @@ def test_upload_train_register_deploy_and_score_by_clicking(studio, page, datase
     expect(page.get_by_text("Step 1 of 5: Data")).to_be_visible()
     choose(page, "Dataset", "e2e-shapes")
     page.get_by_role("button", name="Next").click()
-    expect(page.get_by_text("Step 2 of 5: Task and metric")).to_be_visible()
+    expect(page.get_by_text("Step 2 of 5: Task & metric")).to_be_visible()
     page.get_by_role("button", name="Next").click()
     expect(page.get_by_text("Step 3 of 5: Training mode")).to_be_visible()
     page.get_by_text("One model", exact=True).click()

@@ -19,7 +19,6 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 def _wizard() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
-    at.run()  # st.navigation gives the wizard the url_path "new-job": switching by file needs one run first
     at.switch_page("pages/wizard.py")
     return at.run()
 
