@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import sys
 import warnings
-from collections.abc import Callable
 from dataclasses import replace
 
 from PIL import Image, UnidentifiedImageError
@@ -25,16 +23,6 @@ class ItemError(ValueError):
         self.fix = fix
 
 
-def _pil_open() -> Callable[..., Image.Image]:
-    """PIL's own ``Image.open``. Importing ultralytics replaces it with a wrapper that, on a file PIL cannot
-    identify, imports pi-heif (not one of our dependencies, and never installed offline), so a file that is
-    not an image would fail as a ModuleNotFoundError instead of being refused as one. We take no HEIF."""
-    opener = Image.open
-    if opener.__module__ == Image.__name__:
-        return opener
-    return getattr(sys.modules.get(opener.__module__), "_image_open", opener)
-
-
 def check_image(data: bytes, max_pixels: int) -> tuple[int, int, str]:
     """Width, height and file suffix of an image that fully decodes within the pixel limit."""
     image = open_image(data, max_pixels)
@@ -48,7 +36,7 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             # PIL only warns below twice its own limit; we refuse at ours, before decoding.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = _pil_open()(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data))
             width, height = im.size
             if width * height > max_pixels:
                 raise ItemError(

@@ -62,7 +62,13 @@ def _ultralytics() -> None:
     import logging
 
     import matplotlib
-    from ultralytics.utils import LOGGER, SETTINGS, USER_CONFIG_DIR
+    from PIL import Image
+    from ultralytics.utils import LOGGER, SETTINGS, USER_CONFIG_DIR, patches
+
+    # Its import replaces PIL's Image.open with a wrapper that, on a file PIL cannot identify, imports
+    # pi-heif (not ours, never installed offline): a file that is no image would then fail as a
+    # ModuleNotFoundError instead of being refused as one, in every caller. We take no HEIF.
+    Image.open = patches._image_open
 
     # Its console lines go to stderr (stdout carries `--json` answers), looked up at each write
     # so a replaced sys.stderr (a test runner's) is followed.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from factories import box, classification_set, write_image, write_jsonl
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from sqlmodel import select
 
 from storage.db import session_scope
@@ -175,10 +175,13 @@ def test_a_job_needs_ten_valid_images(cli, engine, tmp_path):
         require_trainable(get_version(session=session, name="ok"), "ok")
 
 
-def test_a_file_that_is_not_an_image_is_refused_as_such_after_ultralytics_patched_pil():
-    import ultralytics.utils.patches  # noqa: F401 — replaces PIL's Image.open with its HEIF-retrying wrapper
-
+def test_a_file_that_is_not_an_image_is_refused_as_such_once_ultralytics_is_loaded():
+    # Importing ultralytics replaces PIL's Image.open with a wrapper that wants pi-heif on such a file.
     from core.data.validate import ItemError, open_image
+    from core.zoo.ultralytics_family import _ultralytics
 
+    _ultralytics()
     with pytest.raises(ItemError, match="not an image"):
         open_image(b"these bytes are no picture", 10_000)
+    with pytest.raises(UnidentifiedImageError):  # every other caller of PIL too (pages, scoring)
+        Image.open(io.BytesIO(b"these bytes are no picture"))
