@@ -18,10 +18,13 @@ import pandas as pd
 import streamlit as st
 import yaml
 
+from core import estimate
 from core.errors import ConfigError
+from core.estimate import on_gpu
 from core.jobspec import PRIMARY_METRICS, parse_job
+from core.params import TASK_DEFAULTS, TrainingParams
 from core.tasks import Task, spec
-from core.zoo.catalog import CATALOG, size_text
+from core.zoo.catalog import CATALOG, automode_models, size_text
 from pages import _ui
 from storage.db import session_scope
 from storage.repos import datasets, workers
@@ -41,6 +44,7 @@ MODELS = {  # what the wizard offers first; any other name of the model librarie
 MODELS[Task.MULTILABEL] = MODELS[Task.CLASSIFICATION]
 KINDS = ["choice", "uniform", "loguniform", "quniform", "qloguniform", "normal", "lognormal", "randint"]
 POLICIES = ["none", "bandit", "median_stopping", "truncation_selection"]
+DEFAULT_EPOCHS = TrainingParams.model_fields["number_of_epochs"].default
 # Mistakes a step's widgets found in this run (unreadable bounds, missing fields); "Next" refuses while any.
 PROBLEMS: list[str] = []
 
@@ -114,6 +118,8 @@ def _mode_step(doc: dict[str, Any]) -> None:
         current = params.get("model_name", models[0])
         params["model_name"] = st.selectbox("Model", [*models, *([current] if current not in models else [])],
                                             index=[*models, current].index(current), accept_new_options=True)
+        doc["training_parameters"] = params
+        st.caption(f"Time per trial on this machine: {_time_per_trial(doc)}.")
         params["learning_rate"] = st.number_input("Learning rate", 1e-6, 1.0, float(params.get("learning_rate", 0.01)),
                                                   format="%.5f")
     else:
@@ -122,7 +128,7 @@ def _mode_step(doc: dict[str, Any]) -> None:
         if mode == "AutoMode":
             doc.pop("search_space", None)
             doc["limits"]["max_trials"] = _trials_input(doc["limits"], "wizard_auto_trials")
-            st.info(_automode_sentence(Task(doc["task"]), doc["limits"]))
+            st.info(_automode_sentence(doc))
         else:
             doc["search_space"] = _space_editor(doc.get("search_space") or [{}], models)
             sweep = doc.setdefault("sweep", {})
@@ -153,16 +159,59 @@ def _device() -> str:
     return next((w.device for w in live if w.device), f"CPU, {len(os.sched_getaffinity(0))} cores")
 
 
-def _automode_sentence(task: Task, limits: dict[str, Any]) -> str:
-    device = _device()
-    # Said in general terms: core.sweep.automode holds the candidate lists but imports the model libraries.
-    kind = ("the reference's strongest default models" if not device.upper().startswith("CPU")
-            else "models that train in minutes on a CPU")
-    return (f"On this machine ({device}) AutoMode tries {kind} for {spec(task).display_name.lower()}, each at "
-            f"its defaults first (the lightest first when the dataset has under 500 training images), then "
-            f"tunes the learning rate and optimizer with Bayesian search (TPE) across "
-            f"{limits.get('max_trials', 10)} trials, stopping at the job's timeout "
-            f"({limits.get('timeout_minutes', 10080)} minutes) if that comes first.")
+def _automode_sentence(doc: dict[str, Any]) -> str:
+    task, limits, device = Task(doc["task"]), doc["limits"], _device()
+    models = automode_models(task, on_gpu(device), _train_images(doc) or 0)
+    return (f"On this machine ({device}) AutoMode tries {' and '.join(models)} for "
+            f"{spec(task).display_name.lower()}, in that order, each at its defaults first, then tunes the "
+            f"learning rate and optimizer with Bayesian search (TPE) across {limits.get('max_trials', 10)} "
+            f"trials, stopping at the job's timeout ({limits.get('timeout_minutes', 10080)} minutes) if that "
+            f"comes first. Time per trial: {_time_per_trial(doc)}.")
+
+
+def _train_images(doc: dict[str, Any]) -> int | None:
+    """Training images of the job's dataset version (``azureml:NAME:VERSION``); None when not registered."""
+    name, _, version = str((doc.get("training_data") or {}).get("path", "")).removeprefix("azureml:").partition(":")
+    with session_scope(_ui.engine()) as session:
+        row = datasets.get_version(session=session, name=name.split("@")[0],
+                                   version=int(version) if version.isdigit() else None)
+    return None if row is None else row.image_count - row.validation_count
+
+
+def _planned_models(doc: dict[str, Any]) -> list[str]:
+    """The models the job will train: its sweep's, its one model, or AutoMode's candidates."""
+    if doc.get("search_space"):
+        return list(dict.fromkeys(m for sub in doc["search_space"]
+                                  for m in (sub.get("model_name") or {}).get("values", [])))
+    params = doc.get("training_parameters") or {}
+    if params.get("model_name"):
+        return [str(params["model_name"])]
+    task = Task(doc["task"])
+    if doc["limits"].get("max_trials", 1) == 1:
+        return [TASK_DEFAULTS[task]["model_name"]]
+    return list(automode_models(task, on_gpu(_device()), _train_images(doc) or 0))
+
+
+def _time_per_trial(doc: dict[str, Any]) -> str:
+    """Each planned model's estimated time per trial on this machine, from the trials that ran here."""
+    images = _train_images(doc)
+    if images is None:
+        return "unknown until the dataset is chosen"
+    epochs = int((doc.get("training_parameters") or {}).get("number_of_epochs", DEFAULT_EPOCHS))
+    device, known, unknown = _device(), [], []
+    with session_scope(_ui.engine()) as session:
+        for model in _planned_models(doc):
+            guess = estimate.trial_seconds(session=session, model_name=model, device=device,
+                                           train_images=images, epochs=epochs)
+            if guess is None:
+                unknown.append(model)
+            else:
+                known.append(f"{model} {estimate.say(guess.seconds)} (from {guess.trials} earlier "
+                             f"trial{'s' if guess.trials > 1 else ''} here)")
+    if unknown:
+        known.append(f"no estimate yet for {', '.join(unknown)}: the first trial of a model on this machine "
+                     "sets it")
+    return "; ".join(known)
 
 
 def _space_editor(space: list[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:
@@ -280,7 +329,8 @@ def _summary(doc: dict[str, Any]) -> str:
              f"**Trials:** {trials}, at most {limits.get('max_concurrent_trials', 1)} at a time",
              f"**Timeouts:** job {limits.get('timeout_minutes', 10080)} min, each trial "
              + (f"{limits['trial_timeout_minutes']} min" if limits.get("trial_timeout_minutes") else "none"),
-             f"**Early termination:** {stop}"]
+             f"**Early termination:** {stop}",
+             f"**Time per trial on this machine:** {_time_per_trial(doc) if task else 'unknown'}"]
     if "number_of_epochs" in params:
         lines.insert(3, f"**Epochs:** {params['number_of_epochs']}")
     return "\n".join(f"- {line}" for line in lines)

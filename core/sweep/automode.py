@@ -5,8 +5,9 @@ The policy is fixed, documented and seeded, so two runs of one job try the same 
 1. **Candidates** come from the task and the device. On a GPU they are the reference's strong
    defaults (ViT-B/16, SE-ResNeXt, ResNet-50; YOLOv5 medium, Faster R-CNN R50; Mask R-CNN R50).
    On a CPU they are models that train in minutes (ResNet-18, MobileNetV3; YOLO11n, Faster R-CNN
-   on MobileNetV3; YOLO11n-seg, Mask R-CNN R18). A dataset under ``SMALL_DATA`` training images
-   puts the lightest candidate first: big models overfit it and cost most.
+   on MobileNetV3; YOLO11n-seg, Mask R-CNN R18); the lists live in ``core.zoo.catalog``, where the
+   wizard names them. A dataset under ``SMALL_DATA`` training images puts the lightest candidate first:
+   big models overfit it and cost most.
 2. **First trials: each candidate at its defaults**, in that order. Known-good configurations go
    first, so with any budget AutoMode has at least what one default trial would have had.
 3. **Then model-based search** (optuna TPE, seeded) over one sub-space per candidate: the learning
@@ -25,22 +26,11 @@ from typing import Any
 from core.params import resolve_params
 from core.sweep.distributions import Choice, Uniform
 from core.tasks import Task
+from core.zoo.catalog import automode_models
 from core.zoo.families import resolve
 
-SMALL_DATA = 500
 LR_SPAN = 4.0
 SEED = 20261125
-
-CANDIDATES: dict[tuple[Task, bool], tuple[str, ...]] = {  # (task, on a GPU) -> heaviest first
-    (Task.CLASSIFICATION, True): ("vitb16r224", "seresnext", "resnet50"),
-    (Task.CLASSIFICATION, False): ("mobilenetv3_large_100", "resnet18"),
-    (Task.DETECTION, True): ("yolov5", "fasterrcnn_resnet50_fpn"),
-    (Task.DETECTION, False): ("fasterrcnn_mobilenet_v3_large_fpn", "yolo11n"),
-    (Task.SEGMENTATION, True): ("maskrcnn_resnet50_fpn", "yolo11m"),
-    (Task.SEGMENTATION, False): ("maskrcnn_resnet18_fpn", "yolo11n"),
-}
-CANDIDATES |= {(Task.MULTILABEL, gpu): models for (task, gpu), models in list(CANDIDATES.items())
-               if task is Task.CLASSIFICATION}
 
 
 @dataclass(frozen=True)
@@ -53,12 +43,7 @@ class Plan:
 
 def plan(task: Task, train_images: int, gpu: bool, fixed: Mapping[str, Any]) -> Plan:
     """AutoMode's search for a task on ``train_images`` images; ``fixed`` = the job's training_parameters."""
-    if "model_name" in fixed:
-        models: tuple[str, ...] = (str(fixed["model_name"]),)
-    else:
-        models = CANDIDATES[(task, gpu)]
-        if train_images < SMALL_DATA:
-            models = models[::-1]  # lightest first
+    models = (str(fixed["model_name"]),) if "model_name" in fixed else automode_models(task, gpu, train_images)
     space, first = [], []
     for model in models:
         family, _ = resolve(model, task, resolve_params(task, {"model_name": model}))

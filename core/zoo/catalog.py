@@ -1,4 +1,5 @@
-"""Torch-free facts about the models the wizard offers: size, speed on a CPU and what each is good for.
+"""Torch-free facts about the models the wizard offers (size, speed on a CPU and what each is good for)
+and the candidates AutoMode tries, so the studio's pages can name them without loading a model library.
 
 Parameter counts are the libraries' published ones for the ImageNet/COCO heads (the trained model's
 head differs a little); ``None`` where the size depends on a setting or no published count exists.
@@ -7,6 +8,10 @@ head differs a little); ``None`` where the size depends on a setting or no publi
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from core.tasks import Task
+
+SMALL_DATA = 500  # AutoMode puts the lightest candidate first below this many training images
 
 
 @dataclass(frozen=True)
@@ -38,3 +43,21 @@ def size_text(name: str) -> str:
     """``"11.7 M"`` for a known size, ``""`` otherwise."""
     info = CATALOG.get(name)
     return f"{info.params_m:.1f} M" if info and info.params_m is not None else ""
+
+
+CANDIDATES: dict[tuple[Task, bool], tuple[str, ...]] = {  # AutoMode's, by (task, on a GPU); heaviest first
+    (Task.CLASSIFICATION, True): ("vitb16r224", "seresnext", "resnet50"),
+    (Task.CLASSIFICATION, False): ("mobilenetv3_large_100", "resnet18"),
+    (Task.DETECTION, True): ("yolov5", "fasterrcnn_resnet50_fpn"),
+    (Task.DETECTION, False): ("fasterrcnn_mobilenet_v3_large_fpn", "yolo11n"),
+    (Task.SEGMENTATION, True): ("maskrcnn_resnet50_fpn", "yolo11m"),
+    (Task.SEGMENTATION, False): ("maskrcnn_resnet18_fpn", "yolo11n"),
+}
+CANDIDATES |= {(Task.MULTILABEL, gpu): models for (task, gpu), models in list(CANDIDATES.items())
+               if task is Task.CLASSIFICATION}
+
+
+def automode_models(task: Task, gpu: bool, train_images: int) -> tuple[str, ...]:
+    """The models AutoMode tries for ``task``, in the order their default trials run."""
+    models = CANDIDATES[(task, gpu)]
+    return models[::-1] if train_images < SMALL_DATA else models  # lightest first on small data

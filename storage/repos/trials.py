@@ -21,13 +21,14 @@ def create(*, session: Session, model_name: str, params: dict[str, Any], primary
 
 
 def start(*, session: Session, trial_id: int, device: str, pid: int, artifact_dir: str,
-          software: dict[str, str], model_name: str | None = None) -> None:
+          software: dict[str, str], model_name: str | None = None, train_images: int = 0) -> None:
     trial = _get(session, trial_id)
     trial.status, trial.device, trial.pid, trial.artifact_dir = "running", device, pid, artifact_dir
     if model_name is not None:
         trial.model_name = model_name
     trial.started_at = trial.heartbeat_at = utcnow()
-    trial.metrics = {**trial.metrics, "software": software}
+    # The training set's size makes the trial's duration a speed that later estimates can scale.
+    trial.metrics = {**trial.metrics, "software": software, "train_images": train_images}
     session.add(trial)
 
 
@@ -51,6 +52,14 @@ def finish(*, session: Session, trial_id: int, status: str, metrics: dict[str, A
     trial.finished_at = trial.heartbeat_at = utcnow()
     session.add(trial)
     return trial
+
+
+def trained(*, session: Session, limit: int = 200) -> list[Trial]:
+    """The most recently finished trials that trained to the end or were stopped early, newest first."""
+    query = (select(Trial).where(col(Trial.status).in_(("completed", "early_terminated")),
+                                 col(Trial.finished_at).is_not(None), Trial.epoch > 0)
+             .order_by(col(Trial.finished_at).desc()).limit(limit))
+    return list(session.exec(query))
 
 
 def get(*, session: Session, trial_id: int) -> Trial | None:

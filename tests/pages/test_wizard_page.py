@@ -3,6 +3,7 @@ bad choice on the step that made it, and submits what `kestrel job submit` takes
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
@@ -12,7 +13,7 @@ from core.data.importer import ImportOptions, import_dataset
 from core.data.samples import write_sample
 from core.tasks import Task
 from storage.db import session_scope
-from storage.repos import jobs
+from storage.repos import jobs, trials
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
@@ -130,7 +131,10 @@ def test_automode_says_what_it_tries_and_shares_the_trial_count_with_limits(sett
     at = at.run()
     at.number_input(key="wizard_auto_trials").set_value(7)
     at = at.run()
-    assert any("AutoMode tries" in i.value and "7 trials" in i.value for i in at.info)
+    sentence = next(i.value for i in at.info if "AutoMode tries" in i.value)
+    # 16 training images: the lightest CPU candidate goes first.
+    assert "7 trials" in sentence and "resnet18 and mobilenetv3_large_100" in sentence
+    assert "no estimate yet for resnet18, mobilenetv3_large_100" in sentence
     at = _next(at)
     assert at.number_input(key="wizard_trials").value == 7
 
@@ -158,3 +162,32 @@ def test_an_uploaded_job_without_max_trials_is_an_error_on_the_limits_step(setti
     at = at.run()
     assert not at.exception
     assert any("limits.max_trials" in e.value for e in at.error)
+
+
+def _finished_trial(engine, model: str, train_images: int, epochs: int, seconds: float) -> None:
+    """A trial of ``model`` that ran here before, as the worker records one."""
+    with session_scope(engine) as session:
+        trial_id = trials.create(session=session, model_name=model, params={}, primary_metric="accuracy").id
+        trials.start(session=session, trial_id=trial_id, device="cpu (2 threads)", pid=1, artifact_dir="",
+                     software={}, train_images=train_images)
+        trials.finish(session=session, trial_id=trial_id, status="completed", metrics={}, primary_metric_value=0.9)
+        row = trials.get(session=session, trial_id=trial_id)
+        row.finished_at, row.epoch = row.started_at + timedelta(seconds=seconds), epochs
+        session.add(row)
+
+
+def test_time_per_trial_is_estimated_from_the_trials_that_ran_here(settings, engine, tmp_path):
+    _shapes(settings, engine, tmp_path)  # 20 images, 16 for training
+    _finished_trial(engine, "resnet18", train_images=32, epochs=2, seconds=120)  # 1.875 s per image-epoch
+    at = _next(_next(_wizard()))
+    at.radio[0].set_value("One model")
+    at = at.run()
+    at.number_input[0].set_value(10)  # epochs
+    at = at.run()
+    caption = next(c.value for c in at.caption if "Time per trial" in c.value)
+    assert "resnet18 about 5 min (from 1 earlier trial here)" in caption  # 1.875 × 16 × 10 = 300 s
+    next(s for s in at.selectbox if s.label == "Model").set_value("resnet50")
+    at = at.run()
+    assert any("no estimate yet for resnet50" in c.value for c in at.caption)
+    at = _next(_next(at))
+    assert "**Time per trial on this machine:** no estimate yet for resnet50" in at.markdown[-1].value

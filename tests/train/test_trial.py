@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from core import estimate
 from core.data.importer import ImportOptions, import_dataset
 from core.data.samples import write_sample
+from core.sweep.summary import duration_s
 from core.tasks import Task
 from storage.db import session_scope
 from storage.repos import trials
@@ -41,7 +44,14 @@ def test_train_stores_status_metric_points_and_artifacts(cli, shapes, engine):
     with session_scope(engine) as session:
         row = trials.get(session=session, trial_id=result["trial_id"])
         assert row.status == "completed" and row.primary_metric_value == result["metrics"]["accuracy"]
-        assert row.metrics["software"]["torch"]
+        assert row.metrics["software"]["torch"] and row.metrics["train_images"] == 24  # 30 less a 20% split
+        took = duration_s(row.started_at, row.finished_at)
+        # The next trial of this model is estimated from this one: twice the epochs, twice the time.
+        guess = estimate.trial_seconds(session=session, model_name="resnet18", device="CPU, 2 cores",
+                                       train_images=24, epochs=4)
+        assert guess is not None and guess.trials == 1 and guess.seconds == pytest.approx(2 * took)
+        assert estimate.trial_seconds(session=session, model_name="resnet18", device="GPU: NVIDIA H200",
+                                      train_images=24, epochs=4) is None  # a CPU's speed says nothing of a GPU
         curves = trials.curves(session=session, trial_id=result["trial_id"])
     assert [step for step, _ in curves["train_loss"]] == [1, 2]
     assert len(curves["accuracy"]) == 2
@@ -90,3 +100,25 @@ def test_every_family_states_its_defaults_and_they_sit_below_the_job(settings):
     assert spec.family == "torchvision"
     family, spec = resolve("resnet50", Task.CLASSIFICATION, params)
     assert (spec.family, spec.architecture) == ("timm", "resnet50")
+
+
+def test_the_estimate_is_the_median_speed_of_the_models_finished_trials(engine):
+    started = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    runs = [("resnet18", "completed", 100, 10, 2), ("resnet18", "early_terminated", 50, 10, 1),
+            ("resnet18", "completed", 900, 10, 2), ("resnet18", "failed", 1, 10, 2),
+            ("resnet50", "completed", 10, 10, 1)]  # (model, status, train images, epochs, seconds)
+    with session_scope(engine) as session:
+        for model, status, images, epochs, seconds in runs:
+            trial_id = trials.create(session=session, model_name=model, params={}, primary_metric="accuracy").id
+            trials.start(session=session, trial_id=trial_id, device="cpu (2 threads)", pid=1, artifact_dir="",
+                         software={}, train_images=images)
+            trials.finish(session=session, trial_id=trial_id, status=status, metrics={}, primary_metric_value=0.5)
+            row = trials.get(session=session, trial_id=trial_id)
+            row.started_at, row.finished_at, row.epoch = started, started + timedelta(seconds=seconds), epochs
+            session.add(row)
+    with session_scope(engine) as session:
+        guess = estimate.trial_seconds(session=session, model_name="resnet18", device="CPU, 2 cores",
+                                       train_images=200, epochs=15)
+    # Speeds 0.002, 0.002 and 0.00022 s per image-epoch (the failed trial does not count): median 0.002.
+    assert guess is not None and guess.trials == 3 and guess.seconds == pytest.approx(0.002 * 200 * 15)
+    assert estimate.say(guess.seconds) == "about 6 s" and estimate.say(720) == "about 12 min"
