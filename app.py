@@ -19,11 +19,19 @@ st.set_page_config(page_title="Kestrel", page_icon=":material/flutter_dash:", la
 # Migrating here, before any page runs, puts a broken database in front of the user at once.
 _ui.engine()
 
+
+def _start() -> None:
+    """The bare address opens the Datasets page, query parameters and all. Streamlit serves its default page
+    only at "/" and answers its own name with "Page not found", so Datasets is an ordinary page with a URL of
+    its own and the default page only sends people there."""
+    st.switch_page("pages/datasets.py", query_params=st.query_params.to_dict())
+
+
 # Each url_path is its file's name: until st.navigation first runs, Streamlit routes a URL to pages/NAME.py
 # by that name (see pages/_ui.py), and the two must agree for a deep link to land on the same page.
 PAGES = [
-    st.Page("pages/datasets.py", title="Datasets", icon=":material/photo_library:",
-            url_path="datasets", default=True),
+    st.Page(_start, title="Kestrel", url_path="start", default=True, visibility="hidden"),
+    st.Page("pages/datasets.py", title="Datasets", icon=":material/photo_library:", url_path="datasets"),
     st.Page("pages/labelling.py", title="Labelling", icon=":material/label:", url_path="labelling"),
     st.Page("pages/wizard.py", title="New job", icon=":material/add_circle:", url_path="wizard"),
     st.Page("pages/jobs.py", title="Jobs", icon=":material/model_training:", url_path="jobs"),

@@ -15,7 +15,7 @@ import streamlit as st
 from PIL import Image
 from sqlalchemy import Engine
 
-from core.draw import Overlay, draw_labels, thumbnail
+from core.draw import Overlay, class_colour, draw_labels, thumbnail
 from core.errors import ConfigError, KestrelError
 from storage.artifacts import BlobStore
 from storage.db import make_engine, upgrade
@@ -75,6 +75,11 @@ def engine() -> Engine:
 
 def blob_path(sha256: str) -> Path:
     return BlobStore(settings().blobs_dir).path(sha256)
+
+
+def colour_map(classes: Sequence[str]) -> dict[str, str]:
+    """Each class's colour for plotly charts, the same as in the pictures."""
+    return {name: "rgb({},{},{})".format(*class_colour(i)) for i, name in enumerate(classes)}
 
 
 def overlays_from_annotations(annotations: Sequence[Annotation]) -> tuple[Overlay, ...]:

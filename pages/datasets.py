@@ -12,7 +12,6 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.draw import class_colour
 from core.tasks import Task, spec
 from pages import _ui, _upload
 from storage.db import session_scope
@@ -49,10 +48,6 @@ def _task_name(task: str) -> str:
         return spec(Task(task)).display_name
     except ValueError:
         return task
-
-
-def _colour_map(classes: list[str]) -> dict[str, str]:
-    return {name: "rgb({},{},{})".format(*class_colour(i)) for i, name in enumerate(classes)}
 
 
 def _forget_version() -> None:
@@ -103,7 +98,7 @@ def _import_report(version: DatasetVersion) -> None:
 def _class_bars(title: str, classes: list[str], per_class: dict[str, int], key: str) -> None:
     frame = pd.DataFrame({"class": classes, "count": [per_class.get(c, 0) for c in classes]})
     figure = px.bar(frame, x="class", y="count", color="class", title=title,
-                    color_discrete_map=_colour_map(classes))
+                    color_discrete_map=_ui.colour_map(classes))
     st.plotly_chart(figure.update_layout(showlegend=False), key=key)
 
 
@@ -123,7 +118,7 @@ def _statistics(version: DatasetVersion) -> None:
             by_class = len(stats.box_labels) == len(stats.box_widths)
             figure = px.scatter(x=stats.box_widths, y=stats.box_heights, opacity=0.5,
                                 color=stats.box_labels if by_class else None,
-                                color_discrete_map=_colour_map(version.classes),
+                                color_discrete_map=_ui.colour_map(version.classes),
                                 title="Box sizes (fraction of the image)",
                                 labels={"x": "width", "y": "height", "color": "class"},
                                 range_x=[0, 1], range_y=[0, 1])

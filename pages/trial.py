@@ -5,7 +5,6 @@ per-class table), validation images with prediction beside ground truth, log, pa
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from dataclasses import dataclass
@@ -15,23 +14,19 @@ from typing import Any
 import pandas as pd
 import plotly.express as px
 import streamlit as st
-from PIL import Image
 
 from core import models
-from core.draw import Overlay, class_colour, draw_labels
 from core.errors import KestrelError
 from core.zoo.base import PARAMS_FILE, SETTINGS_FILE
-from pages import _ui
+from pages import _trial_evaluation, _ui
 from storage.db import session_scope
-from storage.repos import datasets, jobs, trials
+from storage.repos import trials
 from storage.tables import Trial
 
 LIVE = ("queued", "running")
 STATUS_BADGE = {"queued": ("gray", "🕓"), "running": ("blue", "▶️"), "completed": ("green", "✅"),
                 "failed": ("red", "❌"), "canceled": ("orange", "⏹️"), "early_terminated": ("violet", "✂️")}
 LOG_TAIL_BYTES = 64_000  # the end of the log is what explains a failure; a long run's start is not
-SAMPLE_COLUMNS = 4  # two ground-truth/prediction pairs per row
-SAMPLE_SIDE = 320  # small images (tiles, icons) are enlarged to it, so their labels stay readable
 # Azure ML's rule for model names; it also keeps the name a plain folder under the models directory.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
@@ -71,10 +66,6 @@ def _json_file(path: Path) -> dict[str, Any]:
 def _trial(trial_id: int) -> Trial | None:
     with session_scope(_ui.engine()) as session:
         return trials.get(session=session, trial_id=trial_id)
-
-
-def _colour_map(classes: list[str]) -> dict[str, str]:
-    return {name: "rgb({},{},{})".format(*class_colour(i)) for i, name in enumerate(classes)}
 
 
 # --- the live part: status, curves, log ----------------------------------------------------------
@@ -151,153 +142,6 @@ def _log(trial_id: int) -> None:
         st.code(tail, language="text")
 
 
-# --- the evaluation: confusion matrix, PR curves, per-class table -----------------------------------
-
-def _confusion(matrix: dict[str, Any]) -> None:
-    names = list(matrix.get("classes") or [])
-    if matrix.get("matrix"):
-        figure = px.imshow(matrix["matrix"], x=names, y=names, text_auto=True, color_continuous_scale="Blues",
-                           labels={"x": "predicted", "y": "true", "color": "images"}, title="Confusion matrix")
-    elif matrix.get("matrices"):  # multi-label: one 2x2 matrix per class, [[tn, fp], [fn, tp]]
-        rows = [[m[0][0], m[0][1], m[1][0], m[1][1]] for m in matrix["matrices"]]
-        figure = px.imshow(rows, x=["true negative", "false positive", "false negative", "true positive"],
-                           y=names, text_auto=True, color_continuous_scale="Blues",
-                           labels={"color": "images"}, title="Confusion per class")
-    else:
-        return
-    st.plotly_chart(figure.update_xaxes(side="bottom"), key="trial_confusion")
-
-
-def _curve_chart(curves: dict[str, Any], x: str, y: str, classes: list[str], title: str, key: str) -> None:
-    rows = [{"class": name, x: a, y: b} for name, curve in (curves or {}).items() if curve
-            for a, b in zip(curve.get(x) or [], curve.get(y) or [], strict=False)]
-    if not rows:
-        st.caption(f"{title}: no class has positives in the validation set.")
-        return
-    figure = px.line(pd.DataFrame(rows), x=x, y=y, color="class", color_discrete_map=_colour_map(classes),
-                     title=title, range_x=[0, 1], range_y=[0, 1.05])
-    st.plotly_chart(figure, key=key)
-
-
-def _per_class_table(rows: list[dict[str, Any]], trial_id: int, key: str) -> None:
-    if not rows:
-        return
-    frame = pd.DataFrame(rows)
-    st.dataframe(frame, hide_index=True, key=key)
-    st.download_button("Download CSV", frame.to_csv(index=False), file_name=f"trial-{trial_id}-{key}.csv",
-                       mime="text/csv", key=f"{key}_csv", on_click="ignore")
-
-
-def _evaluation(evaluation: dict[str, Any], classes: list[str], trial_id: int) -> None:
-    st.subheader("Evaluation on the validation images")
-    if not evaluation.get("per_class"):
-        st.info("This trial wrote no evaluation: it is saved when training ends with a model.")
-        return
-    is_detection = "iou_type" in evaluation
-    left, right = st.columns(2)
-    with left:
-        if is_detection:
-            _curve_chart(evaluation.get("pr_curves") or {}, "recall", "precision", classes,
-                         "Precision–recall at IoU 0.5", "trial_pr")
-        else:
-            _confusion(evaluation.get("confusion_matrix") or {})
-    with right:
-        if is_detection:
-            st.caption(f"Average precision follows `{evaluation.get('metric_type', 'voc')}`; "
-                       f"{'mask' if evaluation.get('iou_type') == 'segm' else 'box'} IoU. Each class's "
-                       "ground truth, matches at IoU 0.5 and AP are in the table below.")
-        else:
-            _curve_chart(evaluation.get("pr_curves") or {}, "recall", "precision", classes,
-                         "Precision–recall per class", "trial_pr")
-    if not is_detection and evaluation.get("roc_curves"):
-        with st.expander("ROC curves"):
-            _curve_chart(evaluation["roc_curves"], "fpr", "tpr", classes, "ROC per class", "trial_roc")
-    _per_class_table(evaluation["per_class"], trial_id, "trial_per_class")
-    if box := evaluation.get("box"):  # segmentation: the box metrics beside the mask ones
-        with st.expander("Box metrics"):
-            _curve_chart(box.get("pr_curves") or {}, "recall", "precision", classes,
-                         "Box precision–recall at IoU 0.5", "trial_box_pr")
-            _per_class_table(box.get("per_class") or [], trial_id, "trial_box_per_class")
-
-
-# --- validation images ----------------------------------------------------------------------------
-
-def _overlays(entries: list[dict[str, Any]]) -> tuple[Overlay, ...]:
-    return tuple(Overlay(e["label"], tuple(e["box"]) if e.get("box") else None,  # type: ignore[arg-type]
-                         tuple(tuple(p) for p in e.get("polygons") or ()), e.get("score"))
-                 for e in entries if "label" in e)
-
-
-def _samples(trial: Trial, evaluation: dict[str, Any], classes: list[str]) -> None:
-    st.subheader("Validation images")
-    samples = evaluation.get("samples") or []
-    if not samples:
-        _ground_truth_only(trial, classes)
-        return
-    st.caption("Ground truth (left) beside the model's prediction (right), first validation images.")
-    pairs = SAMPLE_COLUMNS // 2
-    for start in range(0, len(samples), pairs):
-        columns = st.columns(SAMPLE_COLUMNS)
-        for k, sample in enumerate(samples[start:start + pairs]):
-            path = str(_ui.blob_path(str(sample.get("blob", ""))))
-            truth = _sample_png(path, tuple(classes), _overlays(sample.get("truth") or []))
-            predicted = _overlays(sample.get("predicted") or [])
-            guess = _sample_png(path, tuple(classes), predicted)
-            if truth is None or guess is None:
-                columns[2 * k].warning(f"{sample.get('image')}: the image file is missing from the blob store.")
-                continue
-            columns[2 * k].image(truth, caption=f"{sample.get('image')}: ground truth", width="stretch")
-            columns[2 * k + 1].image(guess, caption=f"predicted: {_said(predicted)}", width="stretch")
-
-
-@st.cache_data(max_entries=500, show_spinner=False)
-def _sample_png(path: str, classes: tuple[str, ...], overlays: tuple[Overlay, ...]) -> bytes | None:
-    """The image at SAMPLE_SIDE (larger ones shrunk, smaller ones enlarged) with ``overlays`` drawn."""
-    try:
-        with Image.open(path) as image:
-            scale = SAMPLE_SIDE / max(image.size)
-            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-            # Enlarged pixels stay sharp squares: blurring a 32-pixel tile helps nobody.
-            resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
-            picture = image.convert("RGB").resize(size, resample)
-    except (OSError, ValueError):
-        return None
-    buffer = io.BytesIO()
-    draw_labels(picture, classes, overlays).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _said(predicted: tuple[Overlay, ...]) -> str:
-    if not predicted:
-        return "nothing"
-    if all(o.is_tag for o in predicted):
-        return ", ".join(o.caption for o in predicted)
-    return f"{len(predicted)} object{'s' if len(predicted) != 1 else ''}"
-
-
-def _ground_truth_only(trial: Trial, classes: list[str]) -> None:
-    with session_scope(_ui.engine()) as session:
-        job = jobs.get(session=session, job_id=trial.job_id) if trial.job_id is not None else None
-        spec = job.spec if job is not None else {}
-        version = (datasets.get_version(session=session, name=spec["dataset"], version=spec.get("version"))
-                   if spec.get("dataset") else None)
-        items = (datasets.images(session=session, version_id=version.id, split="validation", limit=8)
-                 if version is not None else [])
-        labels = datasets.annotations(session=session, image_ids=[i.id for i in items])
-    if not items:
-        st.info("This trial stored no predictions on validation images, and its dataset version is not "
-                "known to the studio, so there are no images to show.")
-        return
-    st.info("This trial stored no predictions on validation images (it ran before Kestrel kept them): "
-            "ground truth only. A new trial shows the model's predictions beside it.")
-    for start in range(0, len(items), SAMPLE_COLUMNS):
-        for column, item in zip(st.columns(SAMPLE_COLUMNS), items[start:start + SAMPLE_COLUMNS], strict=False):
-            png = _sample_png(str(_ui.blob_path(item.sha256)), tuple(version.classes or classes),
-                              _ui.overlays_from_annotations(labels[item.id]))
-            if png is not None:
-                column.image(png, caption=f"{item.file_name}: ground truth", width="stretch")
-
-
 # --- parameters and registration -----------------------------------------------------------------
 
 def _parameters(trial: Trial, resolved: dict[str, Any]) -> None:
@@ -360,8 +204,8 @@ def main() -> None:
         _parameters(trial, {})
         return
     artifacts = Artifacts.read(trial.artifact_dir)
-    _evaluation(artifacts.evaluation, artifacts.classes, trial.id)
-    _samples(trial, artifacts.evaluation, artifacts.classes)
+    _trial_evaluation.evaluation(artifacts.evaluation, artifacts.classes, trial.id)
+    _trial_evaluation.samples(trial, artifacts.evaluation, artifacts.classes)
     _parameters(trial, artifacts.params)
     _register(trial)
 

@@ -23,6 +23,7 @@ WEIGHTS_FILE = "model.safetensors"  # families that own their format may use ano
 SETTINGS_FILE = "settings.json"
 PARAMS_FILE = "params.json"
 SAMPLE_IMAGES = 8  # validation images whose predictions the trial page shows beside ground truth
+CELL_IMAGES = 24  # per confusion-matrix cell: a page of thumbnails
 SAMPLE_DETECTIONS = 30  # per image: enough for a picture, small enough for evaluation.json
 
 
@@ -100,6 +101,18 @@ def validation_samples(items: Sequence[Item], predictions: Sequence[Prediction],
                     "truth": [{"label": tag} for tag in item.tags]
                     + [{"label": i.label, **_shape((i.x0, i.y0, i.x1, i.y1), i.polygons)} for i in item.instances]})
     return out
+
+
+def confusion_cells(items: Sequence[Item], truth: Sequence[int], predicted: Sequence[int]
+                    ) -> list[dict[str, Any]]:
+    """The validation images of each non-empty cell of a multi-class confusion matrix (class indices,
+    at most CELL_IMAGES each), so the trial page can show the images behind a count."""
+    cells: dict[tuple[int, int], list[dict[str, str]]] = {}
+    for item, t, p in zip(items, truth, predicted, strict=True):
+        images = cells.setdefault((t, p), [])
+        if len(images) < CELL_IMAGES:
+            images.append({"image": item.name, "blob": item.path.name})
+    return [{"true": t, "predicted": p, "images": images} for (t, p), images in sorted(cells.items())]
 
 
 def _shape(box: tuple[float, ...], polygons: Sequence[Sequence[float]]) -> dict[str, Any]:

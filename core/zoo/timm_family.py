@@ -48,6 +48,7 @@ from core.zoo.base import (
     WEIGHTS_FILE,
     ModelSpec,
     TrainedModel,
+    confusion_cells,
     families,
     validation_samples,
 )
@@ -224,6 +225,9 @@ class Evaluator:
         details["samples"] = validation_samples(
             self.items, [Prediction(labels=self.classes, probs=row) for row in probs[:SAMPLE_IMAGES].tolist()],
             self.threshold if self.multilabel else None)
+        if not self.multilabel and len(self.items) == len(truth):
+            details["confusion_matrix"]["cells"] = confusion_cells(self.items, truth.tolist(),
+                                                                   probs.argmax(dim=1).tolist())
         return Evaluation({"val_loss": val_loss, **flat}, details)
 
 

@@ -99,6 +99,31 @@ def number(page: Page, label: str, value: int) -> None:
     field.press("Enter")
 
 
+def click_another_confusion_cell(page: Page, classes: list[str]) -> None:
+    """Click each cell of the confusion matrix but the one shown until one with images is taken."""
+    shown = page.get_by_text(re.compile(r"^True \w+, predicted \w+:"))
+    expect(shown).to_be_visible()
+    before = shown.inner_text()
+    area = page.locator(".js-plotly-plot", has_text="Confusion matrix").first.locator(".nsewdrag").first
+    area.scroll_into_view_if_needed()
+    box = area.bounding_box()
+    assert box is not None
+    n = len(classes)
+    for row, true in enumerate(classes):  # the first class is the top row
+        for column, predicted in enumerate(classes):
+            cell = f"True {true}, predicted {predicted}:"
+            if before.startswith(cell):
+                continue
+            page.mouse.click(box["x"] + box["width"] * (column + 0.5) / n, box["y"] + box["height"] * (row + 0.5) / n)
+            try:
+                expect(shown).to_contain_text(cell, timeout=5_000)
+            except AssertionError:  # an empty cell: nothing to show
+                continue
+            shot(page, "5-trial-confusion-cell")
+            return
+    raise AssertionError(f"no click on the confusion matrix changed the cell shown ({before!r})")
+
+
 def go(page: Page, title: str) -> None:
     page.get_by_role("link", name=title).first.click()
 
@@ -157,8 +182,9 @@ def test_upload_train_register_deploy_and_score_by_clicking(studio, page, datase
     expect(page.get_by_text(re.compile(r"completed — done: 1 trials; best trial"))).to_be_visible(timeout=SLOW)
     shot(page, "4-leaderboard")
 
-    # 4. The trial page: register its model.
+    # 4. The trial page: a click on a cell of the confusion matrix shows that cell's images; register.
     page.get_by_role("link", name=re.compile(r"Open trial \d+")).first.click()
+    click_another_confusion_cell(page, ["circle", "square", "triangle"])
     page.get_by_role("textbox", name="Model name").fill("e2e-model")
     page.get_by_role("button", name="Register model").click()
     expect(page.get_by_text("Registered as e2e-model:1.")).to_be_visible()
@@ -192,3 +218,9 @@ def test_upload_train_register_deploy_and_score_by_clicking(studio, page, datase
     expect(raw).to_be_visible()
     expect(page.locator('[data-testid="stImage"]').first).to_be_visible()
     shot(page, "7-scored")
+
+    # 7. The Datasets page by its own address, now that it puts the dataset in the URL: no "Page not found".
+    page.goto(f"{studio}/datasets")
+    expect(page.get_by_text("All 24 images imported; no items were skipped.")).to_be_visible()
+    expect(page.get_by_text("Page not found")).to_have_count(0)
+    assert page.url.startswith(f"{studio}/datasets?dataset=e2e-shapes")

@@ -122,8 +122,11 @@ def test_finished_trial_shows_status_curves_evaluation_samples_and_log(home, tra
     assert {"train_loss", "val_loss"} <= {trace.name for trace in loss.data}
     assert "accuracy (validation)" in charts
     assert "f1_score_macro" in {t.name for t in charts[next(k for k in charts if k.startswith("Other"))].data}
-    (heatmap,) = charts["Confusion matrix"].data
+    heatmap, clickable = charts["Confusion matrix"].data
     assert _array(heatmap.z).shape == (3, 3) and _array(heatmap.z).sum() == 5  # each of the 5 validation images once
+    cells = {(y, x) for x, y in zip(clickable.x, clickable.y)}  # one invisible marker per non-empty cell
+    matrix = _array(heatmap.z)
+    assert cells == {(CLASSES[t], CLASSES[p]) for t in range(3) for p in range(3) if matrix[t][p]}
     assert {t.name for t in charts["Precision–recall per class"].data} <= set(CLASSES)
     table = next(d.value for d in at.dataframe if "class" in d.value.columns)
     assert list(table["class"]) == CLASSES and {"precision", "recall", "f1", "support"} <= set(table.columns)
@@ -131,6 +134,32 @@ def test_finished_trial_shows_status_curves_evaluation_samples_and_log(home, tra
     captions = [c for image in at.get("image") for c in [i.caption for i in image.proto.imgs]]
     assert sum("ground truth" in c for c in captions) == sum(c.startswith("predicted:") for c in captions) > 0
     assert "learning_rate" in list(next(d.value for d in at.dataframe if "parameter" in d.value.columns)["parameter"])
+
+
+def test_the_images_of_a_confusion_cell_are_shown_most_frequent_mistake_first(home, trained) -> None:  # type: ignore[no-untyped-def]
+    evaluation = json.loads((trained["artifacts"] / "evaluation.json").read_text())
+    matrix = evaluation["confusion_matrix"]["matrix"]
+    cells = {(c["true"], c["predicted"]): c["images"] for c in evaluation["confusion_matrix"]["cells"]}
+    assert sum(len(images) for images in cells.values()) == 5
+    assert all(len(cells[cell]) == matrix[cell[0]][cell[1]] for cell in cells)
+    worst = max(cells, key=lambda c: (c[0] != c[1], matrix[c[0]][c[1]]))
+    at = _open(trained["trial_id"])
+    true, predicted = at.selectbox(key=f"trial_{trained['trial_id']}_cell_true"), at.selectbox(
+        key=f"trial_{trained['trial_id']}_cell_predicted")
+    assert (true.value, predicted.value) == (CLASSES[worst[0]], CLASSES[worst[1]])
+
+    def shown() -> set[str]:
+        return {i.caption for image in at.get("image") for i in image.proto.imgs
+                if not i.caption.startswith("predicted:") and "ground truth" not in i.caption}
+
+    assert shown() == {i["image"] for i in cells[worst]}
+    empty = next((t, p) for t in range(3) for p in range(3) if (t, p) not in cells)
+    true.set_value(CLASSES[empty[0]])
+    predicted.set_value(CLASSES[empty[1]])
+    at = at.run()
+    assert not shown()
+    assert any(f"No validation image of {CLASSES[empty[0]]} was predicted as {CLASSES[empty[1]]}" in c.value
+               for c in at.caption)
 
 
 def test_register_adds_version_1_then_2_and_refuses_a_bad_name(home, trained) -> None:  # type: ignore[no-untyped-def]
@@ -222,7 +251,7 @@ def test_trial_without_stored_predictions_shows_its_jobs_ground_truth_and_says_s
     folder = tmp_path / "older"
     shutil.copytree(trained["artifacts"], folder)
     evaluation = json.loads((folder / "evaluation.json").read_text())
-    del evaluation["samples"]
+    del evaluation["samples"], evaluation["confusion_matrix"]["cells"]  # neither was kept before
     (folder / "evaluation.json").write_text(json.dumps(evaluation))
     at = _open(_trial_row(home, status="completed", artifact_dir=folder, job_id=trained["job_id"]))
     assert not at.exception
