@@ -110,15 +110,15 @@ def _mode_step(doc: dict[str, Any]) -> None:
     models = MODELS[Task(doc["task"])]
     epochs = st.number_input("Epochs", 1, 1000, int(params.get("number_of_epochs", 15)))
     params["number_of_epochs"] = int(epochs)
+    doc["training_parameters"] = params  # the choices below edit it in place; estimates read it already
     if mode == "One model":
         doc["limits"]["max_trials"] = 1
         doc.pop("search_space", None)
         doc.pop("sweep", None)
-        _model_table(models)
+        _model_table(doc, models)
         current = params.get("model_name", models[0])
         params["model_name"] = st.selectbox("Model", [*models, *([current] if current not in models else [])],
                                             index=[*models, current].index(current), accept_new_options=True)
-        doc["training_parameters"] = params
         st.caption(f"Time per trial on this machine: {_time_per_trial(doc)}.")
         params["learning_rate"] = st.number_input("Learning rate", 1e-6, 1.0, float(params.get("learning_rate", 0.01)),
                                                   format="%.5f")
@@ -135,13 +135,15 @@ def _mode_step(doc: dict[str, Any]) -> None:
             sweep["sampling_algorithm"] = st.selectbox("Sampling", ["random", "grid", "bayesian"],
                                                        index=["random", "grid", "bayesian"].index(
                                                            sweep.get("sampling_algorithm", "random")))
-    doc["training_parameters"] = params
 
 
-def _model_table(models: list[str]) -> None:
-    """The offered models for the task: size, speed class on a CPU and what each is good for."""
+def _model_table(doc: dict[str, Any], models: list[str]) -> None:
+    """The offered models for the task: size, speed class on a CPU, time per trial here and what each is
+    good for."""
+    guesses = _estimates(doc, models) or {}
     rows = [{"model": m, "size (parameters)": size_text(m),
              "speed on a CPU": CATALOG[m].cpu_speed if m in CATALOG else "",
+             "time per trial here": estimate.say(g.seconds) if (g := guesses.get(m)) else "not run here yet",
              "good for": CATALOG[m].good_for if m in CATALOG else ""} for m in models]
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="wizard_models")
 
@@ -192,26 +194,29 @@ def _planned_models(doc: dict[str, Any]) -> list[str]:
     return list(automode_models(task, on_gpu(_device()), _train_images(doc) or 0))
 
 
-def _time_per_trial(doc: dict[str, Any]) -> str:
-    """Each planned model's estimated time per trial on this machine, from the trials that ran here."""
+def _estimates(doc: dict[str, Any], models: list[str]) -> dict[str, estimate.Estimate | None] | None:
+    """Each model's time per trial on this machine, from the trials that ran here; None before a dataset
+    is chosen."""
     images = _train_images(doc)
     if images is None:
-        return "unknown until the dataset is chosen"
+        return None
     epochs = int((doc.get("training_parameters") or {}).get("number_of_epochs", DEFAULT_EPOCHS))
-    device, known, unknown = _device(), [], []
+    device = _device()
     with session_scope(_ui.engine()) as session:
-        for model in _planned_models(doc):
-            guess = estimate.trial_seconds(session=session, model_name=model, device=device,
-                                           train_images=images, epochs=epochs)
-            if guess is None:
-                unknown.append(model)
-            else:
-                known.append(f"{model} {estimate.say(guess.seconds)} (from {guess.trials} earlier "
-                             f"trial{'s' if guess.trials > 1 else ''} here)")
-    if unknown:
-        known.append(f"no estimate yet for {', '.join(unknown)}: the first trial of a model on this machine "
-                     "sets it")
-    return "; ".join(known)
+        return {model: estimate.trial_seconds(session=session, model_name=model, device=device,
+                                              train_images=images, epochs=epochs) for model in models}
+
+
+def _time_per_trial(doc: dict[str, Any]) -> str:
+    """The planned models' estimated time per trial, in words."""
+    guesses = _estimates(doc, _planned_models(doc))
+    if guesses is None:
+        return "unknown until the dataset is chosen"
+    said = [f"{model} {estimate.say(guess.seconds)} (from {guess.trials} earlier trial{'s' if guess.trials > 1 else ''}"
+            " here)" for model, guess in guesses.items() if guess is not None]
+    if unknown := [model for model, guess in guesses.items() if guess is None]:
+        said.append(f"no estimate yet for {', '.join(unknown)}: the first trial of a model on this machine sets it")
+    return "; ".join(said)
 
 
 def _space_editor(space: list[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:

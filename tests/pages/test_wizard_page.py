@@ -186,6 +186,8 @@ def test_time_per_trial_is_estimated_from_the_trials_that_ran_here(settings, eng
     at = at.run()
     caption = next(c.value for c in at.caption if "Time per trial" in c.value)
     assert "resnet18 about 5 min (from 1 earlier trial here)" in caption  # 1.875 × 16 × 10 = 300 s
+    table = at.dataframe[0].value.set_index("model")["time per trial here"]
+    assert table["resnet18"] == "about 5 min" and table["resnet50"] == "not run here yet"
     next(s for s in at.selectbox if s.label == "Model").set_value("resnet50")
     at = at.run()
     assert any("no estimate yet for resnet50" in c.value for c in at.caption)
