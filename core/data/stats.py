@@ -10,6 +10,7 @@ from core.data.records import LabelledImage
 
 MIN_IMAGES_PER_CLASS = 10
 IMBALANCE_RATIO = 5
+NAMED_SMALL_CLASSES = 12
 
 MAX_BOX_SAMPLES = 2000  # enough for a scatter plot; keeps the stored JSON small
 
@@ -46,11 +47,20 @@ def version_warnings(images: int, per_class: Mapping[str, int]) -> list[str]:
     if images < MIN_IMAGES_PER_CLASS:
         warnings.append(f"only {images} images: a job needs at least {MIN_IMAGES_PER_CLASS}")
     counts = Counter(per_class)
-    for label, n in sorted(counts.items()):
-        if n < MIN_IMAGES_PER_CLASS:
-            warnings.append(f"class {label!r} has only {n} images; 10–15 per class are recommended")
+    small = sorted((n, label) for label, n in counts.items() if n < MIN_IMAGES_PER_CLASS)
+    if len(small) == 1:
+        warnings.append(f"class {small[0][1]!r} has only {_images(small[0][0])}; 10–15 per class are recommended")
+    elif small:  # one warning for them all: a list of seventy would bury everything else
+        named = ", ".join(f"{label!r} {n}" for n, label in small[:NAMED_SMALL_CLASSES])
+        more = f" and {len(small) - NAMED_SMALL_CLASSES} more" if len(small) > NAMED_SMALL_CLASSES else ""
+        warnings.append(f"{len(small)} classes have fewer than {MIN_IMAGES_PER_CLASS} images ({named}{more}, "
+                        "fewest first); 10–15 per class are recommended")
     if len(counts) > 1 and max(counts.values()) > IMBALANCE_RATIO * min(counts.values()):
-        (big, nb), (small, ns) = counts.most_common()[0], counts.most_common()[-1]
-        warnings.append(f"classes are imbalanced: {big!r} has {nb} images, {small!r} only {ns}; "
+        (big, nb), (rare, ns) = counts.most_common()[0], counts.most_common()[-1]
+        warnings.append(f"classes are imbalanced: {big!r} has {_images(nb)}, {rare!r} only {_images(ns)}; "
                         "add images of the small classes or use weighted_loss")
     return warnings
+
+
+def _images(n: int) -> str:
+    return f"{n} image{'s' if n != 1 else ''}"

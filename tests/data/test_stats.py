@@ -18,3 +18,17 @@ def test_box_sizes_keep_the_class_of_each_box(settings, engine, tmp_path):
     assert len(boxes["label"]) == len(boxes["width"]) == len(boxes["height"]) == sum(per_class.values())
     assert {label: boxes["label"].count(label) for label in per_class} == per_class
     assert set(per_class) <= set(CLASSES) and len(per_class) > 1
+
+
+def test_small_classes_make_one_warning_that_names_the_smallest_first():
+    from core.data.stats import version_warnings
+
+    assert version_warnings(60, {"rare": 1, "common": 59}) == [
+        "class 'rare' has only 1 image; 10–15 per class are recommended",
+        "classes are imbalanced: 'common' has 59 images, 'rare' only 1 image; add images of the small classes "
+        "or use weighted_loss"]
+    many = {f"c{i:02d}": 1 + i % 9 for i in range(30)} | {"person": 61}
+    (small, imbalance) = version_warnings(200, many)
+    assert small.startswith("30 classes have fewer than 10 images ('c00' 1, 'c09' 1, 'c18' 1, 'c27' 1, 'c01' 2")
+    assert "and 18 more, fewest first); 10–15 per class are recommended" in small
+    assert "'person' has 61 images" in imbalance
