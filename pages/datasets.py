@@ -119,6 +119,7 @@ def _statistics(version: DatasetVersion) -> None:
             figure = px.scatter(x=stats.box_widths, y=stats.box_heights, opacity=0.5,
                                 color=stats.box_labels if by_class else None,
                                 color_discrete_map=_ui.colour_map(version.classes),
+                                category_orders={"color": version.classes},  # the legend in class order
                                 title="Box sizes (fraction of the image)",
                                 labels={"x": "width", "y": "height", "color": "class"},
                                 range_x=[0, 1], range_y=[0, 1])

@@ -20,7 +20,6 @@ import yaml
 
 from core import estimate
 from core.errors import ConfigError
-from core.estimate import on_gpu
 from core.jobspec import PRIMARY_METRICS, parse_job
 from core.params import TASK_DEFAULTS, TrainingParams
 from core.tasks import Task, spec
@@ -108,7 +107,7 @@ def _mode_step(doc: dict[str, Any]) -> None:
                     help="AutoMode picks models and hyperparameters itself; a sweep tries what you lay out.")
     params = dict(doc.get("training_parameters") or {})
     models = MODELS[Task(doc["task"])]
-    epochs = st.number_input("Epochs", 1, 1000, int(params.get("number_of_epochs", 15)))
+    epochs = st.number_input("Epochs", 1, 1000, int(params.get("number_of_epochs", DEFAULT_EPOCHS)))
     params["number_of_epochs"] = int(epochs)
     doc["training_parameters"] = params  # the choices below edit it in place; estimates read it already
     if mode == "One model":
@@ -163,7 +162,7 @@ def _device() -> str:
 
 def _automode_sentence(doc: dict[str, Any]) -> str:
     task, limits, device = Task(doc["task"]), doc["limits"], _device()
-    models = automode_models(task, on_gpu(device), _train_images(doc) or 0)
+    models = automode_models(task, estimate.on_gpu(device), _train_images(doc) or 0)
     return (f"On this machine ({device}) AutoMode tries {' and '.join(models)} for "
             f"{spec(task).display_name.lower()}, in that order, each at its defaults first, then tunes the "
             f"learning rate and optimizer with Bayesian search (TPE) across {limits.get('max_trials', 10)} "
@@ -191,7 +190,7 @@ def _planned_models(doc: dict[str, Any]) -> list[str]:
     task = Task(doc["task"])
     if doc["limits"].get("max_trials", 1) == 1:
         return [TASK_DEFAULTS[task]["model_name"]]
-    return list(automode_models(task, on_gpu(_device()), _train_images(doc) or 0))
+    return list(automode_models(task, estimate.on_gpu(_device()), _train_images(doc) or 0))
 
 
 def _estimates(doc: dict[str, Any], models: list[str]) -> dict[str, estimate.Estimate | None] | None:
