@@ -101,6 +101,15 @@ def _curve_chart(curves: dict[str, Any], x: str, y: str, classes: list[str], tit
     st.plotly_chart(figure, key=key)
 
 
+def _ap_bars(rows: list[dict[str, Any]], classes: list[str]) -> None:
+    """Each class's average precision as a bar, so the weak classes stand out."""
+    frame = pd.DataFrame([{"class": r["class"], "average precision": r.get("average_precision") or 0.0}
+                          for r in rows if "class" in r])
+    figure = px.bar(frame, x="class", y="average precision", color="class", range_y=[0, 1],
+                    color_discrete_map=_ui.colour_map(classes), title="Average precision per class")
+    st.plotly_chart(figure.update_layout(showlegend=False), key="trial_ap")
+
+
 def _per_class_table(rows: list[dict[str, Any]], trial_id: int, key: str) -> None:
     if not rows:
         return
@@ -125,6 +134,7 @@ def evaluation(evaluation: dict[str, Any], classes: list[str], trial_id: int) ->
             _confusion(evaluation.get("confusion_matrix") or {}, trial_id)
     with right:
         if is_detection:
+            _ap_bars(evaluation["per_class"], classes)
             st.caption(f"Average precision follows `{evaluation.get('metric_type', 'voc')}`; "
                        f"{'mask' if evaluation.get('iou_type') == 'segm' else 'box'} IoU. Each class's "
                        "ground truth, matches at IoU 0.5 and AP are in the table below.")

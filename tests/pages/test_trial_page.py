@@ -87,8 +87,8 @@ def _charts(at: AppTest) -> dict[str, Any]:
 def _array(value: Any) -> np.ndarray:
     """A figure's array, which plotly ships as base64 bytes with a dtype and a shape."""
     if isinstance(value, dict):
-        shape = tuple(int(n) for n in str(value["shape"]).split(","))
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        return flat.reshape([int(n) for n in str(value["shape"]).split(",")]) if "shape" in value else flat
     return np.asarray(value)
 
 
@@ -229,6 +229,8 @@ def test_detection_trial_shows_its_ap_table_pr_curves_and_predicted_boxes(home, 
     assert {t.name for t in _charts(at)["Precision–recall at IoU 0.5"].data} == {"a", "b"}
     table = next(d.value for d in at.dataframe if "class" in d.value.columns)
     assert list(table["average_precision"]) == [1.0, 0.0] and list(table["ground_truth"]) == [1, 1]
+    bars = {trace.name: list(_array(trace.y)) for trace in _charts(at)["Average precision per class"].data}
+    assert bars == {"a": [1.0], "b": [0.0]}
     captions = [i.caption for image in at.get("image") for i in image.proto.imgs]
     assert captions == ["two.png: ground truth", "predicted: 2 objects"]
 
