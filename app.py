@@ -6,8 +6,6 @@ The UI process never imports torch; training and scoring happen in the worker.
 
 from __future__ import annotations
 
-import os
-
 import streamlit as st
 
 from pages import _ui
@@ -51,7 +49,5 @@ with st.sidebar:
         st.caption(":red[Worker: down] — long work waits until `kestrel worker` runs")
     else:
         st.caption(f"Worker: running job {busy[0]}" if busy else "Worker: idle")
-    # The worker's machine trains; without one, this machine's cores are the best guess.
-    device = next((w.device for w in live if w.device), f"CPU, {len(os.sched_getaffinity(0))} cores")
-    st.caption(f"Device: {device}")
+    st.caption(f"Device: {_ui.device_of(live)}")
 page.run()

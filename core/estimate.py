@@ -10,6 +10,7 @@ machine would mislead more than it helps. Torch-free, for the studio's pages.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlmodel import Session
@@ -31,16 +32,18 @@ def on_gpu(device: str) -> bool:
     return device.lower().startswith(("gpu", "cuda"))
 
 
-def trial_seconds(*, session: Session, model_name: str, device: str, train_images: int,
-                  epochs: int, sample: int = 10) -> Estimate | None:
-    """The expected duration of one trial of ``model_name`` on ``train_images`` images for ``epochs``;
-    None when no such trial has finished on this kind of device."""
-    speeds = [speed for t in trials.trained(session=session)
-              if t.model_name == model_name and on_gpu(t.device) == on_gpu(device)
-              and (speed := _seconds_per_image_epoch(t)) is not None][:sample]
-    if not speeds:
-        return None
-    return Estimate(statistics.median(speeds) * max(1, train_images) * max(1, epochs), len(speeds))
+def per_trial(*, session: Session, models: Sequence[str], device: str, train_images: int, epochs: int,
+              sample: int = 10) -> dict[str, Estimate | None]:
+    """Each model's expected duration of one trial on ``train_images`` images for ``epochs``; None for a
+    model with no finished trial on this kind of device."""
+    speeds: dict[str, list[float]] = {model: [] for model in models}
+    for t in trials.trained(session=session):
+        mine = speeds.get(t.model_name)
+        if (mine is not None and len(mine) < sample and on_gpu(t.device) == on_gpu(device)
+                and (speed := _seconds_per_image_epoch(t)) is not None):
+            mine.append(speed)
+    scale = max(1, train_images) * max(1, epochs)
+    return {model: Estimate(statistics.median(s) * scale, len(s)) if s else None for model, s in speeds.items()}
 
 
 def _seconds_per_image_epoch(trial: Trial) -> float | None:

@@ -234,11 +234,19 @@ def _data_ref(value: Any, path: str, base_dir: Path) -> DataRef:
     local = (base_dir / Path(raw).expanduser()).resolve()
     if local.exists():
         return DataRef(type=kind, path=local)
-    m = _REGISTERED.match(raw)
-    if m and (raw.startswith("azureml:") or m.group("version")):
-        return DataRef(type=kind, name=m.group("name"), version=m.group("version"))
+    if registered := registered_dataset(raw):
+        return DataRef(type=kind, name=registered[0], version=registered[1])
     raise ConfigError(f"{path}.path", f"{raw!r} does not exist (looked in {local})",
                       ["a local path", "azureml:NAME:VERSION", "azureml:NAME@latest", "NAME:VERSION"])
+
+
+def registered_dataset(raw: str) -> tuple[str, str | None] | None:
+    """Name and version (None for the latest) of ``azureml:NAME:VERSION``, ``azureml:NAME@latest``,
+    ``azureml:NAME`` or ``NAME:VERSION``; None for anything else (a path)."""
+    m = _REGISTERED.match(raw.strip())
+    if m and (raw.strip().startswith("azureml:") or m.group("version")):
+        return m.group("name"), m.group("version")
+    return None
 
 
 def _sweep(value: Any) -> Sweep:

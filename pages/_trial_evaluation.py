@@ -28,6 +28,7 @@ SAMPLE_SIDE = 320  # small images (tiles, icons) are enlarged to it, so their la
 
 def _confusion(matrix: dict[str, Any], trial_id: int) -> None:
     names = list(matrix.get("classes") or [])
+    clickable: dict[str, Any] = {}
     if matrix.get("matrix"):
         figure = px.imshow(matrix["matrix"], x=names, y=names, text_auto=True, color_continuous_scale="Blues",
                            labels={"x": "predicted", "y": "true", "color": "images"}, title="Confusion matrix")
@@ -37,9 +38,7 @@ def _confusion(matrix: dict[str, Any], trial_id: int) -> None:
                 x=[names[c["predicted"]] for c in matrix["cells"]], y=[names[c["true"]] for c in matrix["cells"]],
                 mode="markers", marker={"size": 40, "opacity": 0}, showlegend=False,
                 hovertemplate="true %{y}, predicted %{x}: click to see the images<extra></extra>"))
-            st.plotly_chart(figure.update_xaxes(side="bottom"), key="trial_confusion",
-                            on_select=functools.partial(_pick_cell, trial_id), selection_mode="points")
-            return
+            clickable = {"on_select": functools.partial(_pick_cell, trial_id), "selection_mode": "points"}
     elif matrix.get("matrices"):  # multi-label: one 2x2 matrix per class, [[tn, fp], [fn, tp]]
         rows = [[m[0][0], m[0][1], m[1][0], m[1][1]] for m in matrix["matrices"]]
         figure = px.imshow(rows, x=["true negative", "false positive", "false negative", "true positive"],
@@ -47,7 +46,7 @@ def _confusion(matrix: dict[str, Any], trial_id: int) -> None:
                            labels={"color": "images"}, title="Confusion per class")
     else:
         return
-    st.plotly_chart(figure.update_xaxes(side="bottom"), key="trial_confusion")
+    st.plotly_chart(figure.update_xaxes(side="bottom"), key="trial_confusion", **clickable)
 
 
 def _pick_cell(trial_id: int) -> None:

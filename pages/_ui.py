@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from core.errors import ConfigError, KestrelError
 from storage.artifacts import BlobStore
 from storage.db import make_engine, upgrade
 from storage.settings import Settings
-from storage.tables import Annotation
+from storage.tables import Annotation, WorkerState
 
 log = logging.getLogger(__name__)
 THUMBNAIL_SIDE = 320
@@ -75,6 +76,11 @@ def engine() -> Engine:
 
 def blob_path(sha256: str) -> Path:
     return BlobStore(settings().blobs_dir).path(sha256)
+
+
+def device_of(live: Sequence[WorkerState]) -> str:
+    """What trains here, as the live worker recorded it; without one, this machine's cores are the best guess."""
+    return next((w.device for w in live if w.device), f"CPU, {len(os.sched_getaffinity(0))} cores")
 
 
 def colour_map(classes: Sequence[str]) -> dict[str, str]:

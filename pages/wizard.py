@@ -10,7 +10,6 @@ A job YAML can be uploaded to start pre-filled.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,11 @@ import yaml
 from core import estimate
 from core.errors import ConfigError
 from core.jobspec import PRIMARY_METRICS, parse_job
-from core.params import TASK_DEFAULTS, TrainingParams
 from core.tasks import Task, spec
 from core.zoo.catalog import CATALOG, automode_models, size_text
-from pages import _ui
+from pages import _trial_time, _ui
 from storage.db import session_scope
-from storage.repos import datasets, workers
+from storage.repos import datasets
 
 log = logging.getLogger(__name__)
 STEPS = ["Data", "Task & metric", "Training mode", "Limits & early termination", "Review"]
@@ -43,7 +41,6 @@ MODELS = {  # what the wizard offers first; any other name of the model librarie
 MODELS[Task.MULTILABEL] = MODELS[Task.CLASSIFICATION]
 KINDS = ["choice", "uniform", "loguniform", "quniform", "qloguniform", "normal", "lognormal", "randint"]
 POLICIES = ["none", "bandit", "median_stopping", "truncation_selection"]
-DEFAULT_EPOCHS = TrainingParams.model_fields["number_of_epochs"].default
 # Mistakes a step's widgets found in this run (unreadable bounds, missing fields); "Next" refuses while any.
 PROBLEMS: list[str] = []
 
@@ -74,13 +71,12 @@ def _data_step(doc: dict[str, Any]) -> None:
         st.info("No datasets yet: import one on the Datasets page first.")
         return
     names = [r.name for r in rows]
-    old_name, _, old_version = str(doc["training_data"].get("path", "")).removeprefix("azureml:").partition(":")
-    old_name = old_name.split("@")[0]  # azureml:NAME@latest
+    old_name, old_version = _trial_time.dataset_ref(doc)
     name = st.selectbox("Dataset", names, index=names.index(old_name) if old_name in names else 0,
                         key="wizard_dataset")
     row = next(r for r in rows if r.name == name)
     # Back and forward keep the chosen (or uploaded) version; a new dataset starts at its latest.
-    chosen = int(old_version) if name == old_name and old_version.isdigit() else row.latest_version
+    chosen = int(old_version) if name == old_name and old_version and old_version.isdigit() else row.latest_version
     version = st.number_input("Version", 1, row.latest_version, min(max(chosen, 1), row.latest_version),
                               key="wizard_version")
     st.caption(f"{row.images} images, {row.classes} classes, {spec(Task(row.task)).display_name}")
@@ -107,18 +103,19 @@ def _mode_step(doc: dict[str, Any]) -> None:
                     help="AutoMode picks models and hyperparameters itself; a sweep tries what you lay out.")
     params = dict(doc.get("training_parameters") or {})
     models = MODELS[Task(doc["task"])]
-    epochs = st.number_input("Epochs", 1, 1000, int(params.get("number_of_epochs", DEFAULT_EPOCHS)))
+    epochs = st.number_input("Epochs", 1, 1000, int(params.get("number_of_epochs", _trial_time.DEFAULT_EPOCHS)))
     params["number_of_epochs"] = int(epochs)
     doc["training_parameters"] = params  # the choices below edit it in place; estimates read it already
+    here = _trial_time.Here.read(doc)
     if mode == "One model":
         doc["limits"]["max_trials"] = 1
         doc.pop("search_space", None)
         doc.pop("sweep", None)
-        _model_table(doc, models)
+        _model_table(doc, models, here)
         current = params.get("model_name", models[0])
         params["model_name"] = st.selectbox("Model", [*models, *([current] if current not in models else [])],
                                             index=[*models, current].index(current), accept_new_options=True)
-        st.caption(f"Time per trial on this machine: {_time_per_trial(doc)}.")
+        st.caption(f"Time per trial on this machine: {_trial_time.time_per_trial(doc, here)}.")
         params["learning_rate"] = st.number_input("Learning rate", 1e-6, 1.0, float(params.get("learning_rate", 0.01)),
                                                   format="%.5f")
     else:
@@ -127,7 +124,7 @@ def _mode_step(doc: dict[str, Any]) -> None:
         if mode == "AutoMode":
             doc.pop("search_space", None)
             doc["limits"]["max_trials"] = _trials_input(doc["limits"], "wizard_auto_trials")
-            st.info(_automode_sentence(doc))
+            st.info(_automode_sentence(doc, here))
         else:
             doc["search_space"] = _space_editor(doc.get("search_space") or [{}], models)
             sweep = doc.setdefault("sweep", {})
@@ -136,10 +133,10 @@ def _mode_step(doc: dict[str, Any]) -> None:
                                                            sweep.get("sampling_algorithm", "random")))
 
 
-def _model_table(doc: dict[str, Any], models: list[str]) -> None:
+def _model_table(doc: dict[str, Any], models: list[str], here: _trial_time.Here) -> None:
     """The offered models for the task: size, speed class on a CPU, time per trial here and what each is
     good for."""
-    guesses = _estimates(doc, models) or {}
+    guesses = _trial_time.estimates(doc, models, here) or {}
     rows = [{"model": m, "size (parameters)": size_text(m),
              "speed on a CPU": CATALOG[m].cpu_speed if m in CATALOG else "",
              "time per trial here": estimate.say(g.seconds) if (g := guesses.get(m)) else "not run here yet",
@@ -153,69 +150,14 @@ def _trials_input(limits: dict[str, Any], key: str) -> int:
                                help="How many models and settings to try; the job also stops at its timeout."))
 
 
-def _device() -> str:
-    """The worker's device as it recorded it; this machine's cores when no worker runs."""
-    with session_scope(_ui.engine()) as session:
-        live = workers.live(session=session, grace_s=30)
-    return next((w.device for w in live if w.device), f"CPU, {len(os.sched_getaffinity(0))} cores")
-
-
-def _automode_sentence(doc: dict[str, Any]) -> str:
-    task, limits, device = Task(doc["task"]), doc["limits"], _device()
-    models = automode_models(task, estimate.on_gpu(device), _train_images(doc) or 0)
-    return (f"On this machine ({device}) AutoMode tries {' and '.join(models)} for "
+def _automode_sentence(doc: dict[str, Any], here: _trial_time.Here) -> str:
+    task, limits = Task(doc["task"]), doc["limits"]
+    models = automode_models(task, estimate.on_gpu(here.device), here.train_images or 0)
+    return (f"On this machine ({here.device}) AutoMode tries {' and '.join(models)} for "
             f"{spec(task).display_name.lower()}, in that order, each at its defaults first, then tunes the "
             f"learning rate and optimizer with Bayesian search (TPE) across {limits.get('max_trials', 10)} "
             f"trials, stopping at the job's timeout ({limits.get('timeout_minutes', 10080)} minutes) if that "
-            f"comes first. Time per trial: {_time_per_trial(doc)}.")
-
-
-def _train_images(doc: dict[str, Any]) -> int | None:
-    """Training images of the job's dataset version (``azureml:NAME:VERSION``); None when not registered."""
-    name, _, version = str((doc.get("training_data") or {}).get("path", "")).removeprefix("azureml:").partition(":")
-    with session_scope(_ui.engine()) as session:
-        row = datasets.get_version(session=session, name=name.split("@")[0],
-                                   version=int(version) if version.isdigit() else None)
-    return None if row is None else row.image_count - row.validation_count
-
-
-def _planned_models(doc: dict[str, Any]) -> list[str]:
-    """The models the job will train: its sweep's, its one model, or AutoMode's candidates."""
-    if doc.get("search_space"):
-        return list(dict.fromkeys(m for sub in doc["search_space"]
-                                  for m in (sub.get("model_name") or {}).get("values", [])))
-    params = doc.get("training_parameters") or {}
-    if params.get("model_name"):
-        return [str(params["model_name"])]
-    task = Task(doc["task"])
-    if doc["limits"].get("max_trials", 1) == 1:
-        return [TASK_DEFAULTS[task]["model_name"]]
-    return list(automode_models(task, estimate.on_gpu(_device()), _train_images(doc) or 0))
-
-
-def _estimates(doc: dict[str, Any], models: list[str]) -> dict[str, estimate.Estimate | None] | None:
-    """Each model's time per trial on this machine, from the trials that ran here; None before a dataset
-    is chosen."""
-    images = _train_images(doc)
-    if images is None:
-        return None
-    epochs = int((doc.get("training_parameters") or {}).get("number_of_epochs", DEFAULT_EPOCHS))
-    device = _device()
-    with session_scope(_ui.engine()) as session:
-        return {model: estimate.trial_seconds(session=session, model_name=model, device=device,
-                                              train_images=images, epochs=epochs) for model in models}
-
-
-def _time_per_trial(doc: dict[str, Any]) -> str:
-    """The planned models' estimated time per trial, in words."""
-    guesses = _estimates(doc, _planned_models(doc))
-    if guesses is None:
-        return "unknown until the dataset is chosen"
-    said = [f"{model} {estimate.say(guess.seconds)} (from {guess.trials} earlier trial{'s' if guess.trials > 1 else ''}"
-            " here)" for model, guess in guesses.items() if guess is not None]
-    if unknown := [model for model, guess in guesses.items() if guess is None]:
-        said.append(f"no estimate yet for {', '.join(unknown)}: the first trial of a model on this machine sets it")
-    return "; ".join(said)
+            f"comes first. Time per trial: {_trial_time.time_per_trial(doc, here)}.")
 
 
 def _space_editor(space: list[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:
@@ -334,7 +276,8 @@ def _summary(doc: dict[str, Any]) -> str:
              f"**Timeouts:** job {limits.get('timeout_minutes', 10080)} min, each trial "
              + (f"{limits['trial_timeout_minutes']} min" if limits.get("trial_timeout_minutes") else "none"),
              f"**Early termination:** {stop}",
-             f"**Time per trial on this machine:** {_time_per_trial(doc) if task else 'unknown'}"]
+             "**Time per trial on this machine:** "
+             + (_trial_time.time_per_trial(doc, _trial_time.Here.read(doc)) if task else "unknown")]
     if "number_of_epochs" in params:
         lines.insert(3, f"**Epochs:** {params['number_of_epochs']}")
     return "\n".join(f"- {line}" for line in lines)

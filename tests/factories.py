@@ -1,10 +1,11 @@
-"""Small builders of test data: images and annotation files written to a folder."""
+"""Small builders of test data: images and annotation files written to a folder, and stored rows."""
 
 from __future__ import annotations
 
 import json
 import random
 import shutil
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,19 @@ def trained_artifact(data: Any, out_dir: Path, overrides: dict[str, Any]) -> Pat
         **trained.settings, "task": data.task.value, "classes": data.classes, "family": spec.family,
         "architecture": spec.architecture, "size": spec.size, "model_name": params.model_name}))
     return out_dir
+
+
+def finished_trial(engine: Any, model: str, *, train_images: int, epochs: int, seconds: float,
+                   status: str = "completed") -> None:
+    """A trial of ``model`` that ran here before on the CPU, as a trial process records one."""
+    from storage.db import session_scope
+    from storage.repos import trials
+
+    with session_scope(engine) as session:
+        trial_id = trials.create(session=session, model_name=model, params={}, primary_metric="accuracy").id
+        trials.start(session=session, trial_id=trial_id, device="cpu (2 threads)", pid=1, artifact_dir="",
+                     software={}, train_images=train_images)
+        trials.finish(session=session, trial_id=trial_id, status=status, metrics={}, primary_metric_value=0.5)
+        row = trials.get(session=session, trial_id=trial_id)
+        row.finished_at, row.epoch = row.started_at + timedelta(seconds=seconds), epochs
+        session.add(row)

@@ -3,17 +3,17 @@ bad choice on the step that made it, and submits what `kestrel job submit` takes
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import yaml
+from factories import finished_trial
 from streamlit.testing.v1 import AppTest
 
 from core.data.importer import ImportOptions, import_dataset
 from core.data.samples import write_sample
 from core.tasks import Task
 from storage.db import session_scope
-from storage.repos import jobs, trials
+from storage.repos import jobs
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
@@ -164,21 +164,9 @@ def test_an_uploaded_job_without_max_trials_is_an_error_on_the_limits_step(setti
     assert any("limits.max_trials" in e.value for e in at.error)
 
 
-def _finished_trial(engine, model: str, train_images: int, epochs: int, seconds: float) -> None:
-    """A trial of ``model`` that ran here before, as the worker records one."""
-    with session_scope(engine) as session:
-        trial_id = trials.create(session=session, model_name=model, params={}, primary_metric="accuracy").id
-        trials.start(session=session, trial_id=trial_id, device="cpu (2 threads)", pid=1, artifact_dir="",
-                     software={}, train_images=train_images)
-        trials.finish(session=session, trial_id=trial_id, status="completed", metrics={}, primary_metric_value=0.9)
-        row = trials.get(session=session, trial_id=trial_id)
-        row.finished_at, row.epoch = row.started_at + timedelta(seconds=seconds), epochs
-        session.add(row)
-
-
 def test_time_per_trial_is_estimated_from_the_trials_that_ran_here(settings, engine, tmp_path):
     _shapes(settings, engine, tmp_path)  # 20 images, 16 for training
-    _finished_trial(engine, "resnet18", train_images=32, epochs=2, seconds=120)  # 1.875 s per image-epoch
+    finished_trial(engine, "resnet18", train_images=32, epochs=2, seconds=120)  # 1.875 s per image-epoch
     at = _next(_next(_wizard()))
     at.radio[0].set_value("One model")
     at = at.run()

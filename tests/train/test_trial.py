@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from factories import finished_trial
 from PIL import Image
 
 from core import estimate
@@ -47,11 +47,12 @@ def test_train_stores_status_metric_points_and_artifacts(cli, shapes, engine):
         assert row.metrics["software"]["torch"] and row.metrics["train_images"] == 24  # 30 less a 20% split
         took = duration_s(row.started_at, row.finished_at)
         # The next trial of this model is estimated from this one: twice the epochs, twice the time.
-        guess = estimate.trial_seconds(session=session, model_name="resnet18", device="CPU, 2 cores",
-                                       train_images=24, epochs=4)
+        guess = estimate.per_trial(session=session, models=["resnet18"], device="CPU, 2 cores",
+                                   train_images=24, epochs=4)["resnet18"]
         assert guess is not None and guess.trials == 1 and guess.seconds == pytest.approx(2 * took)
-        assert estimate.trial_seconds(session=session, model_name="resnet18", device="GPU: NVIDIA H200",
-                                      train_images=24, epochs=4) is None  # a CPU's speed says nothing of a GPU
+        on_a_gpu = estimate.per_trial(session=session, models=["resnet18"], device="GPU: NVIDIA H200",
+                                      train_images=24, epochs=4)
+        assert on_a_gpu == {"resnet18": None}  # a CPU's speed says nothing of a GPU
         curves = trials.curves(session=session, trial_id=result["trial_id"])
     assert [step for step, _ in curves["train_loss"]] == [1, 2]
     assert len(curves["accuracy"]) == 2
@@ -103,22 +104,16 @@ def test_every_family_states_its_defaults_and_they_sit_below_the_job(settings):
 
 
 def test_the_estimate_is_the_median_speed_of_the_models_finished_trials(engine):
-    started = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
     runs = [("resnet18", "completed", 100, 10, 2), ("resnet18", "early_terminated", 50, 10, 1),
             ("resnet18", "completed", 900, 10, 2), ("resnet18", "failed", 1, 10, 2),
             ("resnet50", "completed", 10, 10, 1)]  # (model, status, train images, epochs, seconds)
+    for model, status, images, epochs, seconds in runs:
+        finished_trial(engine, model, train_images=images, epochs=epochs, seconds=seconds, status=status)
     with session_scope(engine) as session:
-        for model, status, images, epochs, seconds in runs:
-            trial_id = trials.create(session=session, model_name=model, params={}, primary_metric="accuracy").id
-            trials.start(session=session, trial_id=trial_id, device="cpu (2 threads)", pid=1, artifact_dir="",
-                         software={}, train_images=images)
-            trials.finish(session=session, trial_id=trial_id, status=status, metrics={}, primary_metric_value=0.5)
-            row = trials.get(session=session, trial_id=trial_id)
-            row.started_at, row.finished_at, row.epoch = started, started + timedelta(seconds=seconds), epochs
-            session.add(row)
-    with session_scope(engine) as session:
-        guess = estimate.trial_seconds(session=session, model_name="resnet18", device="CPU, 2 cores",
-                                       train_images=200, epochs=15)
+        guesses = estimate.per_trial(session=session, models=["resnet18", "vitb16r224"], device="CPU, 2 cores",
+                                     train_images=200, epochs=15)
     # Speeds 0.002, 0.002 and 0.00022 s per image-epoch (the failed trial does not count): median 0.002.
+    guess = guesses["resnet18"]
     assert guess is not None and guess.trials == 3 and guess.seconds == pytest.approx(0.002 * 200 * 15)
+    assert guesses["vitb16r224"] is None  # never run here
     assert estimate.say(guess.seconds) == "about 6 s" and estimate.say(720) == "about 12 min"

@@ -1,0 +1,78 @@
+"""The wizard's estimate of the time per trial on this machine (core.estimate, worded for the page) and
+what it needs from the job file: its dataset version's training images and the models it will train."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from core import estimate
+from core.jobspec import registered_dataset
+from core.params import TASK_DEFAULTS, TrainingParams
+from core.tasks import Task
+from core.zoo.catalog import automode_models
+from pages import _ui
+from storage.db import session_scope
+from storage.repos import datasets, workers
+
+DEFAULT_EPOCHS = TrainingParams.model_fields["number_of_epochs"].default
+
+
+@dataclass(frozen=True)
+class Here:
+    """What the time estimates depend on, read once per run: the worker's device and the training images
+    of the job's dataset version (None until a registered one is chosen)."""
+
+    device: str
+    train_images: int | None
+
+    @classmethod
+    def read(cls, doc: dict[str, Any]) -> Here:
+        name, version = dataset_ref(doc)
+        with session_scope(_ui.engine()) as session:
+            row = datasets.get_version(session=session, name=name,
+                                       version=int(version) if version and version.isdigit() else None)
+            device = _ui.device_of(workers.live(session=session, grace_s=30))
+        return cls(device, None if row is None else row.image_count - row.validation_count)
+
+
+def dataset_ref(doc: dict[str, Any]) -> tuple[str, str | None]:
+    """The job's registered dataset as (name, version or None for the latest); ("", None) for a path."""
+    return registered_dataset(str((doc.get("training_data") or {}).get("path", ""))) or ("", None)
+
+
+def _planned_models(doc: dict[str, Any], here: Here) -> list[str]:
+    """The models the job will train: its sweep's, its one model, or AutoMode's candidates."""
+    if doc.get("search_space"):
+        return list(dict.fromkeys(m for sub in doc["search_space"]
+                                  for m in (sub.get("model_name") or {}).get("values", [])))
+    params = doc.get("training_parameters") or {}
+    if params.get("model_name"):
+        return [str(params["model_name"])]
+    task = Task(doc["task"])
+    if doc["limits"].get("max_trials", 1) == 1:
+        return [TASK_DEFAULTS[task]["model_name"]]
+    return list(automode_models(task, estimate.on_gpu(here.device), here.train_images or 0))
+
+
+def estimates(doc: dict[str, Any], models: list[str], here: Here) -> dict[str, estimate.Estimate | None] | None:
+    """Each model's time per trial on this machine, from the trials that ran here; None before a dataset
+    is chosen."""
+    if here.train_images is None:
+        return None
+    epochs = int((doc.get("training_parameters") or {}).get("number_of_epochs", DEFAULT_EPOCHS))
+    with session_scope(_ui.engine()) as session:
+        return estimate.per_trial(session=session, models=models, device=here.device,
+                                  train_images=here.train_images, epochs=epochs)
+
+
+def time_per_trial(doc: dict[str, Any], here: Here) -> str:
+    """The planned models' estimated time per trial, in words."""
+    guesses = estimates(doc, _planned_models(doc, here), here)
+    if guesses is None:
+        return "unknown until the dataset is chosen"
+    said = [f"{model} {estimate.say(guess.seconds)} (from {guess.trials} earlier trial{'s' if guess.trials > 1 else ''}"
+            " here)" for model, guess in guesses.items() if guess is not None]
+    if unknown := [model for model, guess in guesses.items() if guess is None]:
+        said.append(f"no estimate yet for {', '.join(unknown)}: the first trial of a model on this machine sets it")
+    return "; ".join(said)
