@@ -31,6 +31,7 @@ PAGES = [
     st.Page(_start, title="Kestrel", url_path="start", default=True, visibility="hidden"),
     st.Page("pages/datasets.py", title="Datasets", icon=":material/photo_library:", url_path="datasets"),
     st.Page("pages/labelling.py", title="Labelling", icon=":material/label:", url_path="labelling"),
+    st.Page("pages/weights.py", title="Weights", icon=":material/download:", url_path="weights"),
     st.Page("pages/wizard.py", title="New job", icon=":material/add_circle:", url_path="wizard"),
     st.Page("pages/jobs.py", title="Jobs", icon=":material/model_training:", url_path="jobs"),
     # Reached from a job's leaderboard or a shared ?trial= link, so it stays out of the menu.

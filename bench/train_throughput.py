@@ -123,7 +123,8 @@ def detector(home: Path, device: str) -> tuple[str, float, float]:
 
 def yolo(home: Path, device: str) -> tuple[float, float]:
     from core.train.context import MemoryContext
-    from core.zoo.ultralytics_family import UltralyticsFamily, _ultralytics, write_yolo_dataset
+    from core.zoo.ultralytics_env import offline_ultralytics
+    from core.zoo.ultralytics_family import UltralyticsFamily, write_yolo_dataset
 
     data = sample_data(home, Task.DETECTION, 64, 128)
     params = resolve_params(Task.DETECTION, {
@@ -135,7 +136,7 @@ def yolo(home: Path, device: str) -> tuple[float, float]:
     family.train(spec, data, params, MemoryContext(home / "ours", device))
     ours = (time.perf_counter() - start) / params.number_of_epochs
 
-    _ultralytics()
+    offline_ultralytics()
     from ultralytics import YOLO
 
     data_yaml = write_yolo_dataset(data, home / "theirs-data", [])

@@ -171,12 +171,17 @@ def train(
     if as_json:
         print(json.dumps(result.as_dict()))
         return
-    out.print(f"trial {result.trial_id} {result.status} on {result.device} after "
-              f"{result.epochs_run} epochs: {result.primary_metric} "
-              f"{result.metrics.get(result.primary_metric, float('nan')):.4f}")
+    if result.stop_reason and not result.epochs_run:  # stopped before its first epoch ended: no model
+        from core.stopping import nothing_kept
+
+        out.print(f"trial {result.trial_id} {result.status} on {result.device}: {nothing_kept(result.stop_reason)}")
+    else:
+        out.print(f"trial {result.trial_id} {result.status} on {result.device} after "
+                  f"{result.epochs_run} epochs: {result.primary_metric} "
+                  f"{result.metrics.get(result.primary_metric, float('nan')):.4f}")
     for notice in result.notices:
         out.print(f"[yellow]notice:[/yellow] {notice}")
-    out.print(f"artifacts in {Path(result.artifacts['weights']).parent}")
+    out.print(f"artifacts in {Path(result.artifacts['params']).parent}")
 
 
 @app.command()
@@ -261,6 +266,7 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
 # The sub-command modules build on the helpers above and register themselves on `app`.
 import core.cli_jobs  # noqa: E402, F401
 import core.cli_serving  # noqa: E402, F401
+import core.cli_weights  # noqa: E402, F401
 
 if __name__ == "__main__":
     # Run as ``python -m core.cli`` this file is ``__main__``: the sub-commands live on ``core.cli.app``.

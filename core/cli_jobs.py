@@ -30,18 +30,38 @@ def job_submit(
     wait: Annotated[bool, typer.Option(help="Wait until the job ends; runs it here when no worker is up.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Check a job file, import its data given by path, and queue the job for the worker."""
-    from core.sweep.jobs import submit_job
+    """Check a job file, import its data given by path, and queue the job for the worker; warn when a
+    model's epoch will not fit the job's time limit."""
+    from core.sweep.jobs import planned_weights, submit_job, timeout_warnings
 
     settings, engine = open_storage()
     job = submit_job(file, settings=settings, engine=engine)
     assert job.id is not None
+    device = _worker_device(engine)
+    warnings = timeout_warnings(job, engine=engine, device=device)
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+    weights = planned_weights(job, engine=engine, device=device)
+    for w in weights:
+        colour = "yellow" if w.status.state == "unavailable" else "green"
+        err.print(f"[{colour}]{w.model}:[/{colour}] {w.status.sentence()}")
     if not as_json:
         out.print(f"job {job.id} queued: {job.name} on {job.spec['dataset']}:{job.spec['version']}")
     if wait:
         with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
             _wait(job.id, settings, engine, quiet=as_json)
-    _show(job.id, engine, as_json)
+    _show(job.id, engine, as_json, warnings=warnings, pretrained=[w.as_dict() for w in weights])
+
+
+def _worker_device(engine: Any) -> str:
+    """Where the job will train: the live worker's device, else this machine's (`--wait` runs it here)."""
+    from core.train.device import machine
+    from core.worker import GRACE_S
+    from storage.repos import workers
+
+    with session_scope(engine) as session:
+        live = workers.live(session=session, grace_s=GRACE_S)
+        return next((w.device for w in live if w.device), "") or machine()
 
 
 def _wait(job_id: int, settings: Any, engine: Any, *, quiet: bool) -> None:
@@ -68,13 +88,15 @@ def _wait(job_id: int, settings: Any, engine: Any, *, quiet: bool) -> None:
         time.sleep(1.0)
 
 
-def _show(job_id: int, engine: Any, as_json: bool) -> None:
+def _show(job_id: int, engine: Any, as_json: bool, *, warnings: list[str] | None = None,
+          pretrained: list[dict[str, str]] | None = None) -> None:
     from core.sweep.summary import job_summary
 
     with session_scope(engine) as session:
         summary = job_summary(session=session, job_id=job_id)
     if as_json:
-        print(json.dumps(summary, default=str))
+        extra = {"warnings": warnings, "pretrained": pretrained} if warnings is not None else {}
+        print(json.dumps(summary | extra, default=str))
         return
     out.print(f"job {summary['job_id']} [bold]{summary['status']}[/bold] {summary['name']} "
               f"({summary['dataset']}) {summary['message']}")
@@ -87,7 +109,7 @@ def _show(job_id: int, engine: Any, as_json: bool) -> None:
         params = ", ".join(f"{k}={v}" for k, v in t["params"].items() if k != "model_name")
         table.add_row(f"{t['trial_id']}{mark}", t["status"], t["model_name"],
                       "" if value is None else f"{t['primary_metric']} {value:.4f}", params,
-                      t["stop_reason"] or t["error"])
+                      t["error"] or t["stop_reason"])  # a stop that kept nothing explains itself in error
     out.print(table)
 
 
@@ -167,13 +189,19 @@ def trial_run(
     trial_id: int,
     timeout_s: Annotated[float | None, typer.Option(help="Stop the trial after this many seconds.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads this trial may use.")] = None,
+    timeout_reason: Annotated[str | None, typer.Option(
+        help="The limit --timeout-s comes from, in words (e.g. 'job timeout after 60 min').")] = None,
 ) -> None:
     """Run one queued trial of a job (the worker starts one such process per trial)."""
     import logging
 
-    from core.sweep.orchestrator import run_job_trial
+    from core import stopping
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings, engine = open_storage()
-    result = run_job_trial(trial_id, settings, engine, timeout_s=timeout_s, threads=threads)
+    # SIGTERM from the worker asks for a stop at the next batch boundary, from before the heavy imports on.
+    with stopping.worker_trial(timeout_reason):
+        from core.sweep.orchestrator import run_job_trial
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        settings, engine = open_storage()
+        result = run_job_trial(trial_id, settings, engine, timeout_s=timeout_s, threads=threads)
     out.print(f"trial {trial_id} {result.status}")

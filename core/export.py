@@ -326,7 +326,8 @@ def _export_yolo(outputs: nn.Module, settings: dict[str, Any], path: Path, fmt: 
     """ultralytics' exporter on the network; loading the predictor already closed its network paths."""
     from ultralytics import YOLO
 
-    from core.zoo.ultralytics_family import YOLO_TASKS, _keep_threads
+    from core.zoo.ultralytics_env import keep_threads
+    from core.zoo.ultralytics_family import YOLO_TASKS
 
     net = outputs.net  # type: ignore[union-attr]
     yolo = YOLO(f"{settings['architecture']}.yaml", task=YOLO_TASKS[Task(settings["task"])])
@@ -336,7 +337,7 @@ def _export_yolo(outputs: nn.Module, settings: dict[str, Any], path: Path, fmt: 
     # No onnxslim pass: it would be one more dependency, and ultralytics would try to install it.
     options = {"simplify": False} if fmt == "onnx" else {}
     # Its device selection sets torch's thread count for the whole process.
-    with _keep_threads(), _quiet_exporters():
+    with keep_threads(), _quiet_exporters():
         written = yolo.export(format=fmt, imgsz=int(settings["img_size"]), batch=1, device="cpu",
                               dynamic=False, **options)
     return Path(written)

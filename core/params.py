@@ -50,11 +50,16 @@ class TrainingParams(BaseModel):
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     number_of_workers: int = Field(0, ge=0, le=64)
+    # Kestrel's: which defaults fill what the job leaves unset (core.train.recipe); "auto" picks
+    # fine_tune when pretrained weights are to be had, else from_scratch. Trials record the choice.
+    recipe: Literal["auto", "fine_tune", "from_scratch"] = "auto"
     # classification
     training_crop_size: int = Field(224, ge=16, le=2048)
     validation_crop_size: int = Field(224, ge=16, le=2048)
     validation_resize_size: int = Field(256, ge=16, le=2048)
     weighted_loss: Literal[0, 1, 2] = 0
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # Kestrel's; multi-label smooths 0/1 targets
+    random_crop_min_scale: float = Field(0.08, gt=0, le=1)  # Kestrel's: RandomResizedCrop's least area
     multilabel_threshold: float = Field(0.5, gt=0, lt=1)
     # detection and segmentation
     min_size: int = Field(600, ge=32, le=4096)

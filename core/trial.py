@@ -17,14 +17,17 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from core import stopping
 from core.data.view import VersionData, load_version
 from core.errors import ConfigError
 from core.params import TrainingParams, resolve_params
 from core.sweep.termination import Policy
 from core.tasks import Task
 from core.tasks import spec as task_spec
+from core.train import recipe as recipes
 from core.train.device import choose_device, describe, use_all_cores
-from core.zoo.base import PARAMS_FILE, SETTINGS_FILE, WEIGHTS_FILE, ModelSpec, TrainedModel
+from core.train.recipe import Recipe
+from core.zoo.base import PARAMS_FILE, SETTINGS_FILE, WEIGHTS_FILE, ModelFamily, ModelSpec, TrainedModel
 from core.zoo.families import resolve
 from storage.artifacts import BlobStore, write_atomic
 from storage.db import session_scope
@@ -55,7 +58,7 @@ class TrialResult:
 
 class StorageContext:
     """Reports go to the database as metric points. Stops on the trial's timeout and, for a job's
-    trial, on the job's cancel or its early-termination policy, judged at each report."""
+    trial, on the job's cancel, the worker's SIGTERM or its early-termination policy, judged at each report."""
 
     POLL_S = 1.0  # how often the job's cancel flag is read: cancel takes effect within seconds
 
@@ -64,6 +67,9 @@ class StorageContext:
                  policy: Policy | None = None) -> None:
         self.engine, self.trial_id, self.out_dir, self.device = engine, trial_id, out_dir, device
         self.deadline = time.monotonic() + timeout_s if timeout_s else None
+        # The worker names its limit ("job timeout after 60 min"); `kestrel train` gives seconds only.
+        self.timeout_reason = stopping.worker_timeout_reason() or (
+            stopping.timeout(timeout_s) if timeout_s else "stopped by the worker")
         self.job_id, self.primary_metric, self.policy = job_id, primary_metric, policy
         self.reason: str | None = None
         self._polled = 0.0
@@ -88,13 +94,19 @@ class StorageContext:
             self.reason = reason
 
     def should_stop(self) -> str | None:
+        """The reason to stop, once there is one. The worker's SIGTERM counts at once: its cancel, or its
+        deadline for this trial (which may come before this process's own, counted from a later start)."""
+        asked = stopping.terminated()
         if self.reason is None and self.deadline is not None and time.monotonic() > self.deadline:
-            self.reason = "timeout"
-        if self.reason is None and self.job_id is not None and time.monotonic() - self._polled >= self.POLL_S:
+            self.reason = self.timeout_reason
+        if self.reason is None and self.job_id is not None and (
+                asked or time.monotonic() - self._polled >= self.POLL_S):
             self._polled = time.monotonic()
             with session_scope(self.engine) as session:
                 if jobs.is_cancel_requested(session=session, job_id=self.job_id):
-                    self.reason = "canceled"
+                    self.reason = stopping.CANCELED
+        if self.reason is None and asked:
+            self.reason = self.timeout_reason
         return self.reason
 
 
@@ -109,13 +121,7 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
     with session_scope(engine) as session:
         data = load_version(session=session, blobs=BlobStore(settings.blobs_dir), name=dataset,
                             version=version)
-    params = resolve_params(data.task, overrides)
-    family, _ = resolve(params.model_name or "", data.task, params)
-    params = resolve_params(data.task, family.default_params(data.task), overrides)
-    if params.checkpoint_run_id:
-        params = resolve_params(data.task, overrides, {"checkpoint_path": str(
-            checkpoint_weights(engine, params.checkpoint_run_id, data.task))})
-    family, model = resolve(params.model_name or "", data.task, params)
+    params, family, model, recipe = trial_params(engine, data, overrides)
     device = choose_device(params.device)
     primary = primary_metric or task_spec(data.task).primary_metric
     resolved = params.model_dump(mode="json")
@@ -136,6 +142,8 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
             job_id = trials.get(session=session, trial_id=trial_id).job_id  # type: ignore[union-attr]
         log.info("trial %d: %s (%s) on %s, dataset %s:%d", trial_id, model.display_name or
                  model.architecture, model.family, describe(device), data.name, data.version)
+        log.info("%s", recipes.describe(recipe.name, {k: v for k, v in recipe.values.items()
+                                                      if k not in overrides}))
         ctx = StorageContext(engine, trial_id, out_dir, device, timeout_s, job_id=job_id, primary_metric=primary,
                              policy=policy)
         try:
@@ -154,6 +162,30 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
         handler.close()
 
 
+def trial_params(engine: Engine, data: VersionData, overrides: Mapping[str, Any]
+                 ) -> tuple[TrainingParams, ModelFamily, ModelSpec, Recipe]:
+    """The trial's parameters: task < family < recipe (sized to the data, chosen by whether pretrained
+    weights are to be had) < ``overrides``; and its family, model and recipe."""
+    layers: list[Mapping[str, Any]] = [overrides]
+    params = resolve_params(data.task, overrides)
+    if params.checkpoint_run_id:
+        layers.append({"checkpoint_path": str(checkpoint_weights(engine, params.checkpoint_run_id, data.task))})
+    family, _ = resolve(params.model_name or "", data.task, params)
+    params = resolve_params(data.task, family.default_params(data.task), *layers)
+    family, model = resolve(params.model_name or "", data.task, params)
+    pretrained = recipes.choose(params.recipe, family.weights(model, params).pretrained)
+    recipe = recipes.recipe(task=data.task, family=family.name, pretrained=pretrained,
+                            images=recipes.ImageSizes.of((i.width, i.height) for i in data.train),
+                            train_images=len(data.train), classes=len(data.classes),
+                            epochs=params.number_of_epochs,
+                            crop=params.validation_crop_size if "validation_crop_size" in params.model_fields_set
+                            else None)
+    params = resolve_params(data.task, family.default_params(data.task), recipe.values, *layers,
+                            {"recipe": recipe.name})
+    family, model = resolve(params.model_name or "", data.task, params)
+    return params, family, model, recipe
+
+
 def _store(engine: Engine, trial_id: int, out_dir: Path, data: VersionData, params: TrainingParams,
            model: ModelSpec, trained: TrainedModel, stop_reason: str | None, device: str,
            primary: str) -> TrialResult:
@@ -163,20 +195,31 @@ def _store(engine: Engine, trial_id: int, out_dir: Path, data: VersionData, para
     files = {"weights": trained.weights, "settings": out_dir / SETTINGS_FILE,
              "params": out_dir / PARAMS_FILE, "evaluation": out_dir / "evaluation.json",
              "log": out_dir / "trial.log"}
+    # Stopped before its first epoch ended (a time limit or a cancel): no model to keep or register.
+    kept = not (stop_reason and trained.epochs_run == 0)
+    if not kept:
+        trained.weights.unlink(missing_ok=True)
+        files = {k: v for k, v in files.items() if k in ("params", "log")}
     for key, content in (("settings", settings_json), ("params", params.model_dump(mode="json")),
                          ("evaluation", trained.evaluation)):
-        write_atomic(files[key], json.dumps(content, indent=2).encode())
+        if key in files:
+            write_atomic(files[key], json.dumps(content, indent=2).encode())
     for notice in trained.notices:
         log.warning(notice)
     # A trial stopped early keeps its model and metrics; the reason says why it stopped. Early
     # stopping on a flat metric is a normal completion, as in the reference.
-    status = {None: "completed", "early_stopping": "completed", "canceled": "canceled"}.get(
+    status = {None: "completed", "early_stopping": "completed", stopping.CANCELED: "canceled"}.get(
         stop_reason, "early_terminated")
+    error = "" if kept else stopping.nothing_kept(stop_reason or "")
+    if error:
+        log.warning(error)
+        status = "canceled" if stop_reason == stopping.CANCELED else "failed"
     with session_scope(engine) as session:
         trials.finish(session=session, trial_id=trial_id, status=status,
                       metrics={"final": trained.metrics, "notices": trained.notices,
                                "epochs_run": trained.epochs_run},
-                      primary_metric_value=trained.metrics.get(primary), stop_reason=stop_reason or "")
+                      primary_metric_value=trained.metrics.get(primary), stop_reason=stop_reason or "",
+                      error=error)
     return TrialResult(trial_id, status, primary, trained.metrics, describe(device), trained.epochs_run,
                        {k: str(v) for k, v in files.items()}, trained.notices, stop_reason or "")
 

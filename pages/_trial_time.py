@@ -1,5 +1,6 @@
-"""The wizard's estimate of the time per trial on this machine (core.estimate, worded for the page) and
-what it needs from the job file: its dataset version's training images and the models it will train."""
+"""The wizard's estimate of the time per trial on this machine (core.estimate, worded for the page), its
+warning when an epoch will not fit the job's time limit, and what both need from the job file: its dataset
+version's images and the models it will train."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 
 from core import estimate
 from core.jobspec import registered_dataset
-from core.params import TASK_DEFAULTS, TrainingParams
+from core.params import TrainingParams
 from core.tasks import Task
-from core.zoo.catalog import automode_models
+from core.train.recipe import ImageSizes
 from pages import _ui
 from storage.db import session_scope
 from storage.repos import datasets, workers
@@ -20,11 +21,13 @@ DEFAULT_EPOCHS = TrainingParams.model_fields["number_of_epochs"].default
 
 @dataclass(frozen=True)
 class Here:
-    """What the time estimates depend on, read once per run: the worker's device and the training images
-    of the job's dataset version (None until a registered one is chosen)."""
+    """What the time estimates depend on, read once per run: the worker's device and the training and
+    validation images of the job's dataset version (None until a registered one is chosen)."""
 
     device: str
     train_images: int | None
+    validation_images: int = 0
+    image_sizes: ImageSizes | None = None  # the version's typical image, for the data-sized defaults
 
     @classmethod
     def read(cls, doc: dict[str, Any]) -> Here:
@@ -33,7 +36,10 @@ class Here:
             row = datasets.get_version(session=session, name=name,
                                        version=int(version) if version and version.isdigit() else None)
             device = _ui.device_of(workers.live(session=session, grace_s=30))
-        return cls(device, None if row is None else row.image_count - row.validation_count)
+        if row is None:
+            return cls(device, None)
+        return cls(device, row.image_count - row.validation_count, row.validation_count,
+                   ImageSizes.from_stats((row.stats or {}).get("image_sizes", {})))
 
 
 def dataset_ref(doc: dict[str, Any]) -> tuple[str, str | None]:
@@ -41,18 +47,20 @@ def dataset_ref(doc: dict[str, Any]) -> tuple[str, str | None]:
     return registered_dataset(str((doc.get("training_data") or {}).get("path", ""))) or ("", None)
 
 
-def _planned_models(doc: dict[str, Any], here: Here) -> list[str]:
+def planned_models(doc: dict[str, Any], here: Here) -> list[str]:
     """The models the job will train: its sweep's, its one model, or AutoMode's candidates."""
-    if doc.get("search_space"):
-        return list(dict.fromkeys(m for sub in doc["search_space"]
-                                  for m in (sub.get("model_name") or {}).get("values", [])))
-    params = doc.get("training_parameters") or {}
-    if params.get("model_name"):
-        return [str(params["model_name"])]
-    task = Task(doc["task"])
-    if doc["limits"].get("max_trials", 1) == 1:
-        return [TASK_DEFAULTS[task]["model_name"]]
-    return list(automode_models(task, estimate.on_gpu(here.device), here.train_images or 0))
+    return estimate.planned_models(doc, gpu=estimate.on_gpu(here.device), train_images=here.train_images or 0)
+
+
+def timeout_warnings(doc: dict[str, Any], here: Here) -> list[str]:
+    """Each planned model whose epoch will not fit the job's time limit (or leaves room for only a few);
+    none before a dataset is chosen."""
+    if here.train_images is None or doc.get("task") not in {t.value for t in Task}:
+        return []
+    with session_scope(_ui.engine()) as session:
+        return estimate.timeout_warnings(session=session, doc=doc, device=here.device,
+                                         train_images=here.train_images, validation_images=here.validation_images,
+                                         image_sizes=here.image_sizes)
 
 
 def estimates(doc: dict[str, Any], models: list[str], here: Here) -> dict[str, estimate.Estimate | None] | None:
@@ -68,7 +76,7 @@ def estimates(doc: dict[str, Any], models: list[str], here: Here) -> dict[str, e
 
 def time_per_trial(doc: dict[str, Any], here: Here) -> str:
     """The planned models' estimated time per trial, in words."""
-    guesses = estimates(doc, _planned_models(doc, here), here)
+    guesses = estimates(doc, planned_models(doc, here), here)
     if guesses is None:
         return "unknown until the dataset is chosen"
     said = [f"{model} {estimate.say(guess.seconds)} (from {guess.trials} earlier trial{'s' if guess.trials > 1 else ''}"

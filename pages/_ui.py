@@ -151,26 +151,35 @@ def image_grid(cells: Sequence[GridCell], classes: Sequence[str], *, columns: in
                     on_view(cell)
 
 
-def submit_job_yaml(text: str) -> tuple[int | None, str]:
-    """Queue a job file through `kestrel job submit` (it checks model names with the model libraries,
-    which this process never imports); returns the job id, or the refusal to show."""
+def kestrel(*args: str) -> tuple[Any, str]:
+    """``kestrel ARGS --json`` in a process of its own (the model libraries stay out of this one): its
+    answer, or the refusal to show (a crash is summarised, the log keeps it whole)."""
     import json
     import subprocess
     import sys
+
+    result = subprocess.run([sys.executable, "-m", "core.cli", *args, "--json"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1], check=False)
+    if result.returncode != 0:
+        refusal = result.stderr.strip()
+        if "Traceback (most recent call last)" in refusal:
+            log.error("kestrel %s failed:\n%s", " ".join(args), refusal)
+            refusal = (f"kestrel {' '.join(args[:2])} failed ({refusal.splitlines()[-1]}); the studio's log has "
+                       "the details")
+        return None, refusal.removeprefix("error: ") or "refused"
+    return json.loads(result.stdout), ""
+
+
+def submit_job_yaml(text: str) -> tuple[int | None, str]:
+    """Queue a job file through `kestrel job submit` (it checks model names with the model libraries,
+    which this process never imports); returns the job id, or the refusal to show."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
         file = Path(folder) / "job.yml"
         file.write_text(text, encoding="utf-8")
-        result = subprocess.run([sys.executable, "-m", "core.cli", "job", "submit", str(file), "--json"],
-                                capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=False)
-    if result.returncode != 0:
-        refusal = result.stderr.strip()
-        if "Traceback (most recent call last)" in refusal:  # a crash, not a refusal: the log keeps it whole
-            log.error("kestrel job submit failed:\n%s", refusal)
-            refusal = f"the job could not be submitted ({refusal.splitlines()[-1]}); the studio's log has the details"
-        return None, refusal.removeprefix("error: ") or "the job was refused"
-    return int(json.loads(result.stdout)["job_id"]), ""
+        answer, refusal = kestrel("job", "submit", str(file))
+    return (int(answer["job_id"]), "") if answer else (None, refusal)
 
 
 def url_selectbox(label: str, options: list[Any], *, key: str, param: str, on_change: Any = None,

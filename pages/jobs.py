@@ -82,7 +82,7 @@ def leaderboard(summary: dict[str, Any]) -> pd.DataFrame:
         row = {"trial": t["trial_id"], "best": "★" if t["trial_id"] == summary["best_trial_id"] else "",
                "status": _status(t["status"]), "model": t["model_name"], metric: t["primary_metric_value"]}
         row.update({k: v for k, v in t["metrics"].items() if k != metric})
-        row.update({"epoch": t["epoch"], "duration (s)": t["duration_s"], "note": t["stop_reason"] or t["error"]})
+        row.update({"epoch": t["epoch"], "duration (s)": t["duration_s"], "note": t["error"] or t["stop_reason"]})
         row.update({k: v for k, v in t["params"].items() if k != "model_name" and k not in row})
         rows.append(row)
     frame = pd.DataFrame(rows)

@@ -79,7 +79,9 @@ def _status(trial: Trial, latest: float | None) -> None:
         st.markdown(f"**{trial.model_name or 'model not chosen yet'}** on {trial.device or 'no device yet'}")
     epochs.metric("Epochs", trial.epoch)
     metric.metric(trial.primary_metric or "primary metric", "—" if value is None else f"{value:.4f}")
-    if trial.error:
+    if trial.error and trial.stop_reason:  # a time limit or a cancel came before its first epoch ended
+        st.error(f"Stopped: {trial.error}.")
+    elif trial.error:
         st.error(f"The trial failed: {trial.error}. The log below shows where.")
     elif trial.stop_reason:
         st.info(f"Stopped before its last epoch: {trial.stop_reason.replace('_', ' ')}.")
@@ -144,7 +146,15 @@ def _log(trial_id: int) -> None:
 
 # --- parameters and registration -----------------------------------------------------------------
 
+RECIPES = {"from_scratch": "trained from scratch with the small-data recipe (AdamW, warmup and cosine, label "
+                           "smoothing for classification)",
+           "fine_tune": "fine-tuned from pretrained weights with the reference's defaults"}
+
+
 def _parameters(trial: Trial, resolved: dict[str, Any]) -> None:
+    if recipe := resolved.get("recipe"):
+        st.caption(f"**Recipe:** {RECIPES.get(recipe, recipe)}, image sizes chosen from the data; the job's own "
+                   "settings (★ below) win over the recipe's.")
     with st.expander("Parameters"):
         asked = trial.params  # what the job (its search space or AutoMode) chose for this trial
         params = {**resolved, **asked}

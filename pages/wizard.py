@@ -21,8 +21,9 @@ from core import estimate
 from core.errors import ConfigError
 from core.jobspec import PRIMARY_METRICS, parse_job
 from core.tasks import Task, spec
+from core.train import recipe
 from core.zoo.catalog import CATALOG, automode_models, size_text
-from pages import _trial_time, _ui
+from pages import _pretrained, _trial_time, _ui
 from storage.db import session_scope
 from storage.repos import datasets
 
@@ -41,6 +42,11 @@ MODELS = {  # what the wizard offers first; any other name of the model librarie
 MODELS[Task.MULTILABEL] = MODELS[Task.CLASSIFICATION]
 KINDS = ["choice", "uniform", "loguniform", "quniform", "qloguniform", "normal", "lognormal", "randint"]
 POLICIES = ["none", "bandit", "median_stopping", "truncation_selection"]
+SIZE_LABELS = {"training_crop_size": "Training crop (px)", "validation_crop_size": "Validation crop (px)",
+               "img_size": "YOLO image size (px)", "min_size": "Shorter side (px)",
+               "max_size": "Longer side at most (px)"}
+RECIPE_HELP = ("Left empty, the trial's recipe sets it: the reference's fine-tuning rate when pretrained weights "
+               "are to be had, AdamW's rate for training from scratch otherwise.")
 # Mistakes a step's widgets found in this run (unreadable bounds, missing fields); "Next" refuses while any.
 PROBLEMS: list[str] = []
 
@@ -115,9 +121,14 @@ def _mode_step(doc: dict[str, Any]) -> None:
         current = params.get("model_name", models[0])
         params["model_name"] = st.selectbox("Model", [*models, *([current] if current not in models else [])],
                                             index=[*models, current].index(current), accept_new_options=True)
-        st.caption(f"Time per trial on this machine: {_trial_time.time_per_trial(doc, here)}.")
-        params["learning_rate"] = st.number_input("Learning rate", 1e-6, 1.0, float(params.get("learning_rate", 0.01)),
-                                                  format="%.5f")
+        st.caption(f"{params['model_name']}: {_pretrained.sentence(params['model_name'])}. "
+                   f"Time per trial on this machine: {_trial_time.time_per_trial(doc, here)}.")
+        rate = st.number_input("Learning rate", 1e-6, 1.0, params.get("learning_rate"), format="%.5f",
+                               placeholder="the recipe's", help=RECIPE_HELP)
+        if rate is None:
+            params.pop("learning_rate", None)
+        else:
+            params["learning_rate"] = float(rate)
     else:
         params.pop("model_name", None)
         doc["limits"]["max_trials"] = max(2, int(doc["limits"].get("max_trials", 10)))
@@ -131,6 +142,35 @@ def _mode_step(doc: dict[str, Any]) -> None:
             sweep["sampling_algorithm"] = st.selectbox("Sampling", ["random", "grid", "bayesian"],
                                                        index=["random", "grid", "bayesian"].index(
                                                            sweep.get("sampling_algorithm", "random")))
+    models = _trial_time.planned_models(doc, here)
+    if mode != "One model":
+        _weights_lines(models)
+    _size_inputs(doc, params, here, models)
+
+
+def _weights_lines(models: list[str]) -> None:
+    """Each planned model's starting weights, before anything trains."""
+    st.markdown("**Starting weights:** " + "; ".join(f"{m} — {_pretrained.sentence(m)}" for m in models))
+    if any(_pretrained.SCRATCH in _pretrained.sentence(m) for m in models):
+        st.page_link("pages/weights.py", label="Import pretrained weights", icon=":material/download:")
+
+
+def _size_inputs(doc: dict[str, Any], params: dict[str, Any], here: _trial_time.Here, models: list[str]) -> None:
+    """The image sizes trials will use, chosen from the dataset's images; a changed one goes in the job."""
+    task = Task(doc["task"])
+    suggested: dict[str, int] = {}
+    for model in models:
+        sized = recipe.sized(task, recipe.family_of(model, task), here.image_sizes, here.train_images or 0)
+        suggested |= {k: int(v) for k, v in sized.items() if k in SIZE_LABELS}
+    if not suggested or here.image_sizes is None:
+        return
+    st.caption(f"Image sizes, chosen from your images (typically {here.image_sizes.short} by "
+               f"{here.image_sizes.long} pixels): smaller trains faster, larger sees more detail.")
+    for column, (key, value) in zip(st.columns(len(suggested)), suggested.items(), strict=True):
+        chosen = int(column.number_input(SIZE_LABELS[key], 32, 4096, int(params.get(key, value)), step=32,
+                                         key=f"wizard_{key}_{value}"))
+        if chosen != value or key in params:
+            params[key] = chosen
 
 
 def _model_table(doc: dict[str, Any], models: list[str], here: _trial_time.Here) -> None:
@@ -250,7 +290,7 @@ def _limits_step(doc: dict[str, Any]) -> None:
     sweep["early_termination"] = new
 
 
-def _summary(doc: dict[str, Any]) -> str:
+def _summary(doc: dict[str, Any], here: _trial_time.Here) -> str:
     """The job in plain words, one line per choice."""
     params, limits = doc.get("training_parameters") or {}, doc.get("limits") or {}
     sweep = doc.get("sweep") or {}
@@ -277,14 +317,17 @@ def _summary(doc: dict[str, Any]) -> str:
              + (f"{limits['trial_timeout_minutes']} min" if limits.get("trial_timeout_minutes") else "none"),
              f"**Early termination:** {stop}",
              "**Time per trial on this machine:** "
-             + (_trial_time.time_per_trial(doc, _trial_time.Here.read(doc)) if task else "unknown")]
+             + (_trial_time.time_per_trial(doc, here) if task else "unknown")]
     if "number_of_epochs" in params:
         lines.insert(3, f"**Epochs:** {params['number_of_epochs']}")
     return "\n".join(f"- {line}" for line in lines)
 
 
 def _review_step(doc: dict[str, Any]) -> None:
-    st.markdown(_summary(doc))
+    here = _trial_time.Here.read(doc)
+    st.markdown(_summary(doc, here))
+    for warning in _trial_time.timeout_warnings(doc, here):  # before Submit: a timeout may keep nothing
+        st.warning(warning, icon="⏱️")
     text = yaml.safe_dump(doc, sort_keys=False)
     st.code(text, language="yaml")
     st.download_button("Download job YAML", text, file_name="job.yml", mime="application/x-yaml")

@@ -28,7 +28,7 @@ def train_transform(params: TrainingParams) -> v2.Compose:
         # Resizing always applies: the same framing as validation, at the training size.
         return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size), *_normalise()])
     return v2.Compose([
-        v2.RandomResizedCrop(size, antialias=True),
+        v2.RandomResizedCrop(size, scale=(params.random_crop_min_scale, 1.0), antialias=True),
         v2.RandomHorizontalFlip(),
         v2.ColorJitter(**JITTER),  # after the crop: jitter costs per pixel, the crop is small
         *_normalise(),

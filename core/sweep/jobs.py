@@ -2,16 +2,20 @@
 
 Everything a job could trip over is checked here, at submission: the YAML's fields, the data (data
 given by path is imported now, as a dataset version), the task against the data, and every model
-name of the search space. A job that is queued has nothing left to refuse.
+name of the search space. A job that is queued has nothing left to refuse; what may still disappoint
+(a time limit shorter than an epoch) is a warning, given before the job starts.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import yaml
 from sqlalchemy import Engine
 
+from core import estimate
 from core.data.importer import ImportOptions, import_dataset
 from core.data.report import require_trainable
 from core.errors import ConfigError, InputError
@@ -19,12 +23,17 @@ from core.jobspec import DataRef, JobSpec, parse_job
 from core.params import resolve_params
 from core.sweep.distributions import Choice, is_distribution
 from core.sweep.summary import AUTOML
+from core.tasks import Task
+from core.train.recipe import ImageSizes
 from core.zoo.families import resolve
 from storage.db import session_scope
 from storage.repos import jobs
 from storage.repos.datasets import get_version
 from storage.settings import Settings
 from storage.tables import Job
+
+if TYPE_CHECKING:
+    from core.zoo.pretrained import ModelWeights
 
 
 def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
@@ -61,6 +70,32 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
         session.refresh(job)
         session.expunge(job)
         return job
+
+
+def timeout_warnings(job: Job, *, engine: Engine, device: str) -> list[str]:
+    """Each of the job's models whose estimated epoch on ``device`` does not fit its time limit, or
+    leaves room for only a few epochs (`core.estimate.timeout_warnings`)."""
+    with session_scope(engine) as session:
+        row = get_version(session=session, name=job.spec["dataset"], version=job.spec["version"])
+        if row is None:
+            return []
+        return estimate.timeout_warnings(session=session, doc=yaml.safe_load(job.spec["yaml"]), device=device,
+                                         train_images=row.image_count - row.validation_count,
+                                         validation_images=row.validation_count,
+                                         image_sizes=ImageSizes.from_stats((row.stats or {}).get("image_sizes", {})))
+
+
+def planned_weights(job: Job, *, engine: Engine, device: str) -> list[ModelWeights]:
+    """Where each model the job will train starts from (cached, downloadable, or none: from scratch)."""
+    from core.zoo.pretrained import status
+
+    doc = yaml.safe_load(job.spec["yaml"])
+    with session_scope(engine) as session:
+        row = get_version(session=session, name=job.spec["dataset"], version=job.spec["version"])
+        train_images = row.image_count - row.validation_count if row else 0
+    task, params = Task(doc["task"]), doc.get("training_parameters") or {}
+    models = estimate.planned_models(doc, gpu=estimate.on_gpu(device), train_images=train_images)
+    return [status(model, task, params) for model in models]
 
 
 def _dataset(spec: JobSpec, file: Path, settings: Settings, engine: Engine) -> tuple[str, int | None]:

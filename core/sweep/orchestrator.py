@@ -7,7 +7,10 @@ crash left behind is run again once (resuming from its checkpoint where the fami
 then counted as failed.
 
 Trials stop themselves on the job's cancel flag, their timeout and the termination policy (see
-`core.trial.StorageContext`); the orchestrator only signals a process that ignores those.
+`core.trial.StorageContext`). The orchestrator knows which limit ends each trial and tells it in words; at
+that moment it sends SIGTERM (the trial stops at its next batch boundary and keeps its finished epochs) and
+SIGKILL only after a grace period. A trial that dies without a result is recorded with the reason it was
+signalled for, never as a bare signal number.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from core import stopping
 from core.errors import KestrelError, NotFound
 from core.jobspec import JobSpec, parse_job
 from core.sweep import automode
@@ -41,7 +45,9 @@ from storage.tables import Job
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
-SIGNAL_AFTER_S = 30.0  # a trial still running this long after a cancel or its timeout gets SIGTERM, then SIGKILL
+SIGNAL_AFTER_S = 30.0  # grace between SIGTERM (at a cancel or the trial's deadline) and SIGKILL
+MINUTE_S = 60.0  # the limits' unit; tests shrink it to see a timeout pass in seconds
+TRIAL_COMMAND = ("-m", "core.cli", "trial", "run")  # after the interpreter: how a trial process starts
 MAX_RELAUNCHES = 1  # a trial lost in a crash runs again once; a second loss marks it failed
 LIVE = ("queued", "running")
 
@@ -60,6 +66,7 @@ class Child:
     process: subprocess.Popen[bytes]
     slot: Slot
     deadline: float  # monotonic: when the trial should have stopped on its own
+    reason: str  # why it is signalled at its deadline: its time limit in words, or "canceled"
     signalled: int = 0
 
 
@@ -90,16 +97,18 @@ def run_job(job: Job, settings: Settings, engine: Engine) -> str:
     with session_scope(engine) as session:
         version = get_version(session=session, name=job.spec["dataset"], version=job.spec["version"])
         train_images = (version.image_count - version.validation_count) if version else 0
+        classes = len(version.classes) if version else 2
     capacity = Capacity.of_machine(spec.limits.max_concurrent_trials)
-    sweeper, first = _sweeper(spec, train_images, gpu=capacity.slots[0].gpu is not None)
+    sweeper, first = _sweeper(spec, train_images, classes, gpu=capacity.slots[0].gpu is not None)
     return _Run(job.id, spec, sweeper, first, capacity, settings, engine).go()
 
 
-def _sweeper(spec: JobSpec, train_images: int, *, gpu: bool) -> tuple[Sweeper, list[dict[str, Any]]]:
+def _sweeper(spec: JobSpec, train_images: int, classes: int, *, gpu: bool
+             ) -> tuple[Sweeper, list[dict[str, Any]]]:
     """The job's sweep, and the configurations it tries first (AutoMode's defaults)."""
     limit = spec.limits.max_trials
     if spec.mode == "automode":
-        plan = automode.plan(spec.task, train_images, gpu, spec.training_parameters)
+        plan = automode.plan(spec.task, train_images, gpu, spec.training_parameters, classes)
         return Sweeper(plan.space, plan.algorithm, plan.seed, max_trials=limit), plan.first
     space = spec.search_space or [{}]  # one trial of the training_parameters alone
     return Sweeper(space, spec.sampling_algorithm, spec.params.seed, max_trials=limit), []
@@ -112,7 +121,7 @@ class _Run:
         self.first = first
         self.free = list(capacity.slots)
         self.running: dict[int, Child] = {}
-        self.deadline = time.monotonic() + spec.limits.timeout_minutes * 60
+        self.deadline = time.monotonic() + spec.limits.timeout_minutes * MINUTE_S
         self.canceled = False
         self.spent = False  # the sweep has nothing left to ask (a grid fully served)
         self.numbers: dict[int, int] = {}  # trial id -> sweep number, for tell()
@@ -122,14 +131,14 @@ class _Run:
         while True:
             self._reap()
             self.canceled = self.canceled or self._cancel_requested()
-            stopping = self.canceled or time.monotonic() >= self.deadline
-            while not stopping and self.free and self._launch_next():
+            ending = self.canceled or time.monotonic() >= self.deadline
+            while not ending and self.free and self._launch_next():
                 pass
             self._hurry()
-            if not self.running and (stopping or not self._more()):
+            if not self.running and (ending or not self._more()):
                 break
             time.sleep(POLL_S)
-        return self._close(stopping)
+        return self._close(timed_out=ending and not self.canceled)
 
     # -- bookkeeping --------------------------------------------------------------------------------
 
@@ -184,11 +193,9 @@ class _Run:
 
     def _start(self, trial_id: int) -> None:
         slot = self.free.pop(0)
-        remaining = self.deadline - time.monotonic()
-        limit = self.spec.limits.trial_timeout_minutes
-        timeout = min(remaining, limit * 60) if limit else remaining
-        command = [sys.executable, "-m", "core.cli", "trial", "run", str(trial_id),
-                   "--timeout-s", f"{max(timeout, 1.0):.0f}"]
+        timeout, reason = self._time_limit()
+        command = [sys.executable, *TRIAL_COMMAND, str(trial_id), "--timeout-s", f"{max(timeout, 1.0):.0f}",
+                   "--timeout-reason", reason]
         env = os.environ.copy()
         if slot.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(slot.gpu)
@@ -202,7 +209,16 @@ class _Run:
                                        cwd=Path(__file__).resolve().parents[2], preexec_fn=_die_with_parent)
         log.info("trial %d started (pid %d, %s)", trial_id, process.pid,
                  f"GPU {slot.gpu}" if slot.gpu is not None else f"{slot.threads} CPU threads")
-        self.running[trial_id] = Child(trial_id, process, slot, time.monotonic() + timeout)
+        self.running[trial_id] = Child(trial_id, process, slot, time.monotonic() + timeout, reason)
+
+    def _time_limit(self) -> tuple[float, str]:
+        """How long the next trial may run, and the limit that ends it in words: the trial timeout when
+        it comes before what is left of the job's."""
+        remaining = self.deadline - time.monotonic()
+        limits = self.spec.limits
+        if limits.trial_timeout_minutes and limits.trial_timeout_minutes * MINUTE_S < remaining:
+            return limits.trial_timeout_minutes * MINUTE_S, stopping.trial_timeout(limits.trial_timeout_minutes)
+        return remaining, stopping.job_timeout(limits.timeout_minutes)
 
     def _reap(self) -> None:
         for trial_id, child in list(self.running.items()):
@@ -215,11 +231,9 @@ class _Run:
                 row = trials.get(session=session, trial_id=trial_id)
                 assert row is not None
                 if row.status in LIVE:  # the process died before it could record an end
-                    why = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-                    status = "canceled" if self.canceled else "failed"
+                    status, reason, error = self._died(child, code, row.epoch)
                     trials.finish(session=session, trial_id=trial_id, status=status, metrics={},
-                                  primary_metric_value=None,
-                                  error=f"the trial process {why} before it recorded a result")
+                                  primary_metric_value=None, stop_reason=reason, error=error)
                     session.flush()
                 log.info("trial %d %s%s", trial_id, row.status,
                          f": {row.primary_metric} {row.primary_metric_value:.4f}"
@@ -228,6 +242,22 @@ class _Run:
             number = self.numbers.pop(trial_id, None)
             if number is not None:
                 self.sweeper.tell(number, row.primary_metric_value)
+
+    def _died(self, child: Child, code: int, epochs: int) -> tuple[str, str, str]:
+        """Status, stop reason and error of a trial process that ended before it recorded a result."""
+        if child.signalled:  # stopped by us: say why, in the limit's words
+            status = "canceled" if child.reason == stopping.CANCELED else "failed"
+            if epochs == 0:
+                return status, child.reason, stopping.nothing_kept(child.reason)
+            return status, child.reason, (f"{child.reason}; it was still saving {SIGNAL_AFTER_S:.0f} s later and "
+                                          f"was ended: its {epochs} finished epoch(s) were not kept")
+        if code == -signal.SIGKILL:
+            why = "was killed (SIGKILL; often the machine running out of memory)"
+        elif code < 0:
+            why = f"was ended by {_signal_name(-code)} from outside the worker"
+        else:
+            why = f"exited with status {code}"
+        return "canceled" if self.canceled else "failed", "", f"the trial process {why} before it recorded a result"
 
     def _update(self, session: Any) -> None:
         rows = trials.for_job(session=session, job_id=self.job_id)
@@ -243,17 +273,17 @@ class _Run:
             return jobs.is_cancel_requested(session=session, job_id=self.job_id)
 
     def _hurry(self) -> None:
-        """Trials stop by themselves within seconds of a cancel or their timeout; one still running
-        ``SIGNAL_AFTER_S`` later is sent SIGTERM, and SIGKILL ten seconds after that."""
+        """At a cancel or its deadline a trial gets SIGTERM and stops at its next batch boundary, keeping
+        its finished epochs; one still running ``SIGNAL_AFTER_S`` later gets SIGKILL."""
         now = time.monotonic()
         for child in self.running.values():
-            if self.canceled:
-                child.deadline = min(child.deadline, now)
-            if now - child.deadline - SIGNAL_AFTER_S > 10 * child.signalled and child.signalled < 2:
+            if self.canceled and not child.signalled:
+                child.deadline, child.reason = min(child.deadline, now), stopping.CANCELED
+            if child.signalled < 2 and now >= child.deadline + SIGNAL_AFTER_S * child.signalled:
                 child.process.send_signal(signal.SIGTERM if child.signalled == 0 else signal.SIGKILL)
                 child.signalled += 1
 
-    def _close(self, stopping: bool) -> str:
+    def _close(self, *, timed_out: bool) -> str:
         with session_scope(self.engine) as session:
             rows = trials.for_job(session=session, job_id=self.job_id)
             best = trials.best(rows)
@@ -261,12 +291,20 @@ class _Run:
         failed = [t for t in rows if t.status == "failed"]
         if rows and len(failed) == len(rows) and not self.canceled:
             raise KestrelError(f"all {len(rows)} trials failed; trial {failed[0].id}: {failed[0].error}")
-        why = "canceled" if self.canceled else "job timeout reached" if stopping else "done"
+        why = "canceled" if self.canceled else stopping.job_timeout(self.spec.limits.timeout_minutes) \
+            if timed_out else "done"
         summary = f"{why}: {len(rows)} trials"
         if best is not None and best.primary_metric_value is not None and not math.isnan(best.primary_metric_value):
             summary += f"; best trial {best.id} ({best.model_name}) {best.primary_metric} " \
                        f"{best.primary_metric_value:.4f}"
         return summary
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _die_with_parent() -> None:

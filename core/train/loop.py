@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,11 @@ log = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 StopCheck = Callable[[], str | None]
-CHECKPOINT_FILE = "checkpoint.pt"  # last state, rewritten at each evaluation (resumable)
-BEST_FILE = "best.pt"  # best weights so far, rewritten when the primary metric improves
+CHECKPOINT_FILE = "checkpoint.pt"  # last state, to resume after a crash (with BEST_FILE)
+BEST_FILE = "best.pt"  # best weights so far, written with the checkpoint
+# Writing both costs a second or more per epoch for a mid-sized model (optimizer state included):
+# at most once a minute, and when stopped, bounds what a crash loses without slowing short epochs.
+CHECKPOINT_EVERY_S = 60.0
 
 
 @dataclass
@@ -196,7 +200,8 @@ def fit(setup: FitSetup, params: TrainingParams, ctx: TrialContext, *, resume: b
 
     Evaluates every ``evaluation_frequency`` epochs and after the last, reporting
     ``train_loss``, ``val_loss`` and the metrics at each; stops when ``ctx.should_stop()`` gives
-    a reason or early stopping fires. With ``resume``, continues from ``ctx.out_dir``'s
+    a reason or early stopping fires (stopped before the first epoch ended: no evaluation, no
+    metrics, ``epochs_run`` 0). With ``resume``, continues from ``ctx.out_dir``'s
     checkpoint when one is there. Freeze layers before calling: only trainable parameters
     are optimised.
     """
@@ -206,7 +211,7 @@ def fit(setup: FitSetup, params: TrainingParams, ctx: TrialContext, *, resume: b
     scheduler = build_scheduler(optimizer, params, steps)
     amp = torch.amp.GradScaler("cuda") if device.startswith("cuda") else None
     stopper = EarlyStopping(params.early_stopping_patience, params.early_stopping_delay)
-    best, epoch_done, reason = _Best(), 0, None
+    best, epoch_done, reason, saved = _Best(), 0, None, time.monotonic()
     if resume and (ctx.out_dir / CHECKPOINT_FILE).is_file():
         epoch_done = _load_checkpoint(ctx.out_dir, model, optimizer, scheduler, amp, stopper, best)
         log.info("resuming after epoch %d", epoch_done)
@@ -217,15 +222,18 @@ def fit(setup: FitSetup, params: TrainingParams, ctx: TrialContext, *, resume: b
         if reason is None:
             epoch_done = epoch
         due = epoch % params.evaluation_frequency == 0 or epoch == params.number_of_epochs
-        # A stopped trial still leaves a scored model: evaluate once if it never was.
-        if (due and reason is None) or (reason is not None and best.weights is None):
+        # A stopped trial still leaves a scored model: evaluate once if it never was. Before its first
+        # epoch ended there is nothing worth scoring, and a full validation would only delay the stop.
+        if (due and reason is None) or (reason is not None and best.weights is None and epoch_done > 0):
             value = _evaluate(setup, epoch, train_loss, ctx, best)
             if reason is None and params.early_stopping and stopper.update(epoch, value):
                 log.info("early stopping after epoch %d: no %s improvement in %d evaluations",
                          epoch, setup.primary_metric, params.early_stopping_patience)
                 reason = "early_stopping"
-            _save_checkpoint(ctx.out_dir, epoch_done, model, optimizer, scheduler, amp, stopper, best)
             reason = reason or ctx.should_stop()  # the report may have triggered a termination policy
+            if reason is not None or time.monotonic() - saved >= CHECKPOINT_EVERY_S:
+                _save_checkpoint(ctx.out_dir, epoch_done, model, optimizer, scheduler, amp, stopper, best)
+                saved = time.monotonic()
         if reason is not None:
             break
     if best.weights is not None:
@@ -243,7 +251,6 @@ def _evaluate(setup: FitSetup, epoch: int, train_loss: float, ctx: TrialContext,
         best.value, best.epoch = value, epoch
         best.metrics, best.details = dict(evaluation.metrics), evaluation.details
         best.weights = {k: v.detach().to("cpu", copy=True) for k, v in setup.model.state_dict().items()}
-        _save_atomic(best.weights, ctx.out_dir / BEST_FILE)
     return value
 
 
@@ -251,6 +258,8 @@ def _save_checkpoint(out_dir: Path, epoch: int, model: nn.Module, optimizer: Opt
                      scheduler: LRScheduler, amp: torch.amp.GradScaler | None,
                      stopper: EarlyStopping, best: _Best) -> None:
     """Tensors, numbers and plain containers only: it loads with ``weights_only=True``."""
+    if best.weights is not None:
+        _save_atomic(best.weights, out_dir / BEST_FILE)
     _save_atomic({
         "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "amp": amp.state_dict() if amp is not None else {},

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image
 
@@ -18,6 +18,9 @@ from core.prediction import Prediction
 from core.registry import Registry
 from core.tasks import Task
 from core.train.context import TrialContext
+
+if TYPE_CHECKING:
+    from core.zoo.weights import WeightsStatus
 
 WEIGHTS_FILE = "model.safetensors"  # families that own their format may use another name
 SETTINGS_FILE = "settings.json"
@@ -74,6 +77,15 @@ class ModelFamily(Protocol):
               ctx: TrialContext) -> TrainedModel: ...
 
     def load(self, artifact_dir: Path, device: str) -> Predictor: ...
+
+    def weights(self, spec: ModelSpec, params: TrainingParams) -> WeightsStatus:
+        """Where the starting weights will come from, known before training (fast, even offline)."""
+        ...
+
+    def import_weights(self, spec: ModelSpec, file: Path) -> tuple[Path, int]:
+        """Check a person's weights file for ``spec`` and put it where the library looks; the file
+        written and the number of tensors that fit. ConfigError for a file that does not fit."""
+        ...
 
 
 # Holds family classes (stateless); `core.zoo.families` instantiates them.

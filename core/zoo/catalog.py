@@ -50,8 +50,8 @@ CANDIDATES: dict[tuple[Task, bool], tuple[str, ...]] = {  # AutoMode's, by (task
     (Task.CLASSIFICATION, False): ("mobilenetv3_large_100", "resnet18"),
     (Task.DETECTION, True): ("yolov5", "fasterrcnn_resnet50_fpn"),
     (Task.DETECTION, False): ("fasterrcnn_mobilenet_v3_large_fpn", "yolo11n"),
-    (Task.SEGMENTATION, True): ("maskrcnn_resnet50_fpn", "yolo11m"),
-    (Task.SEGMENTATION, False): ("maskrcnn_resnet18_fpn", "yolo11n"),
+    (Task.SEGMENTATION, True): ("maskrcnn_resnet50_fpn", "yolo11m-seg"),
+    (Task.SEGMENTATION, False): ("maskrcnn_resnet18_fpn", "yolo11n-seg"),
 }
 CANDIDATES |= {(Task.MULTILABEL, gpu): models for (task, gpu), models in list(CANDIDATES.items())
                if task is Task.CLASSIFICATION}

@@ -52,7 +52,15 @@ from core.zoo.base import (
     families,
     validation_samples,
 )
-from core.zoo.weights import load_weights_file, pretrained_source
+from core.zoo.weights import (
+    WeightsStatus,
+    fitting,
+    load_weights_file,
+    pretrained_source,
+    read_state,
+    timm_status,
+    user_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,7 @@ AZURE_NAMES = {
     "vitl16r224": "vit_large_patch16_224",
 }
 PREDICT_BATCH = 32
+IMPORTED_REVISION = "kestrel-import"  # the Hugging Face cache "revision" of a user's imported file
 
 
 @families.register("timm")
@@ -101,7 +110,7 @@ class TimmFamily:
         if frozen:
             log.info("frozen layers: %s", ", ".join(frozen))
         criterion = make_criterion(train_set.targets, len(data.classes), multilabel,
-                                   params.weighted_loss).to(ctx.device)
+                                   params.weighted_loss, params.label_smoothing).to(ctx.device)
         pin = ctx.device.startswith("cuda")
         train_loader = make_loader(train_set, params.training_batch_size, shuffle=True,
                                    workers=params.number_of_workers, seed=params.seed, pin_memory=pin)
@@ -121,6 +130,34 @@ class TimmFamily:
             settings["multilabel_threshold"] = params.multilabel_threshold
         return TrainedModel(weights, result.metrics, result.epochs_run, settings, result.details,
                             notices, result.stop_reason)
+
+    def weights(self, spec: ModelSpec, params: TrainingParams) -> WeightsStatus:
+        return user_status(params.checkpoint_path or params.pretrained_weights) or timm_status(spec.architecture)
+
+    def import_weights(self, spec: ModelSpec, file: Path) -> tuple[Path, int]:
+        """Put a user's ImageNet weights where timm looks: the Hugging Face cache (as safetensors) for
+        a hub model, torch's hub cache for one published by URL. Returns the file and the tensors that fit."""
+        from huggingface_hub import constants
+        from safetensors.torch import save_file
+
+        state = read_state(file)
+        usable = fitting(create_model(spec.architecture, 1000).state_dict(), state, file, spec.architecture)
+        cfg = timm.get_pretrained_cfg(spec.architecture)
+        if cfg is None or not (cfg.hf_hub_id or cfg.url):
+            raise ConfigError("--model", f"timm publishes no weights for {spec.architecture}; give the file "
+                              "to a job as training_parameters.pretrained_weights instead")
+        if cfg.hf_hub_id:
+            repo = Path(constants.HF_HUB_CACHE) / f"models--{cfg.hf_hub_id.split('@')[0].replace('/', '--')}"
+            target = repo / "snapshots" / IMPORTED_REVISION / "model.safetensors"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in state.items()}, str(target))
+            (repo / "refs").mkdir(exist_ok=True)
+            (repo / "refs" / "main").write_text(IMPORTED_REVISION)
+        else:
+            target = Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, target)
+        return target, usable
 
     def load(self, artifact_dir: Path, device: str) -> TimmPredictor:
         settings = json.loads((artifact_dir / SETTINGS_FILE).read_text())
@@ -175,13 +212,14 @@ def build_model(architecture: str, num_classes: int, params: TrainingParams
     return create_model(architecture, num_classes), [notice]
 
 
-def make_criterion(targets: torch.Tensor, num_classes: int, multilabel: bool, weighted_loss: int
-                   ) -> nn.Module:
+def make_criterion(targets: torch.Tensor, num_classes: int, multilabel: bool, weighted_loss: int,
+                   label_smoothing: float = 0.0) -> nn.Module:
     """Cross-entropy (multi-class) or BCE-with-logits (multi-label), optionally class-weighted.
 
     ``weighted_loss`` as the reference: 1 = sqrt of the class weights, 2 = the class weights,
     where a class's weight is its inverse frequency (scaled to average 1; for multi-label the
-    weight of a label's positives is negatives / positives).
+    weight of a label's positives is negatives / positives). ``label_smoothing`` moves multi-label
+    targets from 0/1 towards 1/2 by that fraction, as cross-entropy's own smoothing does.
     """
     if multilabel:
         positives = targets.sum(dim=0)
@@ -191,8 +229,19 @@ def make_criterion(targets: torch.Tensor, num_classes: int, multilabel: bool, we
         weights = len(targets) / (num_classes * counts.clamp(min=1))
     weights = weights.sqrt() if weighted_loss == 1 else weights
     if multilabel:
-        return nn.BCEWithLogitsLoss(pos_weight=weights if weighted_loss else None)
-    return nn.CrossEntropyLoss(weight=weights if weighted_loss else None)
+        return SmoothedBCE(label_smoothing, pos_weight=weights if weighted_loss else None)
+    return nn.CrossEntropyLoss(weight=weights if weighted_loss else None, label_smoothing=label_smoothing)
+
+
+class SmoothedBCE(nn.BCEWithLogitsLoss):
+    """BCE-with-logits on targets smoothed towards 1/2 by ``smoothing``."""
+
+    def __init__(self, smoothing: float, pos_weight: torch.Tensor | None = None) -> None:
+        super().__init__(pos_weight=pos_weight)
+        self.smoothing = smoothing
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # noqa: A002
+        return super().forward(input, target * (1 - self.smoothing) + self.smoothing / 2)
 
 
 @dataclass

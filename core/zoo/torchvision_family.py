@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -46,12 +45,19 @@ from core.train.loop import (
     seed_everything,
     to_device,
 )
+from core.zoo import weights as hub
 from core.zoo.base import SETTINGS_FILE, WEIGHTS_FILE, ModelSpec, TrainedModel, families, validation_samples
-from core.zoo.weights import load_weights_file
+from core.zoo.torchvision_weights import (
+    RESNET_FPN,
+    hub_folder,
+    import_weights,
+    published_weights,
+    weights_status,
+)
+from core.zoo.weights import CACHED, DOWNLOADABLE, WeightsStatus, load_weights_file, user_status
 
 log = logging.getLogger(__name__)
 
-RESNET_FPN = re.compile(r"(fasterrcnn|maskrcnn|retinanet)_(resnet(?:18|34|50|101|152))_fpn")
 BUILDER_HEADS = ("fasterrcnn_", "maskrcnn_", "retinanet_", "fcos_")  # torchvision's own names
 PREDICT_BATCH = 4
 # Region proposals sampled per image to train the box head: torchvision's 512 is made for COCO's
@@ -152,6 +158,12 @@ class TorchvisionFamily:
         return TrainedModel(weights, result.metrics, result.epochs_run, settings.to_json(spec.task),
                             result.details, weight_notices + notices, result.stop_reason)
 
+    def weights(self, spec: ModelSpec, params: TrainingParams) -> WeightsStatus:
+        return user_status(params.checkpoint_path or params.pretrained_weights) or weights_status(spec.architecture)
+
+    def import_weights(self, spec: ModelSpec, file: Path) -> tuple[Path, int]:
+        return import_weights(spec.architecture, file)
+
     def load(self, artifact_dir: Path, device: str) -> TorchvisionPredictor:
         saved = json.loads((artifact_dir / SETTINGS_FILE).read_text())
         settings, classes = InferenceSettings.from_json(saved), list(saved["classes"])
@@ -191,39 +203,34 @@ def build_detector(architecture: str, num_classes: int, settings: InferenceSetti
     return model
 
 
-def cached_weights(architecture: str) -> tuple[list[tuple[Path, str]], Path]:
-    """(file, part) pairs of torchvision's weights for ``architecture`` in torch's hub cache, best first
-    ("model": a COCO detector, "backbone": an ImageNet ResNet), and the cache folder. Never downloads."""
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    candidates: list[tuple[str, str]] = []
-    names = torchvision.models.list_models()
-    if architecture in names:
-        candidates += [(w.url, "model") for w in torchvision.models.get_model_weights(architecture)]
-    if (match := RESNET_FPN.fullmatch(architecture)) and match[2] in names:
-        candidates += [(w.url, "backbone") for w in torchvision.models.get_model_weights(match[2])]
-    return [(folder / Path(url).name, part) for url, part in candidates
-            if (folder / Path(url).name).is_file()], folder
-
-
 def build_model(architecture: str, num_classes: int, settings: InferenceSettings,
                 params: TrainingParams) -> tuple[nn.Module, list[str]]:
     """The network with the best starting weights to be had, and notices about them: a user's file
     (``checkpoint_path``, else ``pretrained_weights``), else torchvision's COCO or ImageNet weights from
-    torch's hub cache, with batch norm frozen as torchvision trains; else from scratch, batch norm trained."""
+    torch's hub cache (downloaded there first when the host answers), with batch norm frozen as
+    torchvision trains; else from scratch, batch norm trained."""
     build = functools.partial(build_detector, architecture, num_classes, settings, params.layers_to_freeze)
     if user_file := params.checkpoint_path or params.pretrained_weights:
         model = freeze_batch_norm(build())
         notice = load_weights_file(model, Path(user_file).expanduser())
         return model, [notice] if notice else []
-    cached, folder = cached_weights(architecture)
-    why = f"none in torch's hub cache ({folder})"
-    for path, part in cached:
+    status, parts = weights_status(architecture), dict(published_weights(architecture))
+    why = status.where
+    if status.state == DOWNLOADABLE:
+        try:
+            hub.fetch_url(status.where, hub_folder())
+            status = weights_status(architecture)
+        except Exception as exc:  # noqa: BLE001 — a failed download: train anyway, and say so
+            why = f"downloading {status.where} failed ({type(exc).__name__}: {exc})"
+    if status.state == CACHED:
+        path = Path(status.where)
+        part = next((p for url, p in parts.items() if Path(url).name == path.name), "model")
         model = freeze_batch_norm(build())
         try:  # heads for another class count are skipped, as expected with COCO weights
             load_weights_file(model if part == "model" else model.backbone.body, path)
-            log.info("starting %s from torchvision's cached %s weights %s", architecture, part, path)
+            log.info("starting %s from torchvision's %s weights %s", architecture, part, path)
             return model, []
-        except Exception as exc:  # a corrupt or foreign file: try the next, else train anyway
+        except Exception as exc:  # noqa: BLE001 — a corrupt or foreign file: train anyway
             why = f"loading {path.name} failed ({type(exc).__name__}: {exc})"
     notice = f"no pretrained weights for {architecture}: {why}; training from scratch"
     log.warning(notice)

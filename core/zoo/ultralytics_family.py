@@ -1,11 +1,10 @@
 """The ultralytics family: YOLO detection and segmentation trained by ultralytics' own loop.
 
 Every ultralytics detail lives here: offline switches, the YOLO dataset folder, the callbacks to our
-TrialContext, weights as safetensors. ultralytics is imported lazily, after `_ultralytics()`."""
+TrialContext, weights as safetensors. ultralytics is imported lazily, after `offline_ultralytics()`."""
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import functools
 import importlib.util
@@ -13,8 +12,6 @@ import json
 import os
 import re
 import shutil
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from core.params import TrainingParams
 from core.prediction import Detection, Prediction
 from core.tasks import Task
 from core.train.context import TrialContext
+from core.zoo import weights as hub
 from core.zoo.base import (
     SAMPLE_IMAGES,
     SETTINGS_FILE,
@@ -36,6 +34,15 @@ from core.zoo.base import (
     families,
     validation_samples,
 )
+from core.zoo.ultralytics_env import keep_threads, offline_ultralytics
+from core.zoo.ultralytics_weights import (
+    import_weights,
+    read_checkpoint,
+    release_name,
+    weights_file,
+    weights_status,
+)
+from core.zoo.weights import CACHED, DOWNLOADABLE, WeightsStatus, user_status
 from core.zoo.yolo_dataset import write_yolo_dataset
 
 YOLO_TASKS = {Task.DETECTION: "detect", Task.SEGMENTATION: "segment"}
@@ -45,58 +52,6 @@ LETTER_SIZES = {"n": "nano", **{v: k for k, v in SIZE_LETTERS.items()}}
 FOREIGN_VARIANTS = ("cls", "pose", "obb", "world", "yoloe", "sem", "depth", "rtdetr")
 PREDICT_CHUNK = 8  # images per forward pass when predicting
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
-
-
-class _Stderr:
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-def _ultralytics() -> None:
-    """Import ultralytics with every network path closed (see ENVIRONMENT.md, "Ultralytics offline")."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")  # no DNS check at import, no downloads
-    os.environ.setdefault("YOLO_AUTOINSTALL", "0")  # never pip-install a missing requirement
-    import logging
-
-    import matplotlib
-    from PIL import Image
-    from ultralytics.utils import LOGGER, SETTINGS, USER_CONFIG_DIR, patches
-
-    # Its import replaces PIL's Image.open with a wrapper that, on a file PIL cannot identify, imports
-    # pi-heif (not ours, never installed offline): a file that is no image would then fail as a
-    # ModuleNotFoundError instead of being refused as one, in every caller. We take no HEIF.
-    Image.open = patches._image_open
-
-    # Its console lines go to stderr (stdout carries `--json` answers), looked up at each write
-    # so a replaced sys.stderr (a test runner's) is followed.
-    for handler in LOGGER.handlers:
-        if type(handler) is logging.StreamHandler and not isinstance(handler.stream, _Stderr):
-            handler.setStream(_Stderr())
-
-    if SETTINGS.get("sync"):
-        SETTINGS.update({"sync": False})  # no analytics events
-    # Dataset checks and plots want Arial and download it when missing; any TTF named so will do.
-    font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
-        if not (USER_CONFIG_DIR / name).exists() and font.exists():
-            shutil.copyfile(font, USER_CONFIG_DIR / name)
-
-
-@contextlib.contextmanager
-def _keep_threads() -> Iterator[None]:
-    """ultralytics sets torch to min(8, cores - 1) threads on CPU, for good; keep the caller's count."""
-    import torch
-    from ultralytics.utils import torch_utils
-
-    threads = torch.get_num_threads()
-    torch_utils.NUM_THREADS = threads
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @functools.cache
@@ -148,6 +103,11 @@ class UltralyticsFamily:
                 "learning_rate": 0.01, "number_of_epochs": 30}
 
     def resolve(self, model_name: str, params: TrainingParams, task: Task) -> ModelSpec:
+        if params.tile_grid_size is not None:  # refused rather than ignored: ultralytics' loop sees whole images
+            raise ConfigError("training_parameters.tile_grid_size",
+                              f"{model_name} trains on whole images here and cannot tile them; remove "
+                              "tile_grid_size, or tile with a torchvision model such as fasterrcnn_resnet50_fpn",
+                              hints=["fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn"])
         architecture = architecture_for(model_name, task, params.model_size)
         scale = re.search(r"yolo(?:v)?\d+([nslmx])", architecture)
         size = LETTER_SIZES.get(scale.group(1), "") if scale else ""
@@ -157,12 +117,12 @@ class UltralyticsFamily:
               ctx: TrialContext) -> TrainedModel:
         from core.metrics.detection import score_predictor
 
-        _ultralytics()
+        offline_ultralytics()
         notices: list[str] = []
         data_yaml = write_yolo_dataset(data, ctx.out_dir / "data", notices)
-        initial = _initial_weights(params, notices)
+        initial = _initial_weights(spec, params, notices)
         bridge = _Bridge(ctx, data.task, params.validation_metric_type)
-        with _keep_threads():  # the trainer's constructor already changes them
+        with keep_threads():  # the trainer's constructor already changes them
             trainer = _trainer_class(data.task, initial, notices)(
                 overrides=_train_args(spec, params, ctx, data_yaml))
             trainer.add_callback("on_train_batch_end", bridge.on_batch_end)
@@ -183,6 +143,12 @@ class UltralyticsFamily:
         evaluation["samples"] = validation_samples(items, sampled)
         return TrainedModel(weights, metrics, bridge.epochs_run, settings, evaluation, notices,
                             bridge.stop_reason)
+
+    def weights(self, spec: ModelSpec, params: TrainingParams) -> WeightsStatus:
+        return user_status(params.checkpoint_path or params.pretrained_weights) or weights_status(spec.architecture)
+
+    def import_weights(self, spec: ModelSpec, file: Path) -> tuple[Path, int]:
+        return import_weights(spec.architecture, file)
 
     def load(self, artifact_dir: Path, device: str) -> _YoloPredictor:
         settings = json.loads((artifact_dir / SETTINGS_FILE).read_text())
@@ -223,7 +189,9 @@ def _train_args(spec: ModelSpec, params: TrainingParams, ctx: TrialContext, data
         # step every few batches and no learning (ENVIRONMENT.md). Accumulate only as asked.
         "nbs": params.training_batch_size * params.gradient_accumulation_step,
         "seed": params.seed, "deterministic": True, "amp": on_cuda,
-        "workers": params.number_of_workers if on_cuda else 0,
+        # On a GPU, ultralytics' loader workers keep it fed (its default 8, or what the person set); on a CPU
+        # they would take cores from training.
+        "workers": (params.number_of_workers or min(8, os.cpu_count() or 1)) if on_cuda else 0,
         "multi_scale": 0.5 if params.multi_scale else 0.0,  # YOLOv5's +-50% image sizes
         "patience": params.early_stopping_patience if params.early_stopping else 0,  # 0: never
         "project": str(ctx.out_dir), "name": "ultralytics", "exist_ok": True,
@@ -236,26 +204,30 @@ def _train_args(spec: ModelSpec, params: TrainingParams, ctx: TrialContext, data
     return args
 
 
-def _initial_weights(params: TrainingParams, notices: list[str]) -> dict[str, Any] | None:
-    """Tensors to start from: a Kestrel model (.safetensors) or a user's ultralytics .pt file."""
+def _initial_weights(spec: ModelSpec, params: TrainingParams, notices: list[str]) -> dict[str, Any] | None:
+    """Tensors to start from: a Kestrel model (.safetensors) or a user's ultralytics .pt file, else the
+    released weights from ultralytics' weights folder (downloaded there first when GitHub answers)."""
     source = params.checkpoint_path or params.pretrained_weights
-    if not source:
-        notices.append("no pretrained weights: trained from scratch (set pretrained_weights to an "
-                       "ultralytics .pt file to start from one)")
-        return None
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise ConfigError("training_parameters.pretrained_weights", f"{path} is not a file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    from ultralytics.nn.tasks import load_checkpoint
-
-    # ultralytics checkpoints are pickles: load_checkpoint runs torch.load(weights_only=False).
-    # We accept that only for a file the user named explicitly; our own models are safetensors.
-    model, _ = load_checkpoint(path)
-    return {k: v.float() for k, v in model.state_dict().items()}
+    if source:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ConfigError("training_parameters.pretrained_weights", f"{path} is not a file")
+        return read_checkpoint(path)
+    status = weights_status(spec.architecture)
+    why = status.where
+    if status.state == DOWNLOADABLE:
+        try:
+            hub.fetch_ultralytics(weights_file(spec.architecture))
+            status = weights_status(spec.architecture)
+        except Exception as exc:  # noqa: BLE001 — a failed download: train anyway, and say so
+            why = f"downloading {release_name(spec.architecture)} failed ({type(exc).__name__}: {exc})"
+    if status.state == CACHED:
+        try:
+            return read_checkpoint(Path(status.where))
+        except Exception as exc:  # noqa: BLE001 — a corrupt file: train anyway, and say so
+            why = f"loading {status.where} failed ({type(exc).__name__}: {exc})"
+    notices.append(f"no pretrained weights for {spec.architecture}: {why}; training from scratch")
+    return None
 
 
 def _trainer_class(task: Task, initial: dict[str, Any] | None, notices: list[str]) -> type:
@@ -269,9 +241,9 @@ def _trainer_class(task: Task, initial: dict[str, Any] | None, notices: list[str
         model = base.get_model(self, cfg=cfg, weights=weights, verbose=False)
         if initial is not None:
             own = model.state_dict()
-            fitting = {k: v for k, v in initial.items() if k in own and own[k].shape == v.shape}
-            model.load_state_dict(fitting, strict=False)
-            notices.append(f"started from pretrained weights: {len(fitting)} of {len(own)} tensors fit")
+            matching = {k: v for k, v in initial.items() if k in own and own[k].shape == v.shape}
+            model.load_state_dict(matching, strict=False)
+            notices.append(f"started from pretrained weights: {len(matching)} of {len(own)} tensors fit")
         return model
 
     return type(f"Kestrel{base.__name__}", (base,), {"get_model": get_model})
@@ -327,7 +299,7 @@ class _YoloPredictor:
 
     def __init__(self, architecture: str, task: Task, classes: list[str], weights: Path,
                  settings: dict[str, Any], device: str) -> None:
-        _ultralytics()
+        offline_ultralytics()
         from safetensors.torch import load_file
         from ultralytics.models.yolo.detect import DetectionPredictor
         from ultralytics.models.yolo.segment import SegmentationPredictor
@@ -345,14 +317,14 @@ class _YoloPredictor:
                      "conf": settings["box_score_thresh"], "iou": settings["nms_iou_thresh"],
                      "max_det": settings["box_detections_per_img"], "device": _device(device),
                      "verbose": False, "save": False, "batch": PREDICT_CHUNK}
-        with _keep_threads():
+        with keep_threads():
             kind = SegmentationPredictor if segments else DetectionPredictor
             self._predictor = kind(overrides=overrides)
             self._predictor.setup_model(net, verbose=False)
 
     def predict(self, images: list[Image.Image]) -> list[Prediction]:
         out: list[Prediction] = []
-        with _keep_threads():
+        with keep_threads():
             for start in range(0, len(images), PREDICT_CHUNK):
                 chunk = [im if im.mode == "RGB" else im.convert("RGB")
                          for im in images[start:start + PREDICT_CHUNK]]

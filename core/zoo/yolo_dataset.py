@@ -61,9 +61,9 @@ def _label_line(inst: Any, cls: int, segments: bool) -> str:
         elif len(polygons) == 1:
             points = list(polygons[0])
         else:  # one instance in several parts: join them by thin seams, as ultralytics' converter does
-            from core.zoo.ultralytics_family import _ultralytics
+            from core.zoo.ultralytics_env import offline_ultralytics
 
-            _ultralytics()  # its offline switches must precede any ultralytics import
+            offline_ultralytics()  # its offline switches must precede any ultralytics import
             from ultralytics.data.converter import merge_multi_segment
 
             points = [float(v) for part in merge_multi_segment([list(p) for p in polygons])

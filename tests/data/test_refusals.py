@@ -178,9 +178,9 @@ def test_a_job_needs_ten_valid_images(cli, engine, tmp_path):
 def test_a_file_that_is_not_an_image_is_refused_as_such_once_ultralytics_is_loaded():
     # Importing ultralytics replaces PIL's Image.open with a wrapper that wants pi-heif on such a file.
     from core.data.validate import ItemError, open_image
-    from core.zoo.ultralytics_family import _ultralytics
+    from core.zoo.ultralytics_env import offline_ultralytics
 
-    _ultralytics()
+    offline_ultralytics()
     with pytest.raises(ItemError, match="not an image"):
         open_image(b"these bytes are no picture", 10_000)
     with pytest.raises(UnidentifiedImageError):  # every other caller of PIL too (pages, scoring)

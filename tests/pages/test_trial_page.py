@@ -93,7 +93,7 @@ def _array(value: Any) -> np.ndarray:
 
 
 def _trial_row(settings: Settings, *, status: str, artifact_dir: Path | None = None, job_id: int | None = None,
-               error: str = "", losses: tuple[float, ...] = (0.9, 0.7)) -> int:
+               error: str = "", losses: tuple[float, ...] = (0.9, 0.7), stop_reason: str = "") -> int:
     """A trial as the worker leaves it at ``status``, with one metric point per loss."""
     engine = make_engine(settings.db_url)
     with session_scope(engine) as session:
@@ -106,7 +106,7 @@ def _trial_row(settings: Settings, *, status: str, artifact_dir: Path | None = N
                                   metrics={"train_loss": loss, "val_loss": loss + 0.1, "mean_average_precision": 0.2})
         if status != "running":
             trials.finish(session=session, trial_id=trial_id, status=status, metrics={}, error=error,
-                          primary_metric_value=None if error else 0.2)
+                          primary_metric_value=None if error else 0.2, stop_reason=stop_reason)
     engine.dispose()
     return trial_id
 
@@ -202,6 +202,15 @@ def test_failed_trial_shows_its_error_and_opens_the_log(home, tmp_path) -> None:
     assert at.code[0].value.endswith("RuntimeError: out of memory") and len(at.code[0].value) <= 64_000
     assert any("no evaluation" in i.value for i in at.info)
     assert any("Only a finished trial" in c.value for c in at.caption)
+
+
+def test_a_trial_stopped_before_its_first_epoch_says_by_what_and_what_to_change(home) -> None:  # type: ignore[no-untyped-def]
+    error = ("job timeout after 1 min, before its first epoch finished: nothing to keep; raise "
+             "limits.timeout_minutes or pick a smaller model/img size")
+    trial_id = _trial_row(home, status="failed", error=error, stop_reason="job timeout after 1 min", losses=())
+    at = _open(trial_id)
+    assert not at.exception
+    assert at.error[0].value == f"Stopped: {error}."  # not "failed … the log shows where"
 
 
 def _finished(home: Settings, folder: Path, evaluation: dict[str, Any], classes: list[str]) -> int:

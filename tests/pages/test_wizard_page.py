@@ -181,3 +181,41 @@ def test_time_per_trial_is_estimated_from_the_trials_that_ran_here(settings, eng
     assert any("no estimate yet for resnet50" in c.value for c in at.caption)
     at = _next(_next(at))
     assert "**Time per trial on this machine:** no estimate yet for resnet50" in at.markdown[-1].value
+
+
+def test_the_review_warns_before_submit_when_an_epoch_will_not_fit_the_timeout(settings, engine, tmp_path):
+    _shapes(settings, engine, tmp_path)  # 16 training images
+    finished_trial(engine, "resnet18", train_images=16, epochs=1, seconds=7200)  # two hours per epoch here
+    at = _wizard()
+    at.session_state["wizard_job"] = {"type": "automl", "task": "image_classification",
+                                      "training_data": {"path": "azureml:shapes:1"},
+                                      "limits": {"max_trials": 1, "timeout_minutes": 60},
+                                      "training_parameters": {"model_name": "resnet18"}}
+    at.session_state["wizard_step"] = 4
+    at = at.run()
+    assert not at.exception
+    (warning,) = [w.value for w in at.warning if "one epoch takes" in w.value]
+    assert warning.startswith("resnet18: one epoch takes about 2.0 h on this machine (from 1 earlier trial here), "
+                              "longer than the job timeout of 60 min")
+    assert "Raise limits.timeout_minutes" in warning
+    at.session_state["wizard_job"]["limits"]["timeout_minutes"] = 600  # room for 5 epochs: no warning
+    at = at.run()
+    assert not [w for w in at.warning if "one epoch takes" in w.value]
+
+
+def test_the_model_step_shows_sizes_chosen_from_the_images_and_the_starting_weights(settings, engine, tmp_path):
+    _shapes(settings, engine, tmp_path)  # 48-pixel images
+    at = _next(_next(_wizard()))
+    at.radio[0].set_value("One model")
+    at = at.run()
+    crop = next(n for n in at.number_input if n.label == "Training crop (px)")
+    assert crop.value == 32  # the images' size rounded down to what the networks need, not 224
+    assert any("typically 48 by 48 pixels" in c.value for c in at.caption)
+    assert any("pretrained: none — will train from scratch" in c.value for c in at.caption)  # nothing cached here
+    learning_rate = next(n for n in at.number_input if n.label == "Learning rate")
+    assert learning_rate.value is None  # left to the recipe unless the person sets it
+    crop.set_value(64)
+    at = at.run()
+    params = at.session_state["wizard_job"]["training_parameters"]
+    assert params["training_crop_size"] == 64 and "validation_crop_size" not in params
+    assert "learning_rate" not in params
