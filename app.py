@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import _ui
 from storage.db import session_scope
 from storage.repos import workers
+from ui import common as _ui
 
 st.set_page_config(page_title="Kestrel", page_icon=":material/flutter_dash:", layout="wide")
 
@@ -26,7 +26,7 @@ def _start() -> None:
 
 
 # Each url_path is its file's name: until st.navigation first runs, Streamlit routes a URL to pages/NAME.py
-# by that name (see pages/_ui.py), and the two must agree for a deep link to land on the same page.
+# by that name (see ui/common.py), and the two must agree for a deep link to land on the same page.
 PAGES = [
     st.Page(_start, title="Kestrel", url_path="start", default=True, visibility="hidden"),
     st.Page("pages/datasets.py", title="Datasets", icon=":material/photo_library:", url_path="datasets"),

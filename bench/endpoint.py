@@ -55,8 +55,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
+    from core.base.tasks import Task
     from core.data.samples import write_sample
-    from core.tasks import Task
 
     folder = Path(tempfile.mkdtemp())
     home = folder / "home"
@@ -73,7 +73,7 @@ def main() -> None:
         image_file = sorted((folder / "shapes" / "images").iterdir())[0]
         body = image_file.read_bytes()
 
-        from core.predict import load_predictor
+        from core.inference.predict import load_predictor
 
         predictor = load_predictor(Path(trial["artifacts"]["weights"]).parent)  # the device the endpoint uses
         image = Image.open(image_file).convert("RGB")

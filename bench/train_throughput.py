@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
+from core.base.params import resolve_params
+from core.base.tasks import Task
 from core.data.importer import ImportOptions, import_dataset
 from core.data.samples import write_sample
 from core.data.view import VersionData, load_version
-from core.params import resolve_params
-from core.tasks import Task
 from storage.artifacts import BlobStore
 from storage.db import make_engine, session_scope, upgrade
 from storage.settings import Settings

@@ -12,12 +12,13 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.tasks import Task, spec
-from pages import _ui, _upload
+from core.base.tasks import Task, spec
 from storage.db import session_scope
 from storage.repos import datasets as repo
 from storage.repos.datasets import DatasetRow
 from storage.tables import DatasetVersion
+from ui import common as _ui
+from ui import upload as _upload
 
 GRID_COLUMNS, GRID_ROWS = 4, 3
 ALL = "all"

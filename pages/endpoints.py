@@ -13,11 +13,11 @@ import httpx
 import pandas as pd
 import streamlit as st
 
-from core.errors import KestrelError
+from core.base.errors import KestrelError
 from core.serving import manage, runner
-from pages import _ui
 from storage.db import session_scope
 from storage.repos import models as repo
+from ui import common as _ui
 
 HEALTH_TIMEOUT_S = 0.5  # a hung server must not stall the page's refresh
 STATE_ICON = {"ready": "🟢", "starting": "⏳", "creating": "⏳", "failed": "❌", "stopped": "⏹️"}

@@ -14,11 +14,11 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.errors import NotFound
+from core.base.errors import NotFound
 from core.sweep.summary import job_summaries, job_summary
-from pages import _ui
 from storage.db import session_scope
 from storage.repos import jobs
+from ui import common as _ui
 
 STATUS_ICON = {"queued": "🕓", "running": "▶️", "completed": "✅", "failed": "❌", "canceled": "⏹️",
                "early_terminated": "✂️"}

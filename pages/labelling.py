@@ -19,6 +19,9 @@ import streamlit as st
 from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
+from core.base.errors import KestrelError
+from core.base.tasks import LabelKind, Task, spec
+from core.data.draw import Overlay, colour_for
 from core.data.relabel import (
     EditedLabel,
     canvas_colour,
@@ -28,14 +31,11 @@ from core.data.relabel import (
     relabel_version,
     stored_labels,
 )
-from core.draw import Overlay, colour_for
-from core.errors import KestrelError
-from core.tasks import LabelKind, Task, spec
-from pages import _ui
 from storage.db import session_scope
 from storage.drafts import DraftStore
 from storage.repos import datasets as repo
 from storage.tables import DatasetVersion, ImageItem
+from ui import common as _ui
 
 CANVAS_MAX = (760, 560)  # the drawing area's largest width and height, in screen pixels
 PREVIEW_SIDE = 640

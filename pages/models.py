@@ -13,15 +13,15 @@ import pandas as pd
 import streamlit as st
 import yaml
 
-from core.errors import KestrelError
-from core.models import IDENTITY, update_settings
+from core.base.errors import KestrelError
+from core.base.tasks import Task, spec
+from core.inference.models import IDENTITY, update_settings
 from core.serving import manage, runner
-from core.tasks import Task, spec
-from pages import _ui
 from storage.db import session_scope
 from storage.repos import jobs, trials
 from storage.repos import models as repo
 from storage.tables import Job, ModelVersion
+from ui import common as _ui
 
 NEW_ENDPOINT = "New endpoint…"
 EXPORT_FORMATS = {"onnx": "ONNX", "torchscript": "TorchScript"}
@@ -71,7 +71,7 @@ def _model_table() -> list[str]:
 
 
 def _setting_widget(key: str, value: Any, widget_key: str) -> Any:
-    # No bounds on the inputs: core.models checks ranges and says what is wrong, the same for CLI and page.
+    # No bounds on the inputs: core.inference.models checks ranges and says what is wrong, the same for CLI and page.
     if isinstance(value, bool):
         return st.checkbox(key, value=value, key=widget_key)
     if isinstance(value, int):

@@ -22,14 +22,15 @@ import plotly.express as px
 import streamlit as st
 from PIL import Image
 
-from core.draw import Overlay, colour_for, draw_labels, thumbnail
+from core.base.tasks import Task
+from core.data.draw import Overlay, colour_for, draw_labels, thumbnail
 from core.explain.params import XAI_ALGORITHMS
 from core.serving import manage
-from core.tasks import Task
-from pages import _score_job, _ui
 from storage.db import session_scope
 from storage.repos import models as repo
 from storage.tables import ModelVersion
+from ui import common as _ui
+from ui import score_job as _score_job
 
 BY_TRAFFIC = "by the traffic split"
 ENDPOINT, MODEL = "A deployed endpoint", "A registered model"

@@ -15,13 +15,14 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import models
-from core.errors import KestrelError
+from core.base.errors import KestrelError
+from core.inference import models
 from core.zoo.base import PARAMS_FILE, SETTINGS_FILE
-from pages import _trial_evaluation, _ui
 from storage.db import session_scope
 from storage.repos import trials
 from storage.tables import Trial
+from ui import common as _ui
+from ui import trial_evaluation as _trial_evaluation
 
 LIVE = ("queued", "running")
 STATUS_BADGE = {"queued": ("gray", "🕓"), "running": ("blue", "▶️"), "completed": ("green", "✅"),

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages import _ui
-from pages._pretrained import zoo_weights
+from ui import common as _ui
+from ui.pretrained import zoo_weights
 
 STATE_ICON = {"cached": "🟢 cached", "downloadable": "⬇️ downloads when a job starts",
               "unavailable": "⚠️ unavailable: trains from scratch"}

@@ -17,15 +17,17 @@ import pandas as pd
 import streamlit as st
 import yaml
 
-from core import estimate
-from core.errors import ConfigError
-from core.jobspec import PRIMARY_METRICS, parse_job
-from core.tasks import Task, spec
+from core.base.errors import ConfigError
+from core.base.tasks import Task, spec
+from core.sweep import estimate
+from core.sweep.jobspec import PRIMARY_METRICS, parse_job
 from core.train import recipe
 from core.zoo.catalog import CATALOG, automode_models, size_text
-from pages import _pretrained, _trial_time, _ui
 from storage.db import session_scope
 from storage.repos import datasets
+from ui import common as _ui
+from ui import pretrained as _pretrained
+from ui import trial_time as _trial_time
 
 log = logging.getLogger(__name__)
 STEPS = ["Data", "Task & metric", "Training mode", "Limits & early termination", "Review"]

@@ -76,7 +76,7 @@ def check_scoring_answers(answers: list[dict[str, Any]], classes: list[str], *, 
 
 def trained_artifact(data: Any, out_dir: Path, overrides: dict[str, Any]) -> Path:
     """A model trained in-process on ``data`` and saved as a trial saves it (weights + settings.json)."""
-    from core.params import resolve_params
+    from core.base.params import resolve_params
     from core.train.context import MemoryContext
     from core.zoo.base import SETTINGS_FILE
     from core.zoo.families import resolve

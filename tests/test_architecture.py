@@ -11,7 +11,8 @@ import core
 import storage
 
 ROOT = Path(__file__).resolve().parents[1]
-UI_FILES = [f for f in [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))] if f.exists()]
+UI_FILES = [f for f in [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py")), *sorted((ROOT / "ui").glob("*.py"))]
+            if f.exists()]
 HEAVY = ("torch", "torchvision", "timm", "ultralytics", "captum")
 MAX_LINES = 400
 
@@ -45,6 +46,25 @@ def test_ui_imports_no_heavy_library_even_indirectly():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_core_holds_packages_only_and_pages_only_pages():
+    assert sorted(p.name for p in (ROOT / "core").glob("*.py")) == ["__init__.py"]
+    assert sorted(p.name for p in (ROOT / "pages").glob("_*.py")) == []  # helpers live in ui/
+
+
+def test_no_module_imports_itself_round_a_circle():
+    import grimp
+
+    graph = grimp.build_graph("core", "storage", "ui")
+    circles = []
+    for module in sorted(m for m in graph.modules if m.startswith(("core", "storage", "ui"))):
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported.startswith(module + ".") or module.startswith(imported + "."):
+                continue  # a package and its own modules
+            if graph.chain_exists(importer=imported, imported=module):
+                circles.append(f"{module} <-> {imported}")
+    assert circles == []
 
 
 def test_modules_stay_small():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import ConfigError
-from core.params import parse_set_options, resolve_params
-from core.tasks import Task
+from core.base.errors import ConfigError
+from core.base.params import parse_set_options, resolve_params
+from core.base.tasks import Task
 
 
 def test_later_layers_win_over_task_defaults():

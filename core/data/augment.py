@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
-from core.params import TrainingParams
+from core.base.params import TrainingParams
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

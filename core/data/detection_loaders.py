@@ -23,10 +23,10 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from core.base.params import TrainingParams
 from core.data.augment import IMAGENET_MEAN, TRAIN_AUGMENTATIONS
 from core.data.loaders import decode
 from core.data.view import Item
-from core.params import TrainingParams
 
 Target = dict[str, torch.Tensor]
 Sample = tuple[torch.Tensor, Target]

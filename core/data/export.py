@@ -8,11 +8,11 @@ from pathlib import Path, PurePosixPath
 
 from sqlmodel import Session
 
+from core.base.errors import ConfigError
+from core.base.tasks import LabelKind, Task, spec
 from core.data.formats.coco import write_coco
 from core.data.formats.jsonl import write_jsonl
 from core.data.records import ImageRecord, Instance
-from core.errors import ConfigError
-from core.tasks import LabelKind, Task, spec
 from storage.artifacts import BlobStore
 from storage.repos.datasets import annotations, images
 from storage.tables import Annotation, DatasetVersion, ImageItem

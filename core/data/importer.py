@@ -12,14 +12,14 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from core.base.errors import ConfigError, InputError
+from core.base.tasks import LabelKind, Task
 from core.data.formats import detect_format, get_format
 from core.data.records import ImageRecord, LabelledImage, Problem
 from core.data.report import version_report
 from core.data.splits import assign_splits
 from core.data.stats import compute_stats, version_warnings
 from core.data.validate import ItemError, check_image, clean_labels
-from core.errors import ConfigError, InputError
-from core.tasks import LabelKind, Task
 from storage.artifacts import ArchiveRefused, BlobStore, remove_tree, safe_extract
 from storage.db import session_scope
 from storage.repos.datasets import NewAnnotation, NewImage, NewVersion, create_version

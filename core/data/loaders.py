@@ -17,9 +17,9 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
+from core.base.params import TrainingParams
 from core.data.augment import eval_transform, train_transform
 from core.data.view import Item, VersionData
-from core.params import TrainingParams
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 

@@ -12,12 +12,12 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.base.errors import InputError
+from core.base.tasks import LabelKind, Task
 from core.data.formats import detect_format, get_format
 from core.data.formats.base import relative_name
 from core.data.importer import extract_zip, is_zip, task_from_kinds
 from core.data.records import ImageRecord, Problem
-from core.errors import InputError
-from core.tasks import LabelKind, Task
 from storage.artifacts import remove_tree
 from storage.settings import Settings
 

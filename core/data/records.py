@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.tasks import LabelKind
+from core.base.tasks import LabelKind
 
 Polygon = tuple[float, ...]  # flat x1, y1, x2, y2, ... normalised
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from sqlmodel import Session
 
+from core.base.errors import InputError, NotFound
+from core.base.tasks import LabelKind, Task, spec
+from core.data.draw import PALETTE, colour_for
 from core.data.records import ImageRecord, Instance, LabelledImage, Polygon
 from core.data.stats import compute_stats, version_warnings
-from core.draw import PALETTE, colour_for
-from core.errors import InputError, NotFound
-from core.tasks import LabelKind, Task, spec
 from storage.repos.datasets import NewAnnotation, NewImage, NewVersion, annotations, create_version, images
 from storage.tables import Annotation, Dataset, DatasetVersion
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlmodel import Session
 
-from core.errors import InputError
-from core.tasks import Task, spec
+from core.base.errors import InputError
+from core.base.tasks import Task, spec
 from storage.repos.datasets import problems
 from storage.tables import Dataset, DatasetVersion
 

@@ -17,10 +17,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 from sqlalchemy import Engine
 
+from core.base.tasks import LabelKind, Task, spec
 from core.data.formats.jsonl import write_jsonl
 from core.data.importer import ImportOptions, import_dataset
 from core.data.records import ImageRecord, Instance
-from core.tasks import LabelKind, Task, spec
 from storage.db import session_scope
 from storage.repos.datasets import dataset_names
 from storage.settings import Settings

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 from PIL import Image, UnidentifiedImageError
 
+from core.base.tasks import LabelKind, Task, spec
 from core.data.records import ImageRecord, Instance
-from core.tasks import LabelKind, Task, spec
 
 SUFFIX_BY_FORMAT = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif",
                     "WEBP": ".webp", "MPO": ".jpg"}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from sqlmodel import Session
 
+from core.base.errors import NotFound
+from core.base.tasks import Task
 from core.data.records import Instance
-from core.errors import NotFound
-from core.tasks import Task
 from storage.artifacts import BlobStore
 from storage.repos.datasets import annotations, get_version, images
 

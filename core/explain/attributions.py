@@ -15,10 +15,10 @@ import torch
 from captum.attr import GuidedBackprop, GuidedGradCam, IntegratedGradients
 from torch import nn
 
+from core.base.errors import ConfigError
+from core.base.registry import Registry
 from core.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from core.errors import ConfigError
 from core.explain.params import XaiParams
-from core.registry import Registry
 
 Attribute = Callable[[nn.Module, torch.Tensor, int, XaiParams], np.ndarray]
 algorithms: Registry[Attribute] = Registry("xai_algorithm")

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.base.errors import ConfigError
+from core.base.tasks import Task
 from core.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from core.errors import ConfigError
 from core.explain.attributions import attribute
 from core.explain.params import XaiParams
 from core.explain.visualize import explanation_grid, importance, png_bytes, to_base64
-from core.tasks import Task
 from core.zoo.timm_family import TimmPredictor
 
 

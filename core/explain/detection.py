@@ -19,10 +19,10 @@ from torch import nn
 from torch.nn import functional as nnf
 from torchvision.transforms.v2 import functional as F
 
-from core.errors import ConfigError
+from core.base.errors import ConfigError
+from core.base.prediction import Detection
+from core.base.tasks import Task
 from core.explain.visualize import box_overlay, png_bytes
-from core.prediction import Detection
-from core.tasks import Task
 from core.zoo.torchvision_family import TorchvisionPredictor
 
 MAX_DETECTIONS = 5  # each map costs a forward and a backward pass of the whole detector

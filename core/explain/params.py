@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import config_error
+from core.base.errors import config_error
 
 XaiAlgorithm = Literal["xrai", "integrated_gradients", "guided_backprop", "guided_gradcam"]
 XAI_ALGORITHMS: tuple[str, ...] = ("xrai", "integrated_gradients", "guided_backprop", "guided_gradcam")

@@ -17,9 +17,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from core.base.prediction import Detection, Prediction
+from core.base.tasks import Task
 from core.data.records import Instance
-from core.prediction import Detection, Prediction
-from core.tasks import Task
 
 PR_CURVE_POINTS = 21  # COCOeval samples recall at 101 points; every 5th is plenty for a chart
 METRIC_NAMES = ("mean_average_precision", "map_50", "map_50_95", "precision", "recall")

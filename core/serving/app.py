@@ -32,8 +32,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from PIL import Image, ImageOps
 
+from core.base.errors import KestrelError
 from core.data.validate import ItemError, open_image
-from core.errors import KestrelError
 from storage.db import make_engine, session_scope
 from storage.repos import models
 from storage.settings import Settings
@@ -89,7 +89,7 @@ def create_app(endpoint: str, settings: Settings) -> FastAPI:
     inference = _Inference()
 
     def load() -> None:
-        from core.predict import load_predictor
+        from core.inference.predict import load_predictor
 
         try:
             with session_scope(engine) as session:
@@ -334,7 +334,7 @@ def _settle(work: _Work, fn: Callable[[], Any]) -> None:
 
 
 def _answer(predictor: Any, items: list[_Item]) -> list[dict[str, Any]]:
-    from core.predict import answer_json
+    from core.inference.predict import answer_json
 
     try:
         return answer_json(predictor, [item.image for item in items], [f"image_{i}" for i in range(len(items))],

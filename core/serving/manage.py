@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlmodel import Session
 
-from core.errors import ConfigError, NotFound
-from core.models import resolve
+from core.base.errors import ConfigError, NotFound
+from core.inference.models import resolve
 from core.serving.runner import scoring_uri
 from storage.repos import models
 from storage.tables import Deployment, Endpoint, ModelVersion

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from core.errors import KestrelError, NotFound
+from core.base.errors import KestrelError, NotFound
+from core.base.processes import process_alive
 from storage.db import session_scope
 from storage.repos import models
 from storage.settings import Settings
@@ -111,8 +112,6 @@ def _log(settings: Settings, name: str) -> Path:
 
 
 def _alive(pid: int) -> bool:
-    from core.worker import process_alive
-
     return process_alive(pid)
 
 

@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.params import resolve_params
+from core.base.params import resolve_params
+from core.base.tasks import Task
 from core.sweep.distributions import Choice, Uniform
-from core.tasks import Task
 from core.train import recipe as recipes
 from core.zoo.catalog import automode_models
 from core.zoo.families import resolve

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from core.errors import ConfigError, config_error
+from core.base.errors import ConfigError, config_error
 
 
 class _Dist(BaseModel):

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 import yaml
 from sqlalchemy import Engine
 
-from core import estimate
+from core.base.errors import ConfigError, InputError
+from core.base.params import resolve_params
+from core.base.tasks import Task
 from core.data.importer import ImportOptions, import_dataset
 from core.data.report import require_trainable
-from core.errors import ConfigError, InputError
-from core.jobspec import DataRef, JobSpec, parse_job
-from core.params import resolve_params
+from core.sweep import estimate
 from core.sweep.distributions import Choice, is_distribution
+from core.sweep.jobspec import DataRef, JobSpec, parse_job
 from core.sweep.summary import AUTOML
-from core.tasks import Task
 from core.train.recipe import ImageSizes
 from core.zoo.families import resolve
 from storage.db import session_scope
@@ -48,7 +48,7 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
         raise ConfigError(f"{file.name}: {exc.path}", exc.reason, exc.allowed, exc.hints) from None
     _check_models(spec)
     if spec.params.checkpoint_run_id:
-        from core.trial import checkpoint_weights
+        from core.runs.trial import checkpoint_weights
 
         checkpoint_weights(engine, spec.params.checkpoint_run_id, spec.task)
     name, version = _dataset(spec, file, settings, engine)
@@ -74,7 +74,7 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
 
 def timeout_warnings(job: Job, *, engine: Engine, device: str) -> list[str]:
     """Each of the job's models whose estimated epoch on ``device`` does not fit its time limit, or
-    leaves room for only a few epochs (`core.estimate.timeout_warnings`)."""
+    leaves room for only a few epochs (`core.sweep.estimate.timeout_warnings`)."""
     with session_scope(engine) as session:
         row = get_version(session=session, name=job.spec["dataset"], version=job.spec["version"])
         if row is None:

@@ -7,7 +7,7 @@ crash left behind is run again once (resuming from its checkpoint where the fami
 then counted as failed.
 
 Trials stop themselves on the job's cancel flag, their timeout and the termination policy (see
-`core.trial.StorageContext`). The orchestrator knows which limit ends each trial and tells it in words; at
+`core.runs.trial.StorageContext`). The orchestrator knows which limit ends each trial and tells it in words; at
 that moment it sends SIGTERM (the trial stops at its next batch boundary and keeps its finished epochs) and
 SIGKILL only after a grace period. A trial that dies without a result is recorded with the reason it was
 signalled for, never as a bare signal number.
@@ -29,14 +29,14 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from core import stopping
-from core.errors import KestrelError, NotFound
-from core.jobspec import JobSpec, parse_job
+from core.base.errors import KestrelError, NotFound
+from core.base.processes import process_alive
+from core.runs import stopping
 from core.sweep import automode
+from core.sweep.jobspec import JobSpec, parse_job
 from core.sweep.samplers import Sweeper
 from core.sweep.termination import make_policy
 from core.train.device import cpu_cores
-from core.worker import process_alive
 from storage.db import session_scope
 from storage.repos import jobs, trials
 from storage.repos.datasets import get_version
@@ -318,7 +318,7 @@ def _die_with_parent() -> None:
 def run_job_trial(trial_id: int, settings: Settings, engine: Engine, *, timeout_s: float | None = None,
                   threads: int | None = None) -> Any:
     """The trial process's side (``kestrel trial run ID``): its row and its job give what to train."""
-    from core.trial import run_trial
+    from core.runs.trial import run_trial
 
     with session_scope(engine) as session:
         row = trials.get(session=session, trial_id=trial_id)

@@ -17,7 +17,7 @@ from typing import Any
 
 import optuna
 
-from core.errors import ConfigError
+from core.base.errors import ConfigError
 from core.sweep.space import Space, encode, grid, normalize, sample
 
 ALGORITHMS = ("random", "grid", "bayesian")

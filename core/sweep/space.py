@@ -29,7 +29,7 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from core.errors import ConfigError
+from core.base.errors import ConfigError
 from core.sweep.distributions import is_distribution, parse_entry
 
 SUBSPACE = "__subspace__"

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from sqlmodel import Session
 
-from core.errors import NotFound
+from core.base.errors import NotFound
 from storage.repos import jobs, trials
 from storage.tables import Job, Trial
 

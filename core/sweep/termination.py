@@ -16,19 +16,13 @@ from __future__ import annotations
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import median
-from typing import Any, Protocol
+from typing import Any
 
-from core.errors import ConfigError
-from core.registry import Registry
-
-History = Mapping[Hashable, Sequence[tuple[int, float]]]
+from core.base.errors import ConfigError
+from core.base.registry import Registry
+from core.runs.stopping import History, Policy
 
 policies: Registry[type] = Registry("early termination policy")
-
-
-class Policy(Protocol):
-    def should_stop(self, trial_id: Hashable, history: History, finished: Collection[Hashable] = ()) -> str | None:
-        ...
 
 
 def make_policy(config: Mapping[str, Any] | None) -> Policy | None:

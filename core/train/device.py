@@ -16,7 +16,7 @@ def choose_device(requested: str = "auto") -> str:
             return "mps"
         return "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        from core.errors import ConfigError
+        from core.base.errors import ConfigError
 
         raise ConfigError("training_parameters.device", "cuda was asked for, but no CUDA GPU is "
                           "visible", ["auto", "cpu", "cuda", "mps"])

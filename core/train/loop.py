@@ -26,8 +26,8 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from core.errors import KestrelError
-from core.params import TrainingParams
+from core.base.errors import KestrelError
+from core.base.params import TrainingParams
 from core.train.context import TrialContext
 from core.train.optim import build_optimizer, build_scheduler
 

@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
-from core.params import TrainingParams
+from core.base.params import TrainingParams
 
 
 def build_optimizer(parameters: Iterable[torch.nn.Parameter], params: TrainingParams) -> Optimizer:

@@ -1,7 +1,7 @@
 """Defaults that depend on the data and on where a trial's weights start (torch-free, so the wizard
 can show them before anything trains).
 
-Precedence (`core.params.resolve_params` layers): task defaults < family defaults < **recipe** <
+Precedence (`core.base.params.resolve_params` layers): task defaults < family defaults < **recipe** <
 the job's parameters < sampled < command line. A recipe only fills what the person left unset.
 
 - **Sizes follow the images.** Crop sizes, ``min_size``/``max_size`` and YOLO's ``img_size`` come
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.tasks import Task
+from core.base.tasks import Task
 
 FINE_TUNE, FROM_SCRATCH = "fine_tune", "from_scratch"
 STRIDE = 32

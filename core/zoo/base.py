@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image
 
+from core.base.params import TrainingParams
+from core.base.prediction import Prediction
+from core.base.registry import Registry
+from core.base.tasks import Task
 from core.data.view import Item, VersionData
-from core.params import TrainingParams
-from core.prediction import Prediction
-from core.registry import Registry
-from core.tasks import Task
 from core.train.context import TrialContext
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.tasks import Task
+from core.base.tasks import Task
 
 SMALL_DATA = 500  # AutoMode puts the lightest candidate first below this many training images
 

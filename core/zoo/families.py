@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import difflib
 
-from core.errors import ConfigError
-from core.params import TrainingParams
-from core.tasks import Task
+from core.base.errors import ConfigError
+from core.base.params import TrainingParams
+from core.base.tasks import Task
 from core.zoo import timm_family, torchvision_family, ultralytics_family  # noqa: F401
 from core.zoo.base import ModelFamily, ModelSpec, families
 

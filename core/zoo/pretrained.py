@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError
-from core.params import resolve_params
-from core.tasks import Task
+from core.base.errors import ConfigError
+from core.base.params import resolve_params
+from core.base.tasks import Task
 from core.zoo.catalog import CANDIDATES
 from core.zoo.families import REFERENCE_NAMES, resolve
 from core.zoo.weights import WeightsStatus

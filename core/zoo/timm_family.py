@@ -23,15 +23,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as F
 
+from core.base.errors import ConfigError
+from core.base.params import TrainingParams
+from core.base.prediction import Prediction
+from core.base.tasks import Task
+from core.base.tasks import spec as task_spec
 from core.data.augment import eval_transform
 from core.data.loaders import classification_datasets, make_loader
 from core.data.view import Item, VersionData
-from core.errors import ConfigError
 from core.metrics.classification import classification_metrics
-from core.params import TrainingParams
-from core.prediction import Prediction
-from core.tasks import Task
-from core.tasks import spec as task_spec
 from core.train.context import TrialContext
 from core.train.loop import (
     Evaluation,

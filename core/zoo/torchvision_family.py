@@ -25,15 +25,15 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 from torchvision.transforms.v2 import functional as F
 
+from core.base.errors import ConfigError
+from core.base.params import TrainingParams
+from core.base.prediction import Detection, Prediction
+from core.base.tasks import Task
+from core.base.tasks import spec as task_spec
 from core.data.detection_loaders import DetectionImages, collate, detection_datasets, detection_loader
 from core.data.masks import limit_points, mask_to_polygons
 from core.data.view import Item, VersionData
-from core.errors import ConfigError
 from core.metrics.detection import detection_metrics
-from core.params import TrainingParams
-from core.prediction import Detection, Prediction
-from core.tasks import Task
-from core.tasks import spec as task_spec
 from core.train.context import TrialContext
 from core.train.loop import (
     Evaluation,

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from core.errors import ConfigError
+from core.base.errors import ConfigError
 from core.zoo import weights as hub
 from core.zoo.weights import CACHED, DOWNLOADABLE, HOSTS, UNAVAILABLE, WeightsStatus, fitting, read_state
 

@@ -17,12 +17,12 @@ from typing import Any
 
 from PIL import Image
 
+from core.base.errors import ConfigError
+from core.base.params import TrainingParams
+from core.base.prediction import Detection, Prediction
+from core.base.tasks import Task
 from core.data.masks import limit_points
 from core.data.view import VersionData
-from core.errors import ConfigError
-from core.params import TrainingParams
-from core.prediction import Detection, Prediction
-from core.tasks import Task
 from core.train.context import TrialContext
 from core.zoo import weights as hub
 from core.zoo.base import (
@@ -312,7 +312,7 @@ class _YoloPredictor:
         net.load_state_dict(load_file(weights))
         net.names = dict(enumerate(classes))
         net.eval()
-        self.model = net  # public, for export (core.export)
+        self.model = net  # public, for export (core.inference.export)
         overrides = {"task": YOLO_TASKS[task], "mode": "predict", "imgsz": settings["img_size"],
                      "conf": settings["box_score_thresh"], "iou": settings["nms_iou_thresh"],
                      "max_det": settings["box_detections_per_img"], "device": _device(device),

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError
+from core.base.errors import ConfigError
 from core.zoo import weights as hub
 from core.zoo.ultralytics_env import offline_ultralytics
 from core.zoo.weights import CACHED, DOWNLOADABLE, HOSTS, UNAVAILABLE, WeightsStatus, fitting

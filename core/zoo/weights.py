@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from core.errors import ConfigError
+from core.base.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

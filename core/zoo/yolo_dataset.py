@@ -10,8 +10,8 @@ from typing import Any
 
 from PIL import Image
 
+from core.base.tasks import Task
 from core.data.view import Item, VersionData
-from core.tasks import Task
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from core.base.tasks import LabelKind
 from core.data.formats.base import formats
 from core.data.formats.coco import write_coco
 from core.data.masks import mask_to_polygons
 from core.data.records import ImageRecord, Instance, Problem
-from core.tasks import LabelKind
 
 for _module in ("coco", "masks", "voc", "yolo"):  # importing a format module registers it
     importlib.import_module(f"core.data.formats.{_module}")

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from factories import box, write_image, write_jsonl
 
+from core.base.errors import ConfigError, InputError
+from core.base.tasks import LabelKind, Task
 from core.data.preview import WHOLE, preview_dataset, unpack
 from core.data.samples import write_sample
-from core.errors import ConfigError, InputError
-from core.tasks import LabelKind, Task
 from storage.settings import Settings
 
 

@@ -163,8 +163,8 @@ def test_unknown_format_and_task_names_list_the_allowed_ones(cli, tmp_path):
 
 
 def test_a_job_needs_ten_valid_images(cli, engine, tmp_path):
+    from core.base.errors import InputError
     from core.data.report import require_trainable
-    from core.errors import InputError
     from storage.repos.datasets import get_version
 
     cli("data", "import", classification_set(tmp_path / "few", {"a": 5, "b": 4}), "--name", "few")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.base.tasks import LabelKind
 from core.data.relabel import (
     EditedLabel,
     canvas_colour,
@@ -13,7 +14,6 @@ from core.data.relabel import (
     polygons_from_drawing,
     stored_labels,
 )
-from core.tasks import LabelKind
 from storage.tables import Annotation
 
 CLASSES = ["cat", "dog"]

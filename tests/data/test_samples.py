@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from core.base.tasks import Task
 from core.data.formats.jsonl import read_jsonl
 from core.data.records import ImageRecord
 from core.data.samples import CLASSES, SAMPLE_NAMES, write_sample
-from core.tasks import Task
 
 
 def _files(folder: Path) -> dict[str, bytes]:

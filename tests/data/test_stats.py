@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from core.base.tasks import Task
 from core.data.importer import ImportOptions, import_dataset
 from core.data.samples import CLASSES, write_sample
-from core.tasks import Task
 from storage.db import session_scope
 from storage.repos.datasets import get_version
 

@@ -18,14 +18,14 @@ import pytest
 from factories import trained_artifact
 from PIL import Image, ImageDraw
 
+from core.base.errors import ConfigError
+from core.base.tasks import Task
 from core.data.view import VersionData
-from core.errors import ConfigError
 from core.explain.classification import explain
 from core.explain.detection import explain_detections
 from core.explain.params import XaiParams, parse_xai_params
 from core.explain.visualize import explanation_grid, heat_colours, top_pixels
-from core.predict import load_predictor
-from core.tasks import Task
+from core.inference.predict import load_predictor
 
 CROP = 32
 CLASSIFIER = {"model_name": "test_resnet", "number_of_epochs": 1, "training_batch_size": 16,
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
 
 
 def _trained(data: VersionData, out_dir: Path, overrides: dict[str, Any]) -> Any:
-    """A one-epoch trial saved as core.trial saves it, loaded back as the endpoint loads it."""
+    """A one-epoch trial saved as core.runs.trial saves it, loaded back as the endpoint loads it."""
     return load_predictor(trained_artifact(data, out_dir, overrides), "cpu")
 
 

@@ -18,9 +18,9 @@ from factories import trained_artifact
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from core.errors import ConfigError, InputError
-from core.export import BOX_RTOL, PROBS_ATOL, check_parity, export_model, sidecar_path
-from core.tasks import Task
+from core.base.errors import ConfigError, InputError
+from core.base.tasks import Task
+from core.inference.export import BOX_RTOL, PROBS_ATOL, check_parity, export_model, sidecar_path
 from core.zoo.base import SETTINGS_FILE, WEIGHTS_FILE
 from core.zoo.families import family_named
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from core.base.tasks import Task
 from core.data.formats.jsonl import read_jsonl
 from core.data.records import ImageRecord
 from core.data.samples import CLASSES, write_sample
-from core.tasks import Task
 from storage.artifacts import BlobStore
 from storage.db import make_engine, session_scope
 from storage.repos.datasets import NewAnnotation, NewImage, NewVersion, create_version

@@ -14,9 +14,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_datasets_page import add_dataset
 
+from core.base.errors import InputError
+from core.base.tasks import Task
 from core.data.relabel import canvas_colour, relabel_version
-from core.errors import InputError
-from core.tasks import Task
 from storage.db import session_scope
 from storage.repos import datasets as repo
 from storage.repos.datasets import NewAnnotation

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.base.processes import process_alive
 from core.serving import manage, runner
-from core.worker import process_alive
 from storage.db import session_scope
 from storage.repos import jobs, models, trials
 from storage.settings import Settings

@@ -18,14 +18,14 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-import core.draw
+import core.data.draw
+from core.base.tasks import Task
 from core.data.importer import ImportOptions, import_dataset
 from core.data.samples import write_sample
-from core.models import register
+from core.inference.models import register
+from core.runs.trial import run_trial
 from core.serving import manage, runner
-from core.tasks import Task
-from core.trial import run_trial
-from core.worker import Worker
+from core.worker.queue import Worker
 from storage.db import make_engine, session_scope
 from storage.repos import jobs, models
 from storage.settings import Settings
@@ -74,7 +74,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory, template_db: Path, one_th
 def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     """Records each request the page sends and each picture it draws (with what it drew on it)."""
     seen: dict[str, list[Any]] = {"posts": [], "drawn": []}
-    post, draw = httpx.post, core.draw.draw_labels
+    post, draw = httpx.post, core.data.draw.draw_labels
 
     def counting_post(url: str, **kwargs: Any) -> httpx.Response:
         seen["posts"].append(kwargs.get("json"))
@@ -85,7 +85,7 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         return draw(image, classes, overlays)
 
     monkeypatch.setattr(httpx, "post", counting_post)
-    monkeypatch.setattr(core.draw, "draw_labels", recording_draw)
+    monkeypatch.setattr(core.data.draw, "draw_labels", recording_draw)
     st.cache_data.clear()  # pictures drawn by an earlier test would not be drawn again
     return seen
 

@@ -14,10 +14,10 @@ import plotly.io
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.base.tasks import Task
 from core.data.importer import ImportOptions, import_dataset
 from core.data.records import Instance
 from core.data.samples import write_sample
-from core.tasks import Task
 from storage.artifacts import BlobStore
 from storage.db import make_engine, session_scope
 from storage.repos import jobs, models, trials
@@ -34,7 +34,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -> dict
     """A home with a job whose one trial trained for real and left its rows and artifacts."""
     import torch
 
-    from core.trial import run_trial
+    from core.runs.trial import run_trial
 
     home = tmp_path_factory.mktemp("trial_page") / "home"
     home.mkdir()
@@ -222,9 +222,9 @@ def _finished(home: Settings, folder: Path, evaluation: dict[str, Any], classes:
 
 
 def test_detection_trial_shows_its_ap_table_pr_curves_and_predicted_boxes(home, trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from core.base.prediction import Detection, Prediction
     from core.data.view import Item
     from core.metrics.detection import detection_metrics
-    from core.prediction import Detection, Prediction
     from core.zoo.base import validation_samples
 
     sha256 = json.loads((trained["artifacts"] / "evaluation.json").read_text())["samples"][0]["blob"]

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.base.tasks import Task
 from core.data.samples import write_sample
-from core.tasks import Task
-from core.worker import Worker
+from core.worker.queue import Worker
 from storage.db import session_scope
 from storage.repos import jobs
 from storage.repos.datasets import versions
@@ -176,7 +176,7 @@ def test_a_bad_dataset_name_is_refused_before_anything_is_staged(settings: Setti
 @pytest.mark.parametrize("name", ["../x.jpg", "a/../../x.jpg", "/etc/x.jpg", "C:\\x.jpg", "..\\..\\x.jpg",
                                   "a\x00.jpg", ""])
 def test_names_that_would_leave_the_upload_folder_are_refused(name: str, tmp_path: Path) -> None:
-    from pages._upload import safe_name, stage
+    from ui.upload import safe_name, stage
 
     class File(io.BytesIO):
         def __init__(self, name: str, data: bytes) -> None:
@@ -223,6 +223,6 @@ def test_canceling_a_preview_of_a_folder_on_this_machine_leaves_it_alone(setting
 def test_the_preview_offers_every_format_the_importer_knows() -> None:
     from core.data.formats import DETECTION_ORDER
     from core.data.formats.base import formats
-    from pages._import_preview import FORMAT_NAMES
+    from ui.import_preview import FORMAT_NAMES
 
     assert FORMAT_NAMES == list(DETECTION_ORDER) and set(FORMAT_NAMES) == set(formats.names())

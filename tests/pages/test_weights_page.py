@@ -19,7 +19,7 @@ def private_caches(settings, tmp_path, monkeypatch):  # type: ignore[no-untyped-
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from pages._pretrained import zoo_weights
+    from ui.pretrained import zoo_weights
 
     zoo_weights.clear()
     yield tmp_path

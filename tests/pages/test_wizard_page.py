@@ -9,9 +9,9 @@ import yaml
 from factories import finished_trial
 from streamlit.testing.v1 import AppTest
 
+from core.base.tasks import Task
 from core.data.importer import ImportOptions, import_dataset
 from core.data.samples import write_sample
-from core.tasks import Task
 from storage.db import session_scope
 from storage.repos import jobs
 

@@ -22,10 +22,10 @@ from factories import check_scoring_answers
 from PIL import Image
 from typer.testing import CliRunner
 
+from core.base.tasks import Task
 from core.data.importer import ImportOptions, import_dataset
 from core.data.samples import write_sample
-from core.tasks import Task
-from core.trial import run_trial
+from core.runs.trial import run_trial
 from storage.db import make_engine
 from storage.settings import Settings
 
@@ -177,8 +177,8 @@ def test_a_new_key_replaces_the_old_one_at_once(served):
 
 
 def test_a_killed_endpoint_comes_back_on_its_port_when_the_studio_starts(served):
+    from core.base.processes import process_alive
     from core.serving.runner import restore_all, wait_ready
-    from core.worker import process_alive
 
     info = served["kestrel"]("endpoint", "show", "ep")
     os.kill(info["pid"], signal.SIGKILL)
@@ -197,11 +197,12 @@ def test_a_killed_endpoint_comes_back_on_its_port_when_the_studio_starts(served)
 def test_score_answers_503_with_retry_after_while_the_models_load(served, monkeypatch):
     from fastapi.testclient import TestClient
 
-    import core.predict
+    import core.inference.predict
     from core.serving.app import create_app
 
-    loading_may_end, real = threading.Event(), core.predict.load_predictor
-    monkeypatch.setattr(core.predict, "load_predictor", lambda *a, **k: loading_may_end.wait(60) and real(*a, **k))
+    loading_may_end, real = threading.Event(), core.inference.predict.load_predictor
+    monkeypatch.setattr(core.inference.predict, "load_predictor",
+                        lambda *a, **k: loading_may_end.wait(60) and real(*a, **k))
     headers = {"Authorization": f"Bearer {served['key']}", "Content-Type": "application/octet-stream"}
     image = served["images"]["cls"][0].read_bytes()
     with TestClient(create_app("ep", served["settings"])) as client:
@@ -219,7 +220,7 @@ def test_score_answers_503_with_retry_after_while_the_models_load(served, monkey
 
 
 def test_requests_waiting_for_the_model_are_scored_together_each_getting_its_own_answer(served):
-    from core.predict import load_predictor, predict_json
+    from core.inference.predict import load_predictor, predict_json
     from core.serving.app import _Inference, _Item
 
     predictor = load_predictor(served["settings"].models_dir / "m-cls" / "1")

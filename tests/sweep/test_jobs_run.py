@@ -17,8 +17,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from core.base.tasks import Task
 from core.data.samples import write_sample
-from core.tasks import Task
 from storage.db import session_scope
 from storage.repos import jobs, trials
 
@@ -201,7 +201,7 @@ def test_a_job_survives_kill_9_of_its_worker_mid_trial(cli, settings, engine, br
 
 
 def _pid_alive(pid: int) -> bool:
-    from core.worker import process_alive
+    from core.base.processes import process_alive
 
     return process_alive(pid)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.errors import ConfigError
-from core.jobspec import DataRef, JobSpec, parse_job
+from core.base.errors import ConfigError
+from core.base.tasks import Task
 from core.sweep.distributions import Choice, Normal, QUniform, RandInt, Uniform
-from core.tasks import Task
+from core.sweep.jobspec import DataRef, JobSpec, parse_job
 
 JOBS = Path(__file__).parent / "jobs"
 

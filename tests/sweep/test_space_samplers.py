@@ -7,7 +7,7 @@ import math
 import optuna
 import pytest
 
-from core.errors import ConfigError
+from core.base.errors import ConfigError
 from core.sweep.samplers import Sweeper, make_sampler
 from core.sweep.space import encode, grid, parse_space, sample
 

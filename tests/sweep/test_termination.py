@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import ConfigError
+from core.base.errors import ConfigError
 from core.sweep.termination import BanditPolicy, MedianStoppingPolicy, TruncationSelectionPolicy, policies
 
 

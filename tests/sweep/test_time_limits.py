@@ -17,12 +17,12 @@ import pytest
 import yaml
 from factories import finished_trial
 
-from core import estimate, stopping
+from core.base.tasks import Task
 from core.data.samples import write_sample
-from core.sweep import orchestrator
-from core.tasks import Task
-from core.trial import StorageContext
-from core.worker import Worker
+from core.runs import stopping
+from core.runs.trial import StorageContext
+from core.sweep import estimate, orchestrator
+from core.worker.queue import Worker
 from storage.db import session_scope
 from storage.repos import jobs, trials, workers
 

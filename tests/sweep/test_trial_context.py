@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from core.runs.trial import StorageContext
 from core.sweep.termination import make_policy
-from core.trial import StorageContext
 from storage.db import session_scope
 from storage.repos import jobs, trials
 

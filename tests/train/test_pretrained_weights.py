@@ -12,8 +12,8 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from core.params import resolve_params
-from core.tasks import Task
+from core.base.params import resolve_params
+from core.base.tasks import Task
 from core.zoo import ultralytics_weights
 from core.zoo import weights as hub
 from core.zoo.families import resolve

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.base.tasks import Task
 from core.data.view import Item, VersionData
-from core.tasks import Task
+from core.runs.trial import trial_params
 from core.train.recipe import ImageSizes, recipe
-from core.trial import trial_params
 from core.zoo import weights as hub
 from core.zoo.timm_family import make_criterion
 

@@ -17,13 +17,13 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
+from core.base.params import TrainingParams, resolve_params
+from core.base.tasks import Task
 from core.data.importer import ImportOptions, import_dataset
 from core.data.loaders import classification_datasets
 from core.data.samples import write_sample
 from core.data.view import VersionData, load_version
 from core.metrics.classification import classification_metrics, samples_iou
-from core.params import TrainingParams, resolve_params
-from core.tasks import Task
 from core.train.context import MemoryContext
 from core.train.device import use_all_cores
 from core.train.loop import (
@@ -98,7 +98,7 @@ def _train(data: VersionData, tmp_path: Path, ctx: MemoryContext | None = None, 
 
 
 def _write_settings(out_dir: Path, trained, data: VersionData, spec) -> None:
-    """What core.trial writes beside the weights."""
+    """What core.runs.trial writes beside the weights."""
     (out_dir / SETTINGS_FILE).write_text(json.dumps({
         **trained.settings, "task": data.task.value, "classes": data.classes, "family": spec.family,
         "architecture": spec.architecture, "size": spec.size, "model_name": spec.display_name}))
@@ -154,7 +154,7 @@ def test_same_seed_gives_the_same_metrics(shapes, tmp_path):
 def test_a_stop_request_keeps_the_finished_epochs_and_skips_validation_before_the_first(shapes, tmp_path):
     ctx = MemoryContext(tmp_path / "out", stop_reason="canceled")
     trained, ctx, _ = _train(shapes, tmp_path, ctx, number_of_epochs=5)
-    # Nothing finished: no validation to wait for (core.trial then keeps no model and says why).
+    # Nothing finished: no validation to wait for (core.runs.trial then keeps no model and says why).
     assert trained.epochs_run == 0 and ctx.reports == [] and trained.metrics == {}
 
     class StopAfterFirstReport(MemoryContext):

@@ -20,6 +20,9 @@ from PIL import Image
 from safetensors.torch import load_file
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from core.base.errors import ConfigError
+from core.base.params import resolve_params
+from core.base.tasks import Task
 from core.data.detection_loaders import (
     DetectionImages,
     RandomCropAroundBoxes,
@@ -28,10 +31,7 @@ from core.data.detection_loaders import (
 )
 from core.data.records import Instance
 from core.data.view import Item, VersionData
-from core.errors import ConfigError
 from core.metrics.detection import score_predictor
-from core.params import resolve_params
-from core.tasks import Task
 from core.train.context import MemoryContext
 from core.zoo.base import SETTINGS_FILE, ModelSpec, TrainedModel, families
 from core.zoo.torchvision_family import (
@@ -269,7 +269,7 @@ def datasets(sample_versions: Any) -> dict[str, VersionData]:
 
 def _train(data: VersionData, out_dir: Path, context: type[MemoryContext] = MemoryContext,
            **overrides: Any) -> Run:
-    """One trial as core.trial runs it: train, then write settings.json beside the weights."""
+    """One trial as core.runs.trial runs it: train, then write settings.json beside the weights."""
     params = resolve_params(data.task, {"early_stopping": False, "training_batch_size": 4,
                                         "validation_batch_size": 4, **overrides})
     family = TorchvisionFamily()

@@ -9,11 +9,11 @@ import pytest
 from factories import finished_trial
 from PIL import Image
 
-from core import estimate
+from core.base.tasks import Task
 from core.data.importer import ImportOptions, import_dataset
 from core.data.samples import write_sample
+from core.sweep import estimate
 from core.sweep.summary import duration_s
-from core.tasks import Task
 from storage.db import session_scope
 from storage.repos import trials
 
@@ -57,7 +57,7 @@ def test_train_stores_status_metric_points_and_artifacts(cli, shapes, engine):
     assert [step for step, _ in curves["train_loss"]] == [1, 2]
     assert len(curves["accuracy"]) == 2
 
-    from core.predict import load_predictor, predict_json
+    from core.inference.predict import load_predictor, predict_json
 
     predictor = load_predictor(artifacts["weights"].parent, "cpu")
     answer = predict_json(predictor, [Image.new("RGB", (48, 48), "white")], ["white.png"])[0]
@@ -89,7 +89,7 @@ def test_checkpoint_run_id_continues_from_a_finished_trial(cli, shapes, settings
 
 
 def test_every_family_states_its_defaults_and_they_sit_below_the_job(settings):
-    from core.params import resolve_params
+    from core.base.params import resolve_params
     from core.zoo.base import families
     from core.zoo.families import resolve
 

@@ -18,13 +18,13 @@ import torch
 from factories import check_scoring_answers
 from PIL import Image
 
+from core.base.errors import ConfigError
+from core.base.params import TrainingParams, resolve_params
+from core.base.prediction import Detection, Prediction
+from core.base.tasks import Task
 from core.data.records import Instance
 from core.data.view import Item, VersionData
-from core.errors import ConfigError
 from core.metrics.detection import detection_metrics
-from core.params import TrainingParams, resolve_params
-from core.prediction import Detection, Prediction
-from core.tasks import Task
 from core.train.context import MemoryContext
 from core.zoo.base import SETTINGS_FILE, ModelSpec, TrainedModel, families
 from core.zoo.ultralytics_family import UltralyticsFamily, write_yolo_dataset
@@ -215,7 +215,7 @@ def datasets(sample_versions: Any) -> dict[str, VersionData]:
 
 def _train(data: VersionData, out_dir: Path, context: type[MemoryContext] = MemoryContext,
            **overrides: Any) -> Run:
-    """One trial as core.trial runs it, with every socket connection recorded and refused."""
+    """One trial as core.runs.trial runs it, with every socket connection recorded and refused."""
     params = resolve_params(data.task, {"early_stopping": False, "training_batch_size": 8, **overrides})
     family = UltralyticsFamily()
     spec = family.resolve(params.model_name or "", params, data.task)

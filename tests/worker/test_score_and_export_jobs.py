@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from core.base.tasks import Task
 from core.data.importer import ImportOptions, import_dataset
 from core.data.samples import write_sample
-from core.export import check_parity
-from core.models import register, resolve
-from core.tasks import Task
-from core.trial import run_trial
-from core.worker import Worker
+from core.inference.export import check_parity
+from core.inference.models import register, resolve
+from core.runs.trial import run_trial
+from core.worker.queue import Worker
 from storage.db import make_engine, session_scope
 from storage.repos import jobs
 from storage.settings import Settings

@@ -10,9 +10,9 @@ import subprocess
 import sys
 import time
 
+from core.base.tasks import Task
 from core.data.samples import write_sample
-from core.tasks import Task
-from core.worker import Worker
+from core.worker.queue import Worker
 from storage.db import session_scope
 from storage.repos import jobs, workers
 from storage.repos.datasets import get_version

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.base.errors import InputError
 from core.data.formats import coco, csvlabels, folder, jsonl, masks, mltable, voc, yolo  # noqa: F401
 from core.data.formats.base import DataFormat, formats
-from core.errors import InputError
 
 DETECTION_ORDER = ("mltable", "jsonl", "coco", "yolo", "voc", "masks", "csv", "folder")
 

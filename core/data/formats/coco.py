@@ -9,11 +9,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from core.base.errors import InputError
+from core.base.tasks import LabelKind
 from core.data.formats.base import files_with_suffix, formats, relative_name
 from core.data.masks import mask_to_polygons, polygon_extent
 from core.data.records import ImageRecord, Instance, Polygon, Problem
-from core.errors import InputError
-from core.tasks import LabelKind
 
 CHUNK = 1 << 20
 ANNOTATION_DIRS = ("annotations", "Annotations")

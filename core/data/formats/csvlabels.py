@@ -6,10 +6,10 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
+from core.base.errors import InputError
+from core.base.tasks import LabelKind
 from core.data.formats.base import files_with_suffix, formats, relative_name
 from core.data.records import ImageRecord, Problem
-from core.errors import InputError
-from core.tasks import LabelKind
 
 FILE_COLUMNS = ("filename", "file", "image", "image_url", "path")
 LABEL_COLUMNS = ("labels", "label", "tags")

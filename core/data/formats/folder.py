@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from core.base.tasks import LabelKind
 from core.data.formats.base import formats, is_image
 from core.data.records import ImageRecord, Problem
-from core.tasks import LabelKind
 
 
 def class_folders(root: Path) -> list[Path]:

@@ -7,10 +7,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from core.base.errors import InputError
+from core.base.tasks import LabelKind
 from core.data.formats.base import files_with_suffix, formats, relative_name
 from core.data.records import ImageRecord, Instance, Problem
-from core.errors import InputError
-from core.tasks import LabelKind
 
 BOX_FIELDS = ("topX", "topY", "bottomX", "bottomY")
 

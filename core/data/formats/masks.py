@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from core.base.tasks import LabelKind
 from core.data.formats.base import files_with_suffix, formats, is_image, relative_name
 from core.data.masks import mask_to_polygons, polygon_extent
 from core.data.records import ImageRecord, Instance, Problem
-from core.tasks import LabelKind
 
 
 class MaskError(ValueError):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
+from core.base.errors import InputError
 from core.data.formats.base import formats
 from core.data.formats.jsonl import read_jsonl
 from core.data.records import ImageRecord, Problem
-from core.errors import InputError
 
 
 def mltable_file(path: Path) -> Path:

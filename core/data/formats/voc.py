@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
+from core.base.tasks import LabelKind
 from core.data.formats.base import files_with_suffix, formats, relative_name
 from core.data.records import ImageRecord, Instance, Problem
-from core.tasks import LabelKind
 
 ANNOTATION_DIRS = ("annotations", "Annotations")
 BOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")

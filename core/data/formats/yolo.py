@@ -9,11 +9,11 @@ from typing import Any
 
 import yaml
 
+from core.base.errors import InputError
+from core.base.tasks import LabelKind
 from core.data.formats.base import formats, is_image, relative_name
 from core.data.masks import polygon_extent
 from core.data.records import ImageRecord, Instance, Problem
-from core.errors import InputError
-from core.tasks import LabelKind
 
 SPLITS = ("train", "val")  # a "test" split is held out by its authors, so it is not imported
 MAX_YAML_BYTES = 1 << 20

@@ -14,16 +14,16 @@ from typing import Any
 import torch
 from PIL import Image, ImageOps
 
+from core.base.errors import InputError
+from core.base.prediction import Prediction
+from core.base.tasks import Task
 from core.data.formats import detect_format, get_format
 from core.data.records import Problem
 from core.data.validate import SUFFIX_BY_FORMAT, ItemError, check_image, clean_labels, open_image
 from core.data.view import Item, load_version
-from core.errors import InputError
+from core.inference.predict import answer_json, predict_json
 from core.metrics.classification import classification_metrics
 from core.metrics.detection import detection_metrics
-from core.predict import answer_json, predict_json
-from core.prediction import Prediction
-from core.tasks import Task
 from core.zoo.base import Predictor
 from storage.artifacts import BlobStore, write_atomic
 from storage.db import session_scope

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from core.errors import ConfigError
+from core.base.errors import ConfigError
 
 
 class Task(StrEnum):

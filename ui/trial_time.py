@@ -1,4 +1,4 @@
-"""The wizard's estimate of the time per trial on this machine (core.estimate, worded for the page), its
+"""The wizard's estimate of the time per trial on this machine (core.sweep.estimate, worded for the page), its
 warning when an epoch will not fit the job's time limit, and what both need from the job file: its dataset
 version's images and the models it will train."""
 
@@ -7,14 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from core import estimate
-from core.jobspec import registered_dataset
-from core.params import TrainingParams
-from core.tasks import Task
+from core.base.params import TrainingParams
+from core.base.tasks import Task
+from core.sweep import estimate
+from core.sweep.jobspec import registered_dataset
 from core.train.recipe import ImageSizes
-from pages import _ui
 from storage.db import session_scope
 from storage.repos import datasets, workers
+from ui import common as _ui
 
 DEFAULT_EPOCHS = TrainingParams.model_fields["number_of_epochs"].default
 

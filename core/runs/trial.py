@@ -17,13 +17,13 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from core import stopping
+from core.base.errors import ConfigError
+from core.base.params import TrainingParams, resolve_params
+from core.base.tasks import Task
+from core.base.tasks import spec as task_spec
 from core.data.view import VersionData, load_version
-from core.errors import ConfigError
-from core.params import TrainingParams, resolve_params
-from core.sweep.termination import Policy
-from core.tasks import Task
-from core.tasks import spec as task_spec
+from core.runs import stopping
+from core.runs.stopping import Policy
 from core.train import recipe as recipes
 from core.train.device import choose_device, describe, use_all_cores
 from core.train.recipe import Recipe

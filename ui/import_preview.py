@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import streamlit as st
 
+from core.base.errors import InputError
+from core.base.tasks import Task, spec
+from core.data.draw import overlays_from_record
 from core.data.records import Problem
-from core.draw import overlays_from_record
-from core.errors import InputError
-from core.tasks import Task, spec
-from pages import _ui
 from storage.artifacts import remove_staged
+from ui import common as _ui
 
 if TYPE_CHECKING:
     from core.data.preview import ImportPreview

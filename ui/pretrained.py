@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import _ui
+from ui import common as _ui
 
 SCRATCH = "none — will train from scratch, expect much lower accuracy"
 SAID = {"cached": "cached", "downloadable": "will download", "unavailable": SCRATCH}

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Protocol
 
 CANCELED = "canceled"
 SMALLER = "pick a smaller model/img size"
@@ -91,3 +92,13 @@ def terminated() -> bool:
 def worker_timeout_reason() -> str:
     """The worker's words for this trial's time limit; "" outside a job's trial process."""
     return PROCESS.timeout_reason
+
+
+# An early-termination policy as a trial sees it (`core.sweep.termination` has the reference's three):
+# ``history`` maps every trial of the sweep to its reported [(interval, value), ...].
+History = Mapping[Hashable, Sequence[tuple[int, float]]]
+
+
+class Policy(Protocol):
+    def should_stop(self, trial_id: Hashable, history: History, finished: Collection[Hashable] = ()) -> str | None:
+        ...

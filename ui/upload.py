@@ -18,13 +18,14 @@ from typing import Protocol
 
 import streamlit as st
 
-from pages import _import_preview, _ui
-from pages._import_preview import PENDING, Pending
 from storage.artifacts import remove_staged, remove_tree
 from storage.db import session_scope
 from storage.repos import datasets as repo
 from storage.repos import jobs
 from storage.tables import Job
+from ui import common as _ui
+from ui import import_preview as _import_preview
+from ui.import_preview import PENDING, Pending
 
 PARAM = "import_job"
 NEW_DATASET = "(a new dataset)"

@@ -12,10 +12,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import ConfigError, config_error
-from core.params import TrainingParams, check_names, resolve_params
+from core.base.errors import ConfigError, config_error
+from core.base.params import TrainingParams, check_names, resolve_params
+from core.base.tasks import Task, parse_task, spec
 from core.sweep.distributions import Choice, is_distribution, parse_entry
-from core.tasks import Task, parse_task, spec
 
 _CLASSIFICATION_METRICS = ["accuracy", "AUC_weighted", "average_precision_score_weighted",
                            "norm_macro_recall", "precision_score_weighted"]

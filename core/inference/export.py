@@ -28,9 +28,9 @@ from PIL import Image, ImageOps
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as F
 
+from core.base.errors import ConfigError, InputError
+from core.base.tasks import Task
 from core.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from core.errors import ConfigError, InputError
-from core.tasks import Task
 from core.zoo.base import SETTINGS_FILE
 from core.zoo.families import family_named
 

@@ -13,11 +13,11 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from core.draw import Overlay, draw_labels
-from pages import _ui
+from core.data.draw import Overlay, draw_labels
 from storage.db import session_scope
 from storage.repos import datasets, jobs
 from storage.tables import Trial
+from ui import common as _ui
 
 CELL_COLUMNS = 6
 SAMPLE_COLUMNS = 4  # two ground-truth/prediction pairs per row

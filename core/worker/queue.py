@@ -17,7 +17,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from core.errors import KestrelError
+from core.base.errors import KestrelError
+from core.base.processes import process_alive
 from storage.artifacts import remove_staged, sweep_staging
 from storage.db import session_scope
 from storage.repos import jobs, workers
@@ -45,8 +46,8 @@ def handles(kind: str) -> Callable[[Handler], Handler]:
 @handles("import")
 def run_import(job: Job, settings: Settings, engine: Engine) -> str:
     """Import a dataset given by path (an upload staged by the studio, or a folder)."""
+    from core.base.tasks import parse_task
     from core.data.importer import ImportOptions, import_dataset
-    from core.tasks import parse_task
 
     spec = job.spec
     options = ImportOptions(spec["name"], parse_task(spec["task"]) if spec.get("task") else None,
@@ -78,9 +79,9 @@ def run_automl(job: Job, settings: Settings, engine: Engine) -> str:
 def run_score(job: Job, settings: Settings, engine: Engine) -> str:
     """Answer images staged by the Test-score page with a registered model version (spec: ``model``,
     ``images`` [{name, path}], ``staging``, ``xai``); the answers go to the job's folder."""
-    from core.models import resolve
-    from core.predict import load_predictor
-    from core.score import ImagesToScore, score_images
+    from core.inference.models import resolve
+    from core.inference.predict import load_predictor
+    from core.inference.score import ImagesToScore, score_images
 
     spec = job.spec
     request = ImagesToScore([i["name"] for i in spec["images"]], [Path(i["path"]) for i in spec["images"]],
@@ -105,8 +106,8 @@ def run_score(job: Job, settings: Settings, engine: Engine) -> str:
 @handles("export")
 def run_export(job: Job, settings: Settings, engine: Engine) -> str:
     """Export a registered model version (spec: ``model``, ``format``) into the job's folder, with its sidecar."""
-    from core.export import export_model, sidecar_path
-    from core.models import resolve
+    from core.inference.export import export_model, sidecar_path
+    from core.inference.models import resolve
 
     ref, fmt = job.spec["model"], job.spec["format"]
     with session_scope(engine) as session:
@@ -200,19 +201,3 @@ def _ended(engine: Engine, job_id: int) -> bool:
     with session_scope(engine) as session:
         job = jobs.get(session=session, job_id=job_id)
         return job is None or job.status in jobs.FINAL
-
-
-def process_alive(pid: int | None) -> bool:
-    """Whether process ``pid`` runs on this machine; a zombie (dead, not yet reaped) counts as gone."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # Linux: the state letter follows the parenthesised command name
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True

@@ -10,8 +10,8 @@ from typing import Any
 
 from PIL import Image
 
-from core.errors import InputError
-from core.tasks import Task
+from core.base.errors import InputError
+from core.base.tasks import Task
 from core.train.device import choose_device
 from core.zoo.base import SETTINGS_FILE, Predictor
 from core.zoo.families import family_named

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from core.errors import ConfigError, NotFound
+from core.base.errors import ConfigError, NotFound
 from core.zoo.base import SETTINGS_FILE
 from storage.artifacts import write_atomic
 from storage.db import session_scope

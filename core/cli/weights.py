@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from core.cli import JsonFlag, app, err, out, reports_errors
-from core.tasks import parse_task
+from core.base.tasks import parse_task
+from core.cli.common import JsonFlag, app, err, out, reports_errors
 
 weights_app = typer.Typer(help="Pretrained weights: what is cached, and importing a file.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")

@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from core.errors import ConfigError
+from core.base.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -22,9 +22,9 @@ from typing import Any
 
 from sqlmodel import Session
 
-from core.params import TASK_DEFAULTS, TrainingParams
+from core.base.params import TASK_DEFAULTS, TrainingParams
+from core.base.tasks import Task
 from core.sweep.summary import duration_s
-from core.tasks import Task
 from core.train import recipe
 from core.train.recipe import ImageSizes
 from core.zoo.catalog import automode_models

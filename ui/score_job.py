@@ -16,16 +16,16 @@ from typing import Any, Protocol
 
 import streamlit as st
 
-from pages import _ui
 from storage.artifacts import remove_staged, write_atomic
 from storage.db import session_scope
 from storage.repos import jobs
 from storage.repos import models as repo
 from storage.tables import Job
+from ui import common as _ui
 
 PARAM = "score_job"
 KIND = "score"
-# The worker writes these into the job's folder (core.score keeps the same names; it imports torch).
+# The worker writes these into the job's folder (core.inference.score keeps the same names; it imports torch).
 ANSWERS_FILE, SKIPPED_FILE, IMAGES_FOLDER = "answers.json", "skipped.json", "images"
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 

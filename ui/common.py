@@ -16,8 +16,8 @@ import streamlit as st
 from PIL import Image
 from sqlalchemy import Engine
 
-from core.draw import Overlay, class_colour, draw_labels, thumbnail
-from core.errors import ConfigError, KestrelError
+from core.base.errors import ConfigError, KestrelError
+from core.data.draw import Overlay, class_colour, draw_labels, thumbnail
 from storage.artifacts import BlobStore
 from storage.db import make_engine, upgrade
 from storage.settings import Settings

@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core.errors import ConfigError
-from core.tasks import Task
+from core.base.errors import ConfigError
+from core.base.tasks import Task
 
 
 class TrainingParams(BaseModel):

@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from core.cli import JsonFlag, app, err, open_storage, out, reports_errors
-from core.errors import NotFound
+from core.base.errors import NotFound
+from core.cli.common import JsonFlag, app, err, open_storage, out, reports_errors
 from storage.db import session_scope
 
 job_app = typer.Typer(help="Submit and follow AutoML jobs (the reference's job YAML).", no_args_is_help=True)
@@ -56,7 +56,7 @@ def job_submit(
 def _worker_device(engine: Any) -> str:
     """Where the job will train: the live worker's device, else this machine's (`--wait` runs it here)."""
     from core.train.device import machine
-    from core.worker import GRACE_S
+    from core.worker.queue import GRACE_S
     from storage.repos import workers
 
     with session_scope(engine) as session:
@@ -66,7 +66,8 @@ def _worker_device(engine: Any) -> str:
 
 def _wait(job_id: int, settings: Any, engine: Any, *, quiet: bool) -> None:
     """Follow the job; with no live worker, this process becomes one until the job ends."""
-    from core.worker import GRACE_S, Worker, process_alive
+    from core.base.processes import process_alive
+    from core.worker.queue import GRACE_S, Worker
     from storage.repos import jobs, workers
 
     with session_scope(engine) as session:
@@ -195,7 +196,7 @@ def trial_run(
     """Run one queued trial of a job (the worker starts one such process per trial)."""
     import logging
 
-    from core import stopping
+    from core.runs import stopping
 
     # SIGTERM from the worker asks for a stop at the next batch boundary, from before the heavy imports on.
     with stopping.worker_trial(timeout_reason):

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from core.cli import JsonFlag, app, err, open_storage, out, reports_errors
-from core.errors import ConfigError
+from core.base.errors import ConfigError
+from core.cli.common import JsonFlag, app, err, open_storage, out, reports_errors
 from core.serving.manage import check_name, endpoint_info
 from storage.db import session_scope
 
@@ -36,7 +36,7 @@ def model_register(
     as_json: JsonFlag = False,
 ) -> None:
     """Register a trial's model (or a job's best) as the next version of NAME."""
-    from core.models import register
+    from core.inference.models import register
 
     settings, engine = open_storage()
     info = register(settings=settings, engine=engine, name=check_name(name, "--name"), trial_id=trial, job_id=job)
@@ -47,7 +47,7 @@ def model_register(
 @reports_errors
 def model_list(as_json: JsonFlag = False) -> None:
     """Registered models and their versions."""
-    from core.models import describe
+    from core.inference.models import describe
     from storage.repos import models
 
     _, engine = open_storage()
@@ -67,7 +67,7 @@ def model_list(as_json: JsonFlag = False) -> None:
 @reports_errors
 def model_show(ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION]")], as_json: JsonFlag = False) -> None:
     """One model version: task, metrics, source trial and inference settings."""
-    from core.models import describe, resolve
+    from core.inference.models import describe, resolve
 
     _, engine = open_storage()
     with session_scope(engine) as session:
@@ -83,8 +83,8 @@ def model_settings(
     as_json: JsonFlag = False,
 ) -> None:
     """Change inference settings of a version (SPEC §7), e.g. --set box_score_thresh=0.5."""
-    from core.models import update_settings
-    from core.params import parse_pairs
+    from core.base.params import parse_pairs
+    from core.inference.models import update_settings
 
     _, engine = open_storage()
     info = update_settings(engine=engine, ref=ref, changes=parse_pairs(set_))
@@ -100,8 +100,8 @@ def model_export(
     as_json: JsonFlag = False,
 ) -> None:
     """Export a model version to ONNX or TorchScript, with a sidecar JSON saying how to feed it."""
-    from core.export import export_model, sidecar_path
-    from core.models import resolve
+    from core.inference.export import export_model, sidecar_path
+    from core.inference.models import resolve
 
     _, engine = open_storage()
     with session_scope(engine) as session:
@@ -262,10 +262,10 @@ def score_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Score many images with a registered model; labelled data also gets the task's metrics report."""
-    from core.models import resolve
-    from core.predict import load_predictor
-    from core.score import read_source, score
-    from core.tasks import Task
+    from core.base.tasks import Task
+    from core.inference.models import resolve
+    from core.inference.predict import load_predictor
+    from core.inference.score import read_source, score
 
     settings, engine = open_storage()
     with session_scope(engine) as session:

@@ -1,0 +1,1 @@
+"""Trained models at work: loading predictors, batch scoring, registered models, export."""

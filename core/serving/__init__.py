@@ -1,0 +1,1 @@
+"""HTTP endpoints that score images with deployed models: the app, its runner processes, their management."""
