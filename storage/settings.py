@@ -21,12 +21,19 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # PIL's own bomb guard warns at ~89 Mpx; 64 Mpx covers 8K photos and refuses bombs.
     max_image_pixels: int = 64_000_000
+    # An image file is read whole; 256 MB is past any photo (a 64 Mpx TIFF is ~192 MB) and
+    # refuses a device or a giant file before memory runs out.
+    max_image_bytes: int = 256 * 1024**2
     max_upload_bytes: int = 4 * 1024**3
     max_archive_members: int = 200_000
     # Ratio of uncompressed to compressed size above which a zip member is a bomb.
     max_compression_ratio: int = 200
     # A scoring request above this size is refused with 413 (a few large photos fit).
     max_request_bytes: int = 32 * 1024**2
+    # A job file is a few KB of YAML; 1 MB leaves room for long choice lists and refuses junk.
+    max_job_file_bytes: int = 1024**2
+    # A grid sweep runs every point; 100,000 is weeks of trials, far past any max_trials (≤ 1000).
+    max_grid_points: int = 100_000
 
     @property
     def db_url(self) -> str:

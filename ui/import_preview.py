@@ -21,6 +21,7 @@ from core.base.errors import InputError
 from core.base.tasks import Task, spec
 from core.data.draw import overlays_from_record
 from core.data.records import Problem
+from core.data.validate import image_path_refusal, upload_folder
 from storage.artifacts import remove_staged
 from ui import common as _ui
 
@@ -79,8 +80,11 @@ def _task_label(value: str) -> str:
     return spec(Task(value)).display_name
 
 
-def _found(preview: ImportPreview) -> None:
-    """What was found: counts, classes, the first images with their labels drawn, problems."""
+def _found(preview: ImportPreview, root: Path) -> None:
+    """What was found: counts, classes, the first images with their labels drawn, problems. An upload's
+    images are drawn only from inside it, and only regular files of allowed size (as the import reads)."""
+    settings = _ui.settings()
+    inside = upload_folder(root, settings.staging_dir)
     cells = st.columns(3)
     cells[0].metric("Format", FORMAT_LABELS.get(preview.format, preview.format))
     cells[1].metric("Images", f"{preview.image_count:,}" + ("" if preview.is_complete else "+"))
@@ -93,6 +97,9 @@ def _found(preview: ImportPreview) -> None:
     classes = tuple(preview.classes)
     for start in range(0, len(preview.samples), COLUMNS):
         for slot, record in zip(st.columns(COLUMNS), preview.samples[start:start + COLUMNS]):
+            if refusal := image_path_refusal(record.image, settings.max_image_bytes, inside):
+                slot.warning(f"{record.name}: {refusal}.")
+                continue
             png = _ui.labelled_png(str(record.image), classes, tuple(overlays_from_record(record)),
                                    _ui.THUMBNAIL_SIDE)
             if png is None:
@@ -113,7 +120,7 @@ def show(pending: Pending, *, busy: bool) -> str | None:
     st.markdown(f"**Check before importing `{pending.name}`**: nothing is stored until you click Import.")
     preview = pending.preview
     if preview is not None:
-        _found(preview)
+        _found(preview, pending.root)
     elif pending.refusal is not None:
         read_as = f" as {FORMAT_LABELS.get(pending.format, pending.format)}" if pending.format else ""
         st.error(f"The data could not be read{read_as}: {pending.refusal.error}. "

@@ -19,7 +19,7 @@ from core.data.records import ImageRecord, LabelledImage, Problem
 from core.data.report import version_report
 from core.data.splits import assign_splits
 from core.data.stats import compute_stats, version_warnings
-from core.data.validate import ItemError, check_image, clean_labels
+from core.data.validate import ItemError, check_image, clean_labels, read_image_file, upload_folder
 from storage.artifacts import ArchiveRefused, BlobStore, remove_tree, safe_extract
 from storage.db import session_scope
 from storage.repos.datasets import NewAnnotation, NewImage, NewVersion, create_version
@@ -66,7 +66,8 @@ def import_dataset(
     else:
         root = source
     try:
-        return _import(root, source, options, settings, engine, progress)
+        return _import(root, source, options, settings, engine, progress,
+                       staging or upload_folder(source, settings.staging_dir))
     finally:
         if staging is not None:
             remove_tree(staging)
@@ -106,28 +107,34 @@ def _unwrap(folder: Path) -> Path:
 
 
 def _import(root: Path, source: Path, options: ImportOptions, settings: Settings,
-            engine: Engine, progress: Progress | None) -> dict[str, Any]:
+            engine: Engine, progress: Progress | None, upload: Path | None) -> dict[str, Any]:
     fmt = options.format or detect_format(root)
     records: list[ImageRecord] = []
     problems: list[Problem] = []
+    inside: dict[int, Path] = {}  # id(record) -> the upload folder its image must lie in
     for item in get_format(fmt).read(root):
         (problems if isinstance(item, Problem) else records).append(item)
+        if upload is not None and not isinstance(item, Problem):
+            inside[id(item)] = upload
     held_out: set[int] = set()
     if options.validation_source is not None:
         where = options.validation_source
+        where_upload = upload_folder(where, settings.staging_dir)
         for item in get_format(detect_format(where)).read(where):
             if not isinstance(item, Problem):
                 held_out.add(id(item))
+                if where_upload is not None:
+                    inside[id(item)] = where_upload
             (problems if isinstance(item, Problem) else records).append(item)
+    if not records:  # every line bad: name them, rather than "cannot tell the task"
+        raise _nothing_imported(source, problems)
     task = options.task or infer_task(records, str(source))
     blobs = BlobStore(settings.blobs_dir)
     new_blobs: list[str] = []
     try:
-        items = _validate(records, task, settings, blobs, new_blobs, problems, progress)
+        items = _validate(records, task, settings, blobs, new_blobs, problems, progress, inside)
         if not items:
-            first = "; ".join(f"{p.file}:{p.line or '-'} {p.error}" for p in problems[:3])
-            raise InputError(str(source), f"no image could be imported ({len(problems)} problems"
-                             f"{': ' + first if first else ''})", "fix the problems listed and retry")
+            raise _nothing_imported(source, problems)
         if held_out:
             for item in items:
                 item.split = "validation" if id(item.record) in held_out else "train"
@@ -141,6 +148,15 @@ def _import(root: Path, source: Path, options: ImportOptions, settings: Settings
         for sha256 in new_blobs:
             blobs.remove(sha256)
         raise
+
+
+def _nothing_imported(source: Path, problems: list[Problem]) -> InputError:
+    """The refusal of an import that kept no image, naming its first problems with their lines."""
+    if not problems:
+        return InputError(str(source), "no images found", "check that the path holds a dataset")
+    first = "; ".join(f"{p.file}:{p.line or '-'} {p.error}" for p in problems[:3])
+    return InputError(str(source), f"no image could be imported ({len(problems)} problems: {first})",
+                      "fix the problems listed and retry")
 
 
 def infer_task(records: Sequence[ImageRecord], where: str) -> Task:
@@ -158,13 +174,14 @@ def task_from_kinds(kinds: frozenset[LabelKind], where: str) -> Task:
 
 def _validate(records: Sequence[ImageRecord], task: Task, settings: Settings, blobs: BlobStore,
               new_blobs: list[str], problems: list[Problem],
-              progress: Progress | None) -> list[LabelledImage]:
-    """Check each record, store its bytes, and return the valid, distinct images."""
+              progress: Progress | None, inside: dict[int, Path]) -> list[LabelledImage]:
+    """Check each record, store its bytes, and return the valid, distinct images. ``inside``
+    names the upload folder a record's image must lie in (records of a local folder are absent)."""
     items: list[LabelledImage] = []
     seen: dict[str, str] = {}
     for done, record in enumerate(records, start=1):
         try:
-            data = _read_bytes(record)
+            data = read_image_file(record.image, settings.max_image_bytes, inside.get(id(record)))
             width, height, suffix = check_image(data, settings.max_image_pixels)
             tags, instances = clean_labels(record, task, width, height)
             sha256, is_new = blobs.put(data)
@@ -180,15 +197,6 @@ def _validate(records: Sequence[ImageRecord], task: Task, settings: Settings, bl
         if progress:
             progress(done, len(records))
     return items
-
-
-def _read_bytes(record: ImageRecord) -> bytes:
-    try:
-        return record.image.read_bytes()
-    except FileNotFoundError:
-        raise ItemError("image file not found", "add the file or fix its path") from None
-    except OSError as exc:
-        raise ItemError(f"cannot read the image file ({exc.strerror})", "check the file") from None
 
 
 def _new_version(items: list[LabelledImage], problems: list[Problem], task: Task, fmt: str,

@@ -1,10 +1,19 @@
-"""Per-item checks: the image decodes and is not a bomb, labels fit the task, boxes fit the image."""
+"""Per-item checks: the image file may be read, it decodes and is not a bomb, labels fit the
+task, boxes fit the image.
+
+An upload is untrusted: its annotation files name the image paths, so every path is checked
+against the upload's folder, and its kind and size, before a byte of it is read.
+"""
 
 from __future__ import annotations
 
 import io
+import math
+import os
+import stat
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
@@ -23,6 +32,76 @@ class ItemError(ValueError):
         self.fix = fix
 
 
+PIXEL_FIX = "downscale the image, or raise KESTREL_MAX_IMAGE_PIXELS if it is genuine"
+OUTSIDE_FIX = ("paths must be relative to the dataset folder and stay inside it: no absolute "
+               "paths, no '..' climbing out of it, no links pointing outside")
+
+
+def upload_folder(source: Path, staging_dir: Path) -> Path | None:
+    """The folder of the upload ``source`` lies in (the studio stages each under
+    ``staging_dir/<id>/``), whose files alone an import may read; None for a path on this machine.
+
+    A folder on this machine is the user's own layout and is not confined: Azure's MLTable samples
+    name their images as ``../images/...``, and absolute paths are a documented ``image_url`` form.
+    """
+    staging = staging_dir.resolve()
+    where = source.resolve()
+    if where == staging or not where.is_relative_to(staging):
+        return None
+    return staging / where.relative_to(staging).parts[0]
+
+
+def image_path_refusal(path: Path, max_bytes: int, inside: Path | None) -> str | None:
+    """Why the image file at ``path`` may not be read, told from its status alone (a preview skips it
+    without opening it); None when it may. `read_image_file` checks the same on the open file."""
+    try:
+        real = _inside(path, inside)
+        _readable(path, os.stat(real), max_bytes)
+    except ItemError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read the image file ({exc.strerror})"
+    return None
+
+
+def read_image_file(path: Path, max_bytes: int, inside: Path | None = None) -> bytes:
+    """The bytes of the image file at ``path``, refused (ItemError) before reading when it lies
+    outside ``inside`` (the upload's folder; None for a folder on this machine), is not a regular
+    file (a device such as /dev/zero, a FIFO, a folder) or is larger than ``max_bytes``."""
+    real = _inside(path, inside)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ItemError("image file not found", "add the file or fix its path") from None
+    except OSError as exc:
+        raise ItemError(f"cannot read the image file ({exc.strerror})", "check the file") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        _readable(path, info, max_bytes)
+        # The size is checked again on the bytes read: the file may grow after fstat.
+        data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            _readable(path, os.stat_result((*info[:6], len(data), *info[7:])), max_bytes)
+    return data
+
+
+def _inside(path: Path, inside: Path | None) -> Path:
+    real = path.resolve()  # follows links, so a link pointing outside is outside
+    if inside is not None and not real.is_relative_to(inside.resolve()):
+        raise ItemError(f"image path {str(path)!r} is outside the uploaded dataset folder", OUTSIDE_FIX)
+    return real
+
+
+def _readable(path: Path, info: os.stat_result, max_bytes: int) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise ItemError(f"image path {str(path)!r} is not a regular file (a device, FIFO or folder)",
+                        "point the path at an image file")
+    if info.st_size > max_bytes:
+        raise ItemError(f"the image file is {info.st_size:,} bytes, above the per-image limit of {max_bytes:,}",
+                        "downscale or recompress the image, or raise KESTREL_MAX_IMAGE_BYTES if it is genuine")
+
+
 def check_image(data: bytes, max_pixels: int) -> tuple[int, int, str]:
     """Width, height and file suffix of an image that fully decodes within the pixel limit."""
     image = open_image(data, max_pixels)
@@ -34,19 +113,20 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     of a format we do not take."""
     try:
         with warnings.catch_warnings():
-            # PIL only warns below twice its own limit; we refuse at ours, before decoding.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # PIL warns above its own limit; ours (checked next, from the header) decides instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
             width, height = im.size
             if width * height > max_pixels:
                 raise ItemError(
-                    f"{width}×{height} = {width * height:,} pixels is above the limit of "
-                    f"{max_pixels:,} (a decompression bomb or an oversized image)",
-                    "downscale the image, or raise KESTREL_MAX_IMAGE_PIXELS if it is genuine",
-                )
+                    f"{width}×{height} = {width * height:,} pixels is above the pixel limit of "
+                    f"{max_pixels:,} (a decompression bomb or an oversized image)", PIXEL_FIX)
             im.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ItemError(f"refused as a decompression bomb ({exc})", "downscale the image") from None
+    except ItemError:
+        raise  # a ValueError too, but already the right message: not "corrupt" below
+    except Image.DecompressionBombError as exc:  # above twice PIL's limit, whatever ours says
+        raise ItemError(f"the image is above the pixel limit, refused as a decompression bomb "
+                        f"({exc})", "downscale the image") from None
     except UnidentifiedImageError:
         raise ItemError("not an image (the file's content is not a known image format)",
                         "remove the file or replace it with a JPEG or PNG") from None
@@ -59,6 +139,9 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
 
 
 def _clip(value: float, field: str, size: int, where: str) -> float:
+    if not math.isfinite(value):  # NaN passes every comparison below and would be stored as NULL
+        raise ItemError(f"{where}: {field} is {value}, not a finite number",
+                        "give coordinates as finite numbers normalised to 0..1")
     # Rounding in exports overshoots by a fraction of a pixel; one pixel is tolerated and clipped.
     tolerance = max(1.0 / max(size, 1), 1e-6)
     if value < -tolerance or value > 1 + tolerance:

@@ -123,8 +123,14 @@ def parse_entry(value: Any, path: str) -> Any:
 def _from_call(kind: str, inner: str, path: str) -> Distribution:
     import yaml
 
-    try:
-        args = yaml.safe_load(f"[{inner}]")
+    from core.sweep.strict_yaml import load_yaml
+
+    try:  # strict: the arguments are a job file's text too, and could hide an alias bomb
+        args = load_yaml(f"[{inner}]")
+    except ConfigError as exc:
+        raise ConfigError(path, f"{kind}(...): {exc.reason}") from None
+    except RecursionError:
+        raise ConfigError(path, f"the arguments of {kind}(...) are nested too deeply to read") from None
     except yaml.YAMLError:
         raise ConfigError(path, f"cannot read the arguments of {kind}({inner})",
                           hints=["choice(0.1, 0.2)", "uniform(0.001, 0.01)"]) from None

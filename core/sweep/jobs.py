@@ -8,6 +8,7 @@ name of the search space. A job that is queued has nothing left to refuse; what 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from core.data.report import require_trainable
 from core.sweep import estimate
 from core.sweep.distributions import Choice, is_distribution
 from core.sweep.jobspec import DataRef, JobSpec, parse_job
+from core.sweep.space import grid_size
 from core.sweep.summary import AUTOML
 from core.train.recipe import ImageSizes
 from core.zoo.families import resolve
@@ -38,14 +40,12 @@ if TYPE_CHECKING:
 
 def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
     """Check ``file`` (a job YAML), import its data given by path, and queue the job."""
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(str(file), f"cannot read the job file ({exc.strerror})", "check the path") from None
+    text = _read(file, settings.max_job_file_bytes)
     try:
         spec = parse_job(text, file.resolve().parent)
     except ConfigError as exc:
         raise ConfigError(f"{file.name}: {exc.path}", exc.reason, exc.allowed, exc.hints) from None
+    _check_grid(spec, file, settings.max_grid_points)
     _check_models(spec)
     if spec.params.checkpoint_run_id:
         from core.runs.trial import checkpoint_weights
@@ -96,6 +96,39 @@ def planned_weights(job: Job, *, engine: Engine, device: str) -> list[ModelWeigh
     task, params = Task(doc["task"]), doc.get("training_parameters") or {}
     models = estimate.planned_models(doc, gpu=estimate.on_gpu(device), train_images=train_images)
     return [status(model, task, params) for model in models]
+
+
+def _read(file: Path, limit: int) -> str:
+    """The job file's text. At most ``limit`` + 1 bytes are read: a job file is a few KB, and a huge
+    one (a wrong file, a device) must be refused before it is held in memory and parsed."""
+    try:
+        with file.open("rb") as f:
+            data = f.read(limit + 1)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        raise InputError(str(file), f"cannot read the job file ({exc.strerror})", "check the path") from None
+    if len(data) > limit:
+        said = f"{size:,} bytes" if size > limit else f"more than {limit:,} bytes"  # a device has no size
+        raise InputError(str(file), f"the job file is {said}, over the limit of {limit:,} bytes",
+                         "a job file is a few KB of YAML: check it is the file you meant, or raise the "
+                         "limit with KESTREL_MAX_JOB_FILE_BYTES")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(str(file), f"is not UTF-8 text (byte {exc.start:,} cannot be read)",
+                         "save the job file as UTF-8") from None
+
+
+def _check_grid(spec: JobSpec, file: Path, limit: int) -> None:
+    """A grid sweep is refused when its space has more points than ``limit``, counted without
+    building them: the worker would try to serve a grid it can never finish."""
+    if spec.sampling_algorithm != "grid" or not spec.search_space:
+        return
+    points = grid_size(spec.search_space)
+    if points > limit:
+        raise ConfigError(f"{file.name}: search_space", f"the grid has {points:,} points, over the limit of "
+                          f"{limit:,} (KESTREL_MAX_GRID_POINTS); give fewer choices, or use "
+                          "sampling_algorithm: random or bayesian, which try max_trials points of any space")
 
 
 def _dataset(spec: JobSpec, file: Path, settings: Settings, engine: Engine) -> tuple[str, int | None]:

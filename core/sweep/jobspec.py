@@ -1,21 +1,25 @@
 """The job file of SPEC §3: the reference's CLI v2 AutoML image job YAML, parsed into frozen
 models. Every refusal is a ConfigError whose path is the YAML field path (``limits.max_trials``,
-``search_space[0].learning_rate.min_value``) and says what is allowed."""
+``search_space[0].learning_rate.min_value``) and says what is allowed.
+
+A job file comes from anyone who can run ``kestrel job submit``, so it is read with
+`core.sweep.strict_yaml` (no key twice, no alias bomb) and its counts refuse yes/no values."""
 
 from __future__ import annotations
 
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
 
 from core.base.errors import ConfigError, config_error
 from core.base.params import TrainingParams, check_names, resolve_params
 from core.base.tasks import Task, parse_task, spec
 from core.sweep.distributions import Choice, is_distribution, parse_entry
+from core.sweep.strict_yaml import load_yaml
 
 _CLASSIFICATION_METRICS = ["accuracy", "AUC_weighted", "average_precision_score_weighted",
                            "norm_macro_recall", "precision_score_weighted"]
@@ -27,6 +31,17 @@ PRIMARY_METRICS: dict[Task, list[str]] = {
 }
 _REGISTERED = re.compile(r"^(?:azureml:)?(?P<name>[A-Za-z0-9_.\-]+)(?:(?::(?P<version>[A-Za-z0-9_.\-]+))|@latest)?$")
 _REMOTE = ("azureml://", "http://", "https://", "wasbs://", "abfss://", "adl://")
+
+
+def _no_bool(value: Any, info: ValidationInfo) -> Any:
+    """YAML reads ``true`` as a boolean, which pydantic would take as 1: a count or a time must be a number."""
+    if isinstance(value, bool):
+        raise ValueError(f"a yes/no value is not a number; write a whole number, e.g. {info.field_name}: 10")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_no_bool)]
+MaybeCount = Annotated[int | None, BeforeValidator(_no_bool)]
 
 
 class _Frozen(BaseModel):
@@ -54,20 +69,20 @@ class DataRef(_Frozen):
 
 
 class Limits(_Frozen):
-    max_trials: int = Field(1, ge=1, le=1000)
-    max_concurrent_trials: int = Field(1, ge=1, le=100)
-    timeout_minutes: int = Field(10080, ge=1)  # 7 days
-    trial_timeout_minutes: int | None = Field(None, ge=1)
-    max_nodes: int | None = Field(None, ge=1)  # accepted and ignored: one local machine
+    max_trials: Count = Field(1, ge=1, le=1000)
+    max_concurrent_trials: Count = Field(1, ge=1, le=100)
+    timeout_minutes: Count = Field(10080, ge=1)  # 7 days
+    trial_timeout_minutes: MaybeCount = Field(None, ge=1)
+    max_nodes: MaybeCount = Field(None, ge=1)  # accepted and ignored: one local machine
 
 
 class EarlyTermination(_Frozen):
     type: Literal["bandit", "median_stopping", "truncation_selection"]
-    evaluation_interval: int = Field(1, ge=1)
-    delay_evaluation: int = Field(0, ge=0)
+    evaluation_interval: Count = Field(1, ge=1)
+    delay_evaluation: Count = Field(0, ge=0)
     slack_factor: float | None = Field(None, gt=0)
     slack_amount: float | None = Field(None, gt=0)
-    truncation_percentage: int | None = Field(None, ge=1, le=99)
+    truncation_percentage: MaybeCount = Field(None, ge=1, le=99)
 
 
 class Sweep(_Frozen):
@@ -139,11 +154,13 @@ TOP_LEVEL = ["$schema", *[k for k in JobSpec.model_fields if k not in ("schema_"
 def parse_job(yaml_text: str, base_dir: Path) -> JobSpec:
     """Parse and check a job file; local data paths are resolved against ``base_dir``."""
     try:
-        doc = yaml.safe_load(yaml_text)
+        doc = load_yaml(yaml_text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError("job", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:  # the parser itself recurses once per level
+        raise ConfigError("job", "nested too deeply to read; a job file needs a few levels") from None
     if not isinstance(doc, dict):
         raise ConfigError("job", "must be a YAML mapping with at least type, task and training_data")
     for key in doc:

@@ -50,6 +50,7 @@ MINUTE_S = 60.0  # the limits' unit; tests shrink it to see a timeout pass in se
 TRIAL_COMMAND = ("-m", "core.cli", "trial", "run")  # after the interpreter: how a trial process starts
 MAX_RELAUNCHES = 1  # a trial lost in a crash runs again once; a second loss marks it failed
 LIVE = ("queued", "running")
+NOT_STARTED = "canceled before its first trial"  # the summary of a job canceled while it was being set up
 
 
 @dataclass
@@ -93,12 +94,17 @@ def _gpu_count() -> int:
 def run_job(job: Job, settings: Settings, engine: Engine) -> str:
     """Run an AutoML job to its limits; returns the summary line. Raises when every trial failed."""
     assert job.id is not None
+    if _cancel_requested(engine, job.id):
+        return NOT_STARTED
     spec = parse_job(job.spec["yaml"], settings.home)
     with session_scope(engine) as session:
         version = get_version(session=session, name=job.spec["dataset"], version=job.spec["version"])
         train_images = (version.image_count - version.validation_count) if version else 0
         classes = len(version.classes) if version else 2
-    capacity = Capacity.of_machine(spec.limits.max_concurrent_trials)
+    capacity = Capacity.of_machine(spec.limits.max_concurrent_trials)  # imports torch: seconds
+    # Asked again before the sweep is built: a cancel must not wait on AutoMode's plan or a big space.
+    if _cancel_requested(engine, job.id):
+        return NOT_STARTED
     sweeper, first = _sweeper(spec, train_images, classes, gpu=capacity.slots[0].gpu is not None)
     return _Run(job.id, spec, sweeper, first, capacity, settings, engine).go()
 
@@ -269,8 +275,7 @@ class _Run:
                           if best else ""), best_trial_id=best.id if best else None)
 
     def _cancel_requested(self) -> bool:
-        with session_scope(self.engine) as session:
-            return jobs.is_cancel_requested(session=session, job_id=self.job_id)
+        return _cancel_requested(self.engine, self.job_id)
 
     def _hurry(self) -> None:
         """At a cancel or its deadline a trial gets SIGTERM and stops at its next batch boundary, keeping
@@ -298,6 +303,11 @@ class _Run:
             summary += f"; best trial {best.id} ({best.model_name}) {best.primary_metric} " \
                        f"{best.primary_metric_value:.4f}"
         return summary
+
+
+def _cancel_requested(engine: Engine, job_id: int) -> bool:
+    with session_scope(engine) as session:
+        return jobs.is_cancel_requested(session=session, job_id=job_id)
 
 
 def _signal_name(number: int) -> str:

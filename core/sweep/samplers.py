@@ -3,7 +3,8 @@
 random   -> optuna RandomSampler(seed)
 bayesian -> optuna TPESampler(seed, multivariate=True, group=True): group=True makes TPE model each
             conditional sub-space (one per model) on its own
-grid     -> our own enumeration (space.grid), served one by one in order; ask() returns None when it is spent
+grid     -> our own enumeration (space.iter_grid), walked lazily and served one by one in order; ask() returns
+            None when it is spent
 
 Higher metric is better (direction maximize). A restarted worker rebuilds the same sweep with
 ``Sweeper.restore([(params, value), ...])``; failed trials are passed with value None.
@@ -12,13 +13,13 @@ Higher metric is better (direction maximize). A restarted worker rebuilds the sa
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import optuna
 
 from core.base.errors import ConfigError
-from core.sweep.space import Space, encode, grid, normalize, sample
+from core.sweep.space import Space, encode, grid_size, iter_grid, normalize, sample
 
 ALGORITHMS = ("random", "grid", "bayesian")
 
@@ -45,7 +46,12 @@ class Sweeper:
         self.algorithm = algorithm
         self.max_trials = max_trials
         sampler = make_sampler(algorithm, seed)
-        self._grid = grid(self.space) if algorithm == "grid" else None
+        self._grid: Iterator[dict[str, Any]] | None = None
+        if algorithm == "grid":
+            grid_size(self.space)  # refuses a non-choice axis now, as building the list used to
+            # An iterator, not a list: a grid of millions of points would otherwise be built in full
+            # before the first trial (and again after every worker restart).
+            self._grid = iter_grid(self.space)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(direction="maximize", sampler=sampler)
         self._pending: dict[int, optuna.Trial] = {}
@@ -60,7 +66,7 @@ class Sweeper:
         if self.max_trials is not None and self.asked >= self.max_trials:
             return None
         if self._grid is not None:
-            config = next((c for c in self._grid if c not in self._served), None)
+            config = next((c for c in self._grid if c not in self._served), None)  # restored points skip
             if config is None:
                 return None
             self._served.append(config)

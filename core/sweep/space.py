@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
@@ -199,23 +199,40 @@ def encode(space: Space, params: Mapping[str, Any]) -> tuple[dict[str, Any], dic
     return None
 
 
+def _axes(index: int, sub: SubSpace) -> tuple[list[str], list[list[Any]]]:
+    """A normalized sub-space's parameter names and, for each, the values the grid walks."""
+    names = list(sub)
+    axes: list[list[Any]] = []
+    for param in names:
+        spec = sub[param]
+        if isinstance(spec, Draw):
+            if spec.kind != "choice":
+                raise ConfigError(
+                    f"search_space[{index}].{param}",
+                    f"grid sampling needs choice distributions, got {spec.kind!r}",
+                    ["choice"],
+                )
+            axes.append(list(spec.args["values"]))
+        else:
+            axes.append([spec])
+    return names, axes
+
+
+def grid_size(space: Space) -> int:
+    """How many points ``grid`` has, counted from the lengths of the choices: a job file can describe
+    billions of points in a few lines, so the count must never build them."""
+    return sum(math.prod(len(axis) for axis in _axes(i, sub)[1]) for i, sub in enumerate(normalize(space)))
+
+
+def iter_grid(space: Space) -> Iterator[dict[str, Any]]:
+    """The points of ``grid`` one at a time, in the same order: a sweep serves at most max_trials of
+    them, so it never needs to hold the whole product in memory."""
+    for index, sub in enumerate(normalize(space)):
+        names, axes = _axes(index, sub)
+        for combo in itertools.product(*axes):
+            yield dict(zip(names, combo))
+
+
 def grid(space: Space) -> list[dict[str, Any]]:
     """Every configuration of every sub-space, in order: the cartesian product of its choices."""
-    configs: list[dict[str, Any]] = []
-    for index, sub in enumerate(normalize(space)):
-        names = list(sub)
-        axes: list[list[Any]] = []
-        for param in names:
-            spec = sub[param]
-            if isinstance(spec, Draw):
-                if spec.kind != "choice":
-                    raise ConfigError(
-                        f"search_space[{index}].{param}",
-                        f"grid sampling needs choice distributions, got {spec.kind!r}",
-                        ["choice"],
-                    )
-                axes.append(list(spec.args["values"]))
-            else:
-                axes.append([spec])
-        configs.extend(dict(zip(names, combo)) for combo in itertools.product(*axes))
-    return configs
+    return list(iter_grid(space))

@@ -205,3 +205,17 @@ def test_planned_models_follow_the_mode_of_the_job():
     assert estimate.planned_models(sweep, gpu=False, train_images=10) == ["resnet18", "resnet50"]
     auto = {**base, "limits": {"max_trials": 4}}
     assert estimate.planned_models(auto, gpu=False, train_images=10) == ["resnet18", "mobilenetv3_large_100"]
+
+
+def test_submit_says_per_model_where_its_weights_come_from_before_training(cli, engine, shapes, tmp_path,
+                                                                           monkeypatch):
+    from core.zoo import weights as hub
+
+    monkeypatch.setattr(hub, "reachable", lambda host: False)  # an offline machine, whatever this one is
+    _cpu_worker(engine)
+    code, stdout, stderr = cli("job", "submit", str(job_file(tmp_path, shapes, {"timeout_minutes": 60},
+                                                             model_name="resnet18")), "--json")
+    (weights,) = json.loads(stdout)["pretrained"]
+    assert weights["model"] == "resnet18" and weights["state"] == "unavailable"
+    assert "will train from scratch, expect much lower accuracy" in weights["sentence"]
+    assert "resnet18:" in stderr and "kestrel weights import" in stderr

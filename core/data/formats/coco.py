@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -11,7 +12,7 @@ from typing import Any
 
 from core.base.errors import InputError
 from core.base.tasks import LabelKind
-from core.data.formats.base import files_with_suffix, formats, relative_name
+from core.data.formats.base import files_with_suffix, formats, read_text, relative_name
 from core.data.masks import mask_to_polygons, polygon_extent
 from core.data.records import ImageRecord, Instance, Polygon, Problem
 
@@ -86,7 +87,7 @@ class ImageFinder:
 
 def load(file: Path) -> dict[str, Any]:
     try:
-        data = json.loads(file.read_text(encoding="utf-8-sig"))
+        data = json.loads(read_text(file))
     except json.JSONDecodeError as exc:
         raise InputError(str(file), f"malformed JSON: {exc.msg}", "fix the JSON syntax",
                          line=exc.lineno) from exc
@@ -166,7 +167,7 @@ def image_record(image: dict[str, Any], anns: list[dict[str, Any]], categories: 
     if not isinstance(file_name, str) or not file_name:
         return [Problem(origin, None, f"{where} has no file_name", "add the image's file_name")]
     if not (isinstance(width, int | float) and isinstance(height, int | float)
-            and width > 0 and height > 0):
+            and math.isfinite(width) and math.isfinite(height) and width > 0 and height > 0):
         return [Problem(origin, None, f"{where} ({file_name}) has no positive width/height",
                         "add the image's width and height in pixels")]
     instances, problems = [], []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.base.errors import InputError
 from core.base.tasks import LabelKind
-from core.data.formats.base import files_with_suffix, formats, relative_name
+from core.data.formats.base import files_with_suffix, formats, relative_name, text_lines
 from core.data.records import ImageRecord, Problem
 
 FILE_COLUMNS = ("filename", "file", "image", "image_url", "path")
@@ -22,28 +22,27 @@ def _column(header: list[str], names: tuple[str, ...]) -> int | None:
 
 def read_csv(file: Path) -> Iterator[ImageRecord | Problem]:
     origin = file.name
-    with file.open(newline="", encoding="utf-8-sig") as handle:
-        rows = csv.reader(handle)
-        header = next(rows, None) or []
-        file_col, label_col = _column(header, FILE_COLUMNS), _column(header, LABEL_COLUMNS)
-        if file_col is None or label_col is None:
-            raise InputError(
-                str(file), f"header {header!r} lacks a file or labels column",
-                "start the CSV with the header 'filename,labels'", line=1,
-            )
-        for line_no, row in enumerate(rows, start=2):
-            if not any(cell.strip() for cell in row):
+    rows = csv.reader(text_lines(file))
+    header = next(rows, None) or []
+    file_col, label_col = _column(header, FILE_COLUMNS), _column(header, LABEL_COLUMNS)
+    if file_col is None or label_col is None:
+        raise InputError(
+            str(file), f"header {header!r} lacks a file or labels column",
+            "start the CSV with the header 'filename,labels'", line=1,
+        )
+    for line_no, row in enumerate(rows, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) <= max(file_col, label_col):
+            # An unquoted comma-separated label list spreads over the following cells.
+            if len(row) <= file_col:
+                yield Problem(origin, line_no, "the row has no file name", "write 'file,labels'")
                 continue
-            if len(row) <= max(file_col, label_col):
-                # An unquoted comma-separated label list spreads over the following cells.
-                if len(row) <= file_col:
-                    yield Problem(origin, line_no, "the row has no file name", "write 'file,labels'")
-                    continue
-            cells = row[label_col:] if label_col == len(header) - 1 else row[label_col:label_col + 1]
-            labels = [t for cell in cells for t in cell.replace(",", " ").split() if t]
-            image = (file.parent / row[file_col].strip()).resolve()
-            name = relative_name(image, file.parent.resolve())
-            yield ImageRecord(image, name, origin, line_no, LabelKind.TAGS, tuple(dict.fromkeys(labels)))
+        cells = row[label_col:] if label_col == len(header) - 1 else row[label_col:label_col + 1]
+        labels = [t for cell in cells for t in cell.replace(",", " ").split() if t]
+        image = (file.parent / row[file_col].strip()).resolve()
+        name = relative_name(image, file.parent.resolve())
+        yield ImageRecord(image, name, origin, line_no, LabelKind.TAGS, tuple(dict.fromkeys(labels)))
 
 
 @formats.register("csv")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from core.base.errors import InputError
 from core.base.tasks import LabelKind
-from core.data.formats.base import files_with_suffix, formats, relative_name
+from core.data.formats.base import files_with_suffix, formats, relative_name, text_lines
 from core.data.records import ImageRecord, Instance, Problem
 
 BOX_FIELDS = ("topX", "topY", "bottomX", "bottomY")
@@ -47,11 +47,14 @@ def _number(value: Any, field: str) -> float:
     if isinstance(value, bool):
         raise LineError(f"{field} is {value!r}, not a number", f"give {field} as a number in 0..1")
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise LineError(
             f"{field} is {value!r}, not a number", f"give {field} as a number in 0..1"
         ) from None
+    if not math.isfinite(number):  # JSON's NaN/Infinity, or "nan" as text: no box has them
+        raise LineError(f"{field} is {value!r}, not a finite number", f"give {field} as a number in 0..1")
+    return number
 
 
 def _instance(obj: Any, index: int) -> Instance:
@@ -105,39 +108,38 @@ def _size(details: Any, key: str) -> int | None:
         return None
     try:
         return int(float(str(details[key]).removesuffix("px")))
-    except ValueError:
+    except (ValueError, OverflowError):  # "nanpx", "infpx": no stated size
         return None
 
 
 def read_jsonl(file: Path, data_root: Path) -> Iterator[ImageRecord | Problem]:
     origin = file.name
-    try:
-        handle = file.open(encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(str(file), f"cannot open: {exc.strerror}", "check the path") from exc
-    with handle:
-        for line_no, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-                if not isinstance(obj, dict):
-                    raise LineError("the line is not a JSON object", "write one {...} object per line")
-                url = obj.get("image_url")
-                if not isinstance(url, str) or not url:
-                    raise LineError("no image_url", 'add "image_url": "<path of the image>"')
-                if "label" not in obj:
-                    raise LineError("no label", 'add "label" with the image\'s class or boxes')
-                image, name = resolve_image_url(url, file.parent, data_root)
-                kind, tags, instances = parse_label(obj["label"])
-                details = obj.get("image_details")
-                yield ImageRecord(image, name, origin, line_no, kind, tags, instances,
-                                  _size(details, "width"), _size(details, "height"))
-            except json.JSONDecodeError as exc:
-                yield Problem(origin, line_no, f"malformed JSON: {exc.msg} at column {exc.colno}",
-                              "make the line one complete JSON object")
-            except LineError as exc:
-                yield Problem(origin, line_no, str(exc), exc.fix)
+    for line_no, text in enumerate(text_lines(file), start=1):
+        if not text.strip():
+            continue
+        try:
+            yield _record(text, file, data_root, line_no)
+        except json.JSONDecodeError as exc:
+            yield Problem(origin, line_no, f"malformed JSON: {exc.msg} at column {exc.colno}",
+                          "make the line one complete JSON object")
+        except LineError as exc:
+            yield Problem(origin, line_no, str(exc), exc.fix)
+
+
+def _record(text: str, file: Path, data_root: Path, line_no: int) -> ImageRecord:
+    obj = json.loads(text)
+    if not isinstance(obj, dict):
+        raise LineError("the line is not a JSON object", "write one {...} object per line")
+    url = obj.get("image_url")
+    if not isinstance(url, str) or not url:
+        raise LineError("no image_url", 'add "image_url": "<path of the image>"')
+    if "label" not in obj:
+        raise LineError("no label", 'add "label" with the image\'s class or boxes')
+    image, name = resolve_image_url(url, file.parent, data_root)
+    kind, tags, instances = parse_label(obj["label"])
+    details = obj.get("image_details")
+    return ImageRecord(image, name, file.name, line_no, kind, tags, instances,
+                       _size(details, "width"), _size(details, "height"))
 
 
 @formats.register("jsonl")

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from core.base.errors import InputError
-from core.data.formats.base import formats
+from core.data.formats.base import formats, read_text
 from core.data.formats.jsonl import read_jsonl
 from core.data.records import ImageRecord, Problem
 
@@ -20,7 +20,7 @@ def mltable_file(path: Path) -> Path:
 def jsonl_files(table: Path) -> list[Path]:
     """The JSONL files an MLTable names, resolved against its folder."""
     try:
-        spec = yaml.safe_load(table.read_text(encoding="utf-8"))
+        spec = yaml.safe_load(read_text(table))
     except yaml.YAMLError as exc:
         raise InputError(str(table), f"not valid YAML: {exc}", "fix the MLTable file") from exc
     paths = spec.get("paths") if isinstance(spec, dict) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -67,10 +68,13 @@ def parse(file: Path) -> ET.Element:
 def number(parent: ET.Element, tag: str, where: str) -> float:
     text = parent.findtext(tag)
     try:
-        return float((text or "").strip())
+        value = float((text or "").strip())
     except ValueError:
         raise VocError(f"{where}: <{tag}> is {text!r}, not a number",
                        f"give <{tag}> in pixels") from None
+    if not math.isfinite(value):  # "nan" and "inf" parse as floats but are no pixel position
+        raise VocError(f"{where}: <{tag}> is {text!r}, not a finite number", f"give <{tag}> in pixels")
+    return value
 
 
 def image_size(root: ET.Element) -> tuple[int, int]:

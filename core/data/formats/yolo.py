@@ -11,7 +11,7 @@ import yaml
 
 from core.base.errors import InputError
 from core.base.tasks import LabelKind
-from core.data.formats.base import formats, is_image, relative_name
+from core.data.formats.base import formats, is_image, relative_name, text_lines
 from core.data.masks import polygon_extent
 from core.data.records import ImageRecord, Instance, Problem
 
@@ -146,14 +146,16 @@ def read_labels(label: Path, names: dict[int, str],
     """The instances of one label file, or a Problem per bad line (the image is then
     skipped: dropping only the bad object would mark it as background)."""
     instances, problems = [], []
-    with label.open(encoding="utf-8-sig") as handle:
-        for line_no, text in enumerate(handle, start=1):
+    try:
+        for line_no, text in enumerate(text_lines(label), start=1):
             if not text.strip():
                 continue
             try:
                 instances.append(parse_line(text, names))
             except LineError as exc:
                 problems.append(Problem(origin, line_no, str(exc), exc.fix))
+    except InputError as exc:  # not UTF-8: this image is skipped, like one with a bad line
+        return [Problem(origin, exc.line, exc.problem, exc.fix)]
     return problems or tuple(instances)
 
 
