@@ -56,6 +56,19 @@ class BlobStore:
         except OSError:  # other blobs share the folder
             pass
 
+    def sweep(self, *, keep: set[str], older_than_s: float) -> list[str]:
+        """Remove the blobs (and half-written temporary files) none of ``keep`` names, untouched for
+        ``older_than_s`` seconds: what an import killed before its commit left. The age spares the
+        blobs of an import still running. Returns the names removed."""
+        if not self.root.is_dir():
+            return []
+        cutoff, removed = time.time() - older_than_s, []
+        for file in self.root.glob("*/*"):
+            if file.name not in keep and file.is_file() and file.stat().st_mtime < cutoff:
+                self.remove(file.name) if len(file.name) == 64 else file.unlink(missing_ok=True)
+                removed.append(file.name)
+        return removed
+
 
 def safe_extract(
     archive: Path, dest: Path, *, max_members: int, max_bytes: int, max_ratio: int

@@ -19,9 +19,10 @@ from sqlalchemy import Engine
 
 from core.base.errors import KestrelError
 from core.base.processes import process_alive
-from storage.artifacts import remove_staged, sweep_staging
+from storage.artifacts import BlobStore, remove_staged, sweep_staging
 from storage.db import session_scope
 from storage.repos import jobs, workers
+from storage.repos.datasets import referenced_blobs
 from storage.settings import Settings
 from storage.tables import Job
 
@@ -153,7 +154,7 @@ class Worker:
                     break
                 if job is None:
                     if time.monotonic() - swept > SWEEP_EVERY_S:  # when idle, so no job waits on it
-                        self._sweep_staging()
+                        self._sweep()
                         swept = time.monotonic()
                     if once:
                         break
@@ -166,12 +167,18 @@ class Worker:
             beat.join(timeout=HEARTBEAT_S + 1)
         return done
 
-    def _sweep_staging(self) -> None:
+    def _sweep(self) -> None:
+        """Files nothing will read again: uploads no pending job reads, blobs no dataset holds (an
+        import killed before its commit), each untouched for a day."""
         with session_scope(self.engine) as session:
             pending = [Path(job.spec[key]) for job in jobs.list_jobs(session=session, statuses=jobs.ACTIVE)
                        for key in ("path", "staging") if isinstance(job.spec.get(key), str)]
+            held = referenced_blobs(session=session)
         for folder in sweep_staging(self.settings.staging_dir, keep=pending, older_than_s=STAGED_MAX_AGE_S):
             log.info("removed %s: an upload no job reads, untouched for a day", folder)
+        orphans = BlobStore(self.settings.blobs_dir).sweep(keep=held, older_than_s=STAGED_MAX_AGE_S)
+        if orphans:
+            log.info("removed %d image blobs no dataset holds (left by an import that never ended)", len(orphans))
 
     def _run_job(self, job: Job) -> None:
         self.current_job = job.id

@@ -141,6 +141,11 @@ def versions(*, session: Session, name: str) -> list[DatasetVersion]:
     ))
 
 
+def referenced_blobs(*, session: Session) -> set[str]:
+    """The sha256 of every image some dataset version holds: the blobs that must stay."""
+    return set(session.exec(select(ImageItem.sha256).distinct()).all())
+
+
 def dataset_names(*, session: Session) -> list[str]:
     return list(session.exec(select(Dataset.name).order_by(Dataset.name)))
 

@@ -168,6 +168,8 @@ def test_upload_train_register_deploy_and_score_by_clicking(studio, page, datase
     page.get_by_text("One model", exact=True).click()
     choose(page, "Model", "resnet18")
     number(page, "Epochs", 1)
+    # Where the model's weights come from is said before training (it asks `kestrel weights list` first).
+    expect(page.get_by_text(re.compile(r"resnet18: pretrained: "))).to_be_visible(timeout=SLOW)
     shot(page, "2-wizard-mode")
     page.get_by_role("button", name="Next").click()
     expect(page.get_by_text("Step 4 of 5: Limits")).to_be_visible()

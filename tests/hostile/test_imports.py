@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -234,3 +235,23 @@ def test_the_upload_preview_draws_no_image_from_outside_the_upload_nor_a_fifo(tm
     assert "outside the uploaded dataset folder" in image_path_refusal(Path("/etc/hostname"), 1000, inside)
     assert "not a regular file" in image_path_refusal(fifo, 1000, inside)  # and it did not block
     assert "above the per-image limit" in image_path_refusal(upload / "ok.png", 2, inside)
+
+
+def test_blobs_an_import_killed_before_its_commit_left_are_swept_and_the_datasets_keep_theirs(
+        settings, engine, tmp_path):
+    from core.worker.queue import Worker
+    from storage.artifacts import BlobStore
+
+    import_dataset(classification_set(tmp_path / "kept", {"a": 3, "b": 3}), ImportOptions("kept"),
+                   settings=settings, engine=engine)
+    blobs = BlobStore(settings.blobs_dir)
+    held = sorted(p.name for p in settings.blobs_dir.glob("*/*"))
+    old_orphan, _ = blobs.put(b"bytes of an image whose import was killed")
+    new_orphan, _ = blobs.put(b"bytes of an import still running")
+    day_ago = time.time() - 2 * 24 * 3600
+    for name in (*held, old_orphan):  # the dataset's own blobs are as old: age alone never removes them
+        os.utime(blobs.path(name), (day_ago, day_ago))
+    Worker(settings, engine)._sweep()
+    assert not blobs.path(old_orphan).exists()
+    assert blobs.path(new_orphan).exists()  # too young: its import may still be running
+    assert all(blobs.path(name).exists() for name in held) and len(held) == 6
