@@ -152,8 +152,9 @@ def _mode_step(doc: dict[str, Any]) -> None:
 
 def _weights_lines(models: list[str]) -> None:
     """Each planned model's starting weights, before anything trains."""
-    st.markdown("**Starting weights:** " + "; ".join(f"{m} — {_pretrained.sentence(m)}" for m in models))
-    if any(_pretrained.SCRATCH in _pretrained.sentence(m) for m in models):
+    sentences = {m: _pretrained.sentence(m) for m in models}
+    st.markdown("**Starting weights:** " + "; ".join(f"{m} — {said}" for m, said in sentences.items()))
+    if any(_pretrained.SCRATCH in said for said in sentences.values()):
         st.page_link("pages/weights.py", label="Import pretrained weights", icon=":material/download:")
 
 

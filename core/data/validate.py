@@ -56,7 +56,8 @@ def image_path_refusal(path: Path, max_bytes: int, inside: Path | None) -> str |
     without opening it); None when it may. `read_image_file` checks the same on the open file."""
     try:
         real = _inside(path, inside)
-        _readable(path, os.stat(real), max_bytes)
+        info = os.stat(real)
+        _readable(path, info.st_mode, info.st_size, max_bytes)
     except ItemError as exc:
         return str(exc)
     except OSError as exc:
@@ -78,11 +79,10 @@ def read_image_file(path: Path, max_bytes: int, inside: Path | None = None) -> b
         raise ItemError(f"cannot read the image file ({exc.strerror})", "check the file") from None
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())
-        _readable(path, info, max_bytes)
+        _readable(path, info.st_mode, info.st_size, max_bytes)
         # The size is checked again on the bytes read: the file may grow after fstat.
         data = handle.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            _readable(path, os.stat_result((*info[:6], len(data), *info[7:])), max_bytes)
+        _readable(path, info.st_mode, len(data), max_bytes)
     return data
 
 
@@ -93,12 +93,12 @@ def _inside(path: Path, inside: Path | None) -> Path:
     return real
 
 
-def _readable(path: Path, info: os.stat_result, max_bytes: int) -> None:
-    if not stat.S_ISREG(info.st_mode):
+def _readable(path: Path, mode: int, size: int, max_bytes: int) -> None:
+    if not stat.S_ISREG(mode):
         raise ItemError(f"image path {str(path)!r} is not a regular file (a device, FIFO or folder)",
                         "point the path at an image file")
-    if info.st_size > max_bytes:
-        raise ItemError(f"the image file is {info.st_size:,} bytes, above the per-image limit of {max_bytes:,}",
+    if size > max_bytes:
+        raise ItemError(f"the image file is {size:,} bytes, above the per-image limit of {max_bytes:,}",
                         "downscale or recompress the image, or raise KESTREL_MAX_IMAGE_BYTES if it is genuine")
 
 

@@ -180,9 +180,9 @@ def trial_params(engine: Engine, data: VersionData, overrides: Mapping[str, Any]
                             epochs=params.number_of_epochs,
                             crop=params.validation_crop_size if "validation_crop_size" in params.model_fields_set
                             else None)
+    # The recipe sets no name, size or tiling, so the model resolved above stays the trial's.
     params = resolve_params(data.task, family.default_params(data.task), recipe.values, *layers,
                             {"recipe": recipe.name})
-    family, model = resolve(params.model_name or "", data.task, params)
     return params, family, model, recipe
 
 
