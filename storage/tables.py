@@ -97,6 +97,9 @@ class Job(SQLModel, table=True):
     cancel_requested: bool = False
     worker_id: str | None = None
     best_trial_id: int | None = None
+    # Worker deaths while running this job with no progress in between (a poison job fails at a limit).
+    crashes: int = 0
+    crash_progress: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -161,6 +164,7 @@ class Endpoint(SQLModel, table=True):
     host: str = "127.0.0.1"
     port: int | None = None
     pid: int | None = None
+    started_at: datetime | None = None  # when its server process was started (tells a reused pid apart)
     primary_key: str = ""
     secondary_key: str = ""
     traffic: dict[str, int] = _json(dict)

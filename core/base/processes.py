@@ -3,21 +3,33 @@ processes they started or found recorded."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from datetime import UTC, datetime
+
+import psutil
+
+# The clock that stamps a row and the kernel's process start time can differ by a tick or two.
+CLOCK_SLACK_S = 2.0
 
 
-def process_alive(pid: int | None) -> bool:
-    """Whether process ``pid`` runs on this machine; a zombie (dead, not yet reaped) counts as gone."""
+def process_alive(pid: int | None, started_by: datetime | None = None) -> bool:
+    """Whether process ``pid`` runs on this machine; a zombie (dead, not yet reaped) counts as gone.
+
+    ``started_by`` is a time by which the recorded process had surely started (a row its process wrote,
+    or written just after starting it). A process with that pid that started later is another one that
+    reuses the number (after a reboot, or once pids wrap), so it does not count.
+    """
     if not pid:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return False
+        created = process.create_time()
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    try:  # Linux: the state letter follows the parenthesised command name
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
+    if started_by is None:
         return True
+    stamp = started_by if started_by.tzinfo else started_by.replace(tzinfo=UTC)
+    return created <= stamp.timestamp() + CLOCK_SLACK_S

@@ -71,7 +71,7 @@ def _wait(job_id: int, settings: Any, engine: Any, *, quiet: bool) -> None:
     from storage.repos import jobs, workers
 
     with session_scope(engine) as session:
-        alive = [w for w in workers.live(session=session, grace_s=GRACE_S) if process_alive(w.pid)]
+        alive = [w for w in workers.live(session=session, grace_s=GRACE_S) if process_alive(w.pid, w.heartbeat_at)]
     if not alive:
         Worker(settings, engine).run(until_job=job_id)
         return

@@ -152,7 +152,7 @@ class _Run:
         """Rebuild the sweep from this job's rows (a restart); queue the trials a crash left behind again."""
         with session_scope(self.engine) as session:
             rows = trials.for_job(session=session, job_id=self.job_id)
-            lost = [t for t in rows if t.status in LIVE and not process_alive(t.pid)]
+            lost = [t for t in rows if t.status in LIVE and not process_alive(t.pid, t.heartbeat_at)]
             for t in lost:
                 relaunch = t.metrics.get("relaunches", 0) < MAX_RELAUNCHES and t.status == "running"
                 if relaunch:

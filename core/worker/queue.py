@@ -139,7 +139,8 @@ class Worker:
         with session_scope(self.engine) as session:
             workers.register(session=session, worker_id=self.worker_id, pid=os.getpid(), device=machine())
             # A worker whose process is gone is dead at once; one on another machine, by its heartbeat.
-            alive = {w.worker_id for w in workers.live(session=session, grace_s=GRACE_S) if process_alive(w.pid)}
+            alive = {w.worker_id for w in workers.live(session=session, grace_s=GRACE_S)
+                     if process_alive(w.pid, w.heartbeat_at)}
             for job_id in jobs.requeue_orphans(session=session, live_workers=alive):
                 log.warning("job %d lost its worker; queued again", job_id)
         beat = threading.Thread(target=self._beat, daemon=True)
