@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,10 +30,22 @@ class Settings(BaseSettings):
     max_compression_ratio: int = 200
     # A scoring request above this size is refused with 413 (a few large photos fit).
     max_request_bytes: int = 32 * 1024**2
+    # Pixels of all images of one scoring request together, read from their headers before any is
+    # decoded: a few KB of 1-bit PNGs can decode to gigabytes. Two images at max_image_pixels fit, and
+    # so does a batch of a dozen 8 Mpx phone photos.
+    max_request_pixels: int = 128_000_000
+    # Seals endpoint keys in the database (storage.secrets); unset: the file secret.key in home.
+    secret_key: SecretStr | None = None
     # A job file is a few KB of YAML; 1 MB leaves room for long choice lists and refuses junk.
     max_job_file_bytes: int = 1024**2
     # A grid sweep runs every point; 100,000 is weeks of trials, far past any max_trials (≤ 1000).
     max_grid_points: int = 100_000
+    # A job during which the worker died this many times with no progress in between fails instead of
+    # being queued again: it would take down every worker that claims it.
+    max_job_crashes: int = 2
+    # Each trial log (trial.log, console.log) rotates to one ``.1`` file at this size: at most twice it
+    # per log, while a runaway print loop cannot fill the disk.
+    max_log_bytes: int = 20 * 1024**2
 
     @property
     def db_url(self) -> str:

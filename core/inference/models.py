@@ -22,7 +22,8 @@ from storage.tables import ModelVersion
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")  # also a folder name: nothing that leaves models_dir
 IDENTITY = ("task", "classes", "family", "architecture", "size", "model_name")  # what a model is, not how it scores
-LEFT_BEHIND = ("console.log", "trial.log", "checkpoint.pt", "best.pt")  # training's, not the model's
+# training's files, not the model's
+LEFT_BEHIND = ("console.log", "console.log.1", "trial.log", "trial.log.1", "checkpoint.pt", "best.pt")
 REGISTERED = ("completed", "early_terminated", "canceled")
 
 

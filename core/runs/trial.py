@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import time
 from collections.abc import Mapping
@@ -132,7 +133,7 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
             assert trial_id is not None
     out_dir = settings.runs_dir / f"trial-{trial_id}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    handler = _log_to(out_dir / "trial.log")
+    handler = _log_to(out_dir / "trial.log", settings.max_log_bytes)
     try:
         use_all_cores(threads)
         with session_scope(engine) as session:
@@ -241,8 +242,8 @@ def checkpoint_weights(engine: Engine, run_id: str, task: Task) -> Path:
     return Path(row.artifact_dir) / WEIGHTS_FILE
 
 
-def _log_to(file: Path) -> logging.Handler:
-    handler = logging.FileHandler(file, encoding="utf-8")
+def _log_to(file: Path, max_bytes: int) -> logging.Handler:
+    handler = logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=1, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in LOGGERS:
         logger = logging.getLogger(name)

@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from core.base.errors import KestrelError, NotFound
+from core.base.logfile import copy_output
 from core.base.processes import process_alive
 from core.runs import stopping
 from core.sweep import automode
@@ -210,9 +211,10 @@ class _Run:
             env["OMP_NUM_THREADS"] = str(slot.threads)
         out_dir = self.settings.runs_dir / f"trial-{trial_id}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        with open(out_dir / "console.log", "ab") as console:
-            process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT, env=env,
-                                       cwd=Path(__file__).resolve().parents[2], preexec_fn=_die_with_parent)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                   cwd=Path(__file__).resolve().parents[2], preexec_fn=_die_with_parent)
+        assert process.stdout is not None
+        copy_output(process.stdout, out_dir / "console.log", self.settings.max_log_bytes)
         log.info("trial %d started (pid %d, %s)", trial_id, process.pid,
                  f"GPU {slot.gpu}" if slot.gpu is not None else f"{slot.threads} CPU threads")
         self.running[trial_id] = Child(trial_id, process, slot, time.monotonic() + timeout, reason)

@@ -141,8 +141,13 @@ class Worker:
             # A worker whose process is gone is dead at once; one on another machine, by its heartbeat.
             alive = {w.worker_id for w in workers.live(session=session, grace_s=GRACE_S)
                      if process_alive(w.pid, w.heartbeat_at)}
-            for job_id in jobs.requeue_orphans(session=session, live_workers=alive):
+            queued, failed = jobs.requeue_orphans(session=session, live_workers=alive,
+                                                  max_crashes=self.settings.max_job_crashes)
+            for job_id in queued:
                 log.warning("job %d lost its worker; queued again", job_id)
+            for job_id in failed:
+                log.error("job %d failed: the worker died %d times while running it", job_id,
+                          self.settings.max_job_crashes)
         beat = threading.Thread(target=self._beat, daemon=True)
         beat.start()
         done, swept = 0, float("-inf")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from storage.tables import Job, utcnow
+from storage.tables import Job, Trial, utcnow
 
 ACTIVE = ("queued", "running")
 FINAL = ("completed", "failed", "canceled")
@@ -78,16 +78,36 @@ def finish(*, session: Session, job_id: int, status: str, error: str = "",
     return job
 
 
-def requeue_orphans(*, session: Session, live_workers: set[str]) -> list[int]:
-    """Jobs left running by a worker that is gone go back to the queue; returns their ids."""
-    orphans = session.exec(select(Job).where(Job.status == "running")).all()
-    ids = []
-    for job in orphans:
-        if job.worker_id not in live_workers:
+def requeue_orphans(*, session: Session, live_workers: set[str], max_crashes: int) -> tuple[list[int], list[int]]:
+    """Jobs left running by a worker that is gone go back to the queue, unless the worker died
+    ``max_crashes`` times while running one with no progress in between: such a job (a sweep too big
+    for memory, an input that kills the process) would take every worker down again, so it fails.
+    Returns the ids (queued again, failed)."""
+    queued, failed = [], []
+    for job in session.exec(select(Job).where(Job.status == "running")).all():
+        if job.worker_id in live_workers or job.id is None:
+            continue
+        reached = _reached(session, job)
+        job.crashes = job.crashes + 1 if reached <= job.crash_progress else 1
+        job.crash_progress = reached
+        if job.crashes >= max_crashes:
+            job.status, job.finished_at = "failed", utcnow()
+            job.error = (f"the worker ended {job.crashes} times while running this job, with no progress in "
+                         "between (killed, or out of memory); it is not queued again. Check the worker's log "
+                         "and the job's settings, then submit it again")
+            failed.append(job.id)
+        else:
             job.status, job.worker_id = "queued", None
-            session.add(job)
-            ids.append(job.id)
-    return [i for i in ids if i is not None]
+            queued.append(job.id)
+        session.add(job)
+    return queued, failed
+
+
+def _reached(session: Session, job: Job) -> float:
+    """How far a job has got: its progress, plus the epochs its trials finished (a sweep's progress
+    moves only when a trial ends, yet each epoch is kept)."""
+    epochs = session.exec(select(func.coalesce(func.sum(Trial.epoch), 0)).where(Trial.job_id == job.id)).one()
+    return job.progress + float(epochs)
 
 
 def get(*, session: Session, job_id: int) -> Job | None:

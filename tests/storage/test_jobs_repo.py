@@ -66,6 +66,6 @@ def test_jobs_of_a_dead_worker_return_to_the_queue(engine):
         jobs.claim_next(session=session, worker_id="dead")
         jobs.claim_next(session=session, worker_id="alive")
     with session_scope(engine) as session:
-        assert jobs.requeue_orphans(session=session, live_workers={"alive"}) == [a]
+        assert jobs.requeue_orphans(session=session, live_workers={"alive"}, max_crashes=2) == ([a], [])
         assert jobs.get(session=session, job_id=a).status == "queued"
         assert jobs.get(session=session, job_id=b).status == "running"
