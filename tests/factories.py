@@ -45,6 +45,20 @@ def classification_set(root: Path, per_class: dict[str, int]) -> Path:
     return write_jsonl(root / "train.jsonl", lines)
 
 
+def bright_dark_set(root: Path, count: int = 40) -> Path:
+    """Two classes a model separates in one epoch: dark and bright noise images, 32 px (JSONL)."""
+    lines = []
+    for i in range(count):
+        rng, bright = random.Random(i), i % 2 == 1
+        low = 190 if bright else 0
+        image = Image.new("RGB", (32, 32))
+        image.putdata([tuple(rng.randrange(low, low + 65) for _ in range(3)) for _ in range(32 * 32)])
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        image.save(root / "images" / f"{i}.png")
+        lines.append({"image_url": f"images/{i}.png", "label": "bright" if bright else "dark"})
+    return write_jsonl(root / "train.jsonl", lines)
+
+
 def coco128_yolo_layout(shared: Path, root: Path) -> Path:
     """The shared coco128 YOLO labels in the standard layout: data.yaml beside images/ and labels/."""
     src = shared / "coco128"

@@ -3,9 +3,7 @@ termination, cancel, a killed worker, and the seed job files."""
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -15,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from PIL import Image
+from factories import bright_dark_set
 
 from core.base.tasks import Task
 from core.data.samples import write_sample
@@ -32,19 +30,7 @@ BAD = {"model_name": "resnet18", "optimizer": "adam", "learning_rate": 1.0}  # d
 
 @pytest.fixture(scope="module")
 def bright_dark(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two classes a model separates in one epoch: dark and bright noise images (JSONL)."""
-    root = tmp_path_factory.mktemp("bright_dark")
-    (root / "images").mkdir()
-    lines = []
-    for i in range(40):
-        rng, bright = random.Random(i), i % 2 == 1
-        low = 190 if bright else 0
-        image = Image.new("RGB", (32, 32))
-        image.putdata([tuple(rng.randrange(low, low + 65) for _ in range(3)) for _ in range(32 * 32)])
-        image.save(root / "images" / f"{i}.png")
-        lines.append(json.dumps({"image_url": f"images/{i}.png", "label": "bright" if bright else "dark"}))
-    (root / "train.jsonl").write_text("\n".join(lines) + "\n")
-    return root / "train.jsonl"
+    return bright_dark_set(tmp_path_factory.mktemp("bright_dark"))
 
 
 def job_file(folder: Path, data: Path, **fields: Any) -> Path:

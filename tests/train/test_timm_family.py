@@ -328,6 +328,27 @@ def test_a_checkpoint_loads_safely_and_resumes_after_its_epoch(tmp_path):
     assert [step for step, _ in ctx.reports] == [2, 3, 4] and second.epochs_run == 4
 
 
+
+def test_an_epoch_once_reported_is_never_trained_again_after_a_crash(tmp_path):
+    class KilledAfterSecondReport(MemoryContext):
+        def report(self, step: int, metrics: Mapping[str, float]) -> None:
+            super().report(step, metrics)
+            if step == 2:
+                raise KeyboardInterrupt  # the process dies right after the studio saw epoch 2
+
+    params = TrainingParams(number_of_epochs=3, early_stopping=False)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_flat_setup(), params, KilledAfterSecondReport(tmp_path))
+    ctx = MemoryContext(tmp_path)
+    resumed = fit(_flat_setup(), params, ctx)
+    assert resumed.epochs_run == 3 and [step for step, _ in ctx.reports] == [3]
+    # Killed after the last report: the run is over; its best result comes back and nothing retrains.
+    again = MemoryContext(tmp_path)
+    result = fit(_flat_setup(), params, again)
+    assert again.reports == [] and result.epochs_run == 3
+    assert (result.best_epoch, result.metrics) == (resumed.best_epoch, resumed.metrics)
+
+
 # --- metrics and data ----------------------------------------------------------------------------
 
 def test_samples_iou_counts_an_empty_prediction_of_an_empty_truth_as_perfect():
