@@ -27,12 +27,11 @@ from core.sweep.jobspec import DataRef, JobSpec, parse_job
 from core.sweep.space import grid_size
 from core.sweep.summary import AUTOML
 from core.train.recipe import ImageSizes
-from core.zoo.families import resolve
 from storage.db import session_scope
 from storage.repos import jobs
 from storage.repos.datasets import get_version
 from storage.settings import Settings
-from storage.tables import Job
+from storage.tables import DatasetVersion, Job
 
 if TYPE_CHECKING:
     from core.zoo.pretrained import ModelWeights
@@ -46,21 +45,15 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
     except ConfigError as exc:
         raise ConfigError(f"{file.name}: {exc.path}", exc.reason, exc.allowed, exc.hints) from None
     _check_grid(spec, file, settings.max_grid_points)
+    if spec.training_data.is_registered:  # a wrong dataset name is refused before torch is loaded
+        _registered(spec, *_dataset_ref(spec), engine)
     _check_models(spec)
     if spec.params.checkpoint_run_id:
         from core.runs.trial import checkpoint_weights
 
         checkpoint_weights(engine, spec.params.checkpoint_run_id, spec.task)
     name, version = _dataset(spec, file, settings, engine)
-    with session_scope(engine) as session:
-        row = get_version(session=session, name=name, version=version)
-        if row is None:
-            raise ConfigError("training_data.path", f"dataset {name}:{version or 'latest'} is not registered",
-                              hints=["kestrel data list"])
-        require_trainable(row, name)
-        if row.task != spec.task.value:
-            raise ConfigError("task", f"{spec.task.value} does not fit dataset {name}:{row.version}, which is "
-                              f"{row.task}", [row.task])
+    row = _registered(spec, name, version, engine)
     with session_scope(engine) as session:
         stored = spec.model_copy(update={"training_data": DataRef(name=name, version=str(row.version)),
                                          "validation_data": None})
@@ -131,15 +124,34 @@ def _check_grid(spec: JobSpec, file: Path, limit: int) -> None:
                           "sampling_algorithm: random or bayesian, which try max_trials points of any space")
 
 
+def _registered(spec: JobSpec, name: str, version: int | None, engine: Engine) -> DatasetVersion:
+    """The stored dataset version the job names, checked to be trainable for the job's task."""
+    with session_scope(engine) as session:
+        row = get_version(session=session, name=name, version=version)
+        if row is None:
+            raise ConfigError("training_data.path", f"dataset {name}:{version or 'latest'} is not registered",
+                              hints=["kestrel data list"])
+        require_trainable(row, name)
+        if row.task != spec.task.value:
+            raise ConfigError("task", f"{spec.task.value} does not fit dataset {name}:{row.version}, which is "
+                              f"{row.task}", [row.task])
+        return row
+
+
+def _dataset_ref(spec: JobSpec) -> tuple[str, int | None]:
+    data = spec.training_data
+    assert data.name is not None
+    if spec.validation_data is not None:
+        raise ConfigError("validation_data", "a registered training dataset carries its own validation "
+                          "split; leave validation_data out (or give both as paths)")
+    return data.name, int(data.version) if data.version and data.version.isdigit() else None
+
+
 def _dataset(spec: JobSpec, file: Path, settings: Settings, engine: Engine) -> tuple[str, int | None]:
     """The dataset version the job trains on; data given by path is imported first."""
     data = spec.training_data
     if data.is_registered:
-        assert data.name is not None
-        if spec.validation_data is not None:
-            raise ConfigError("validation_data", "a registered training dataset carries its own validation "
-                              "split; leave validation_data out (or give both as paths)")
-        return data.name, int(data.version) if data.version and data.version.isdigit() else None
+        return _dataset_ref(spec)
     assert data.path is not None
     if spec.validation_data is not None and spec.validation_data.path is None:
         raise ConfigError("validation_data.path", "give a path too when training_data is a path")
@@ -165,6 +177,8 @@ def _check_models(spec: JobSpec) -> None:
             if name is None:
                 continue
             try:
+                from core.zoo.families import resolve  # loads torch: after the cheaper checks
+
                 resolve(str(name), spec.task, resolve_params(spec.task, {"model_name": name}))
             except ConfigError as exc:
                 where = f"search_space[{i}].model_name" if spec.search_space else "training_parameters.model_name"
