@@ -8,6 +8,8 @@ from pathlib import Path
 
 from factories import box, classification_set, write_image, write_jsonl
 
+from core.data.formats.jsonl import parse_label
+
 
 def test_fridge_multiclass_jsonl_counts_match_its_source(cli, shared):
     report = cli.json("data", "import", shared / "fridgeObjects_small150", "--name", "fridge")
@@ -88,6 +90,40 @@ def test_multilabel_csv_with_space_and_comma_separated_labels(cli, tmp_path):
     assert (report["format"], report["task"]) == ("csv", "image_classification_multilabel")
     assert report["classes"] == {"bird": 1, "cat": 2, "dog": 2}
     assert report["annotations"] == 5
+
+
+
+def test_single_label_csv_is_multiclass_and_can_be_imported_as_multilabel(cli, tmp_path):
+    for i in range(4):
+        write_image(tmp_path / "images" / f"{i}.png", seed=i)
+    (tmp_path / "labels.csv").write_text("image,label\n" + "".join(
+        f"images/{i}.png,{'cat' if i % 2 else 'dog'}\n" for i in range(4)))
+    report = cli.json("data", "import", tmp_path / "labels.csv", "--name", "pets")
+    assert (report["format"], report["task"]) == ("csv", "image_classification")
+    assert report["classes"] == {"cat": 2, "dog": 2} and report["skipped"] == []
+    as_tags = cli.json("data", "import", tmp_path / "labels.csv", "--name", "pets-ml",
+                       "--task", "image_classification_multilabel")
+    assert as_tags["task"] == "image_classification_multilabel" and as_tags["annotations"] == 4
+
+
+def test_detection_labels_in_the_shape_of_the_reference_examples(cli, tmp_path):
+    """Seed 003 writes one box as an object, its numbers as strings, isCrowd as "true"/"false"."""
+    for i in range(3):
+        write_image(tmp_path / "images" / f"{i}.png", size=(40, 30), seed=i)
+    lines = [
+        {"image_url": "images/0.png", "image_details": {"format": "png", "width": "40px", "height": "30px"},
+         "label": {"label": "cat", "topX": "0.1", "topY": "0", "bottomX": "0.5", "bottomY": "1",
+                   "isCrowd": "true"}},
+        {"image_url": "images/1.png", "label": [
+            {"label": "dog", "topX": 0.2, "topY": 0.2, "bottomX": 0.6, "bottomY": 0.9, "isCrowd": False},
+            {"label": "cat", "topX": "0.5", "topY": "0.1", "bottomX": "0.9", "bottomY": "0.5", "isCrowd": 0}]},
+        {"image_url": "images/2.png", "label": {"label": "dog", "topX": 0, "topY": 0, "bottomX": 1,
+                                                "bottomY": 1, "isCrowd": "false"}}]
+    report = cli.json("data", "import", write_jsonl(tmp_path / "od.jsonl", lines), "--name", "od")
+    assert report["task"] == "image_object_detection" and report["skipped"] == []
+    assert report["classes"] == {"cat": 2, "dog": 2} and report["annotations"] == 4
+    crowd = [[i.is_crowd for i in parse_label(line["label"])[2]] for line in lines]
+    assert crowd == [[True], [False, False], [False]]
 
 
 def test_importing_again_makes_a_new_version_and_show_finds_each(cli, tmp_path):

@@ -1,4 +1,6 @@
-"""Multi-label CSV: ``filename,labels`` with labels separated by spaces or commas."""
+"""Classification CSV: ``filename,label`` with one class per row (multi-class), or ``filename,labels``
+with several separated by spaces or commas (multi-label); a dataset with any row of several is
+multi-label."""
 
 from __future__ import annotations
 
@@ -42,7 +44,9 @@ def read_csv(file: Path) -> Iterator[ImageRecord | Problem]:
         labels = [t for cell in cells for t in cell.replace(",", " ").split() if t]
         image = (file.parent / row[file_col].strip()).resolve()
         name = relative_name(image, file.parent.resolve())
-        yield ImageRecord(image, name, origin, line_no, LabelKind.TAGS, tuple(dict.fromkeys(labels)))
+        tags = tuple(dict.fromkeys(labels))
+        kind = LabelKind.TAG if len(tags) == 1 else LabelKind.TAGS if tags else None
+        yield ImageRecord(image, name, origin, line_no, kind, tags)
 
 
 @formats.register("csv")

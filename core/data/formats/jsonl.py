@@ -83,12 +83,15 @@ def _instance(obj: Any, index: int) -> Instance:
 def parse_label(label: Any) -> tuple[LabelKind | None, tuple[str, ...], tuple[Instance, ...]]:
     """The label kind and labels of one line's ``label`` value.
 
-    An empty list fits every list kind (an image without objects or tags): kind None.
+    An empty list fits every list kind (an image without objects or tags): kind None. Numbers may be
+    given as strings and ``isCrowd`` as a bool, 0/1 or "true"/"false", as the reference's examples do.
     """
     if isinstance(label, str):
         if not label.strip():
             raise LineError("label is empty", "give the image's class name")
         return LabelKind.TAG, (label.strip(),), ()
+    if isinstance(label, dict):  # the reference's examples also give a single box as one object
+        label = [label]
     if not isinstance(label, list):
         raise LineError(
             f"label is {type(label).__name__}, not a class name or a list",
