@@ -38,6 +38,9 @@ def job_submit(
     job = submit_job(file, settings=settings, engine=engine)
     assert job.id is not None
     device = _worker_device(engine)
+    notices = job.spec.get("notices", [])
+    for notice in notices:
+        err.print(f"[cyan]notice:[/cyan] {notice}")
     warnings = timeout_warnings(job, engine=engine, device=device)
     for warning in warnings:
         err.print(f"[yellow]warning:[/yellow] {warning}")
@@ -50,7 +53,7 @@ def job_submit(
     if wait:
         with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
             _wait(job.id, settings, engine, quiet=as_json)
-    _show(job.id, engine, as_json, warnings=warnings, pretrained=[w.as_dict() for w in weights])
+    _show(job.id, engine, as_json, warnings=warnings, notices=notices, pretrained=[w.as_dict() for w in weights])
 
 
 def _worker_device(engine: Any) -> str:
@@ -90,13 +93,13 @@ def _wait(job_id: int, settings: Any, engine: Any, *, quiet: bool) -> None:
 
 
 def _show(job_id: int, engine: Any, as_json: bool, *, warnings: list[str] | None = None,
-          pretrained: list[dict[str, str]] | None = None) -> None:
+          notices: list[str] | None = None, pretrained: list[dict[str, str]] | None = None) -> None:
     from core.sweep.summary import job_summary
 
     with session_scope(engine) as session:
         summary = job_summary(session=session, job_id=job_id)
     if as_json:
-        extra = {"warnings": warnings, "pretrained": pretrained} if warnings is not None else {}
+        extra = {"warnings": warnings, "notices": notices, "pretrained": pretrained} if warnings is not None else {}
         print(json.dumps(summary | extra, default=str))
         return
     out.print(f"job {summary['job_id']} [bold]{summary['status']}[/bold] {summary['name']} "

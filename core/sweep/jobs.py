@@ -59,7 +59,7 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
                                          "validation_data": None})
         job = jobs.enqueue(session=session, kind=AUTOML, name=spec.display_name or spec.name or file.stem,
                            spec={"yaml": stored.to_yaml(), "dataset": name, "version": row.version,
-                                 "source": str(file.resolve())})
+                                 "source": str(file.resolve()), "notices": spec.notices})
         session.refresh(job)
         session.expunge(job)
         return job

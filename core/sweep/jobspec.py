@@ -113,6 +113,19 @@ class JobSpec(_Frozen):
     search_space: tuple[dict[str, Any], ...] = ()  # per sub-space: name -> Distribution | fixed value
     outputs: dict[str, Any] | None = None
     resources: dict[str, Any] | None = None
+    properties: dict[str, Any] | None = None
+
+    @property
+    def notices(self) -> list[str]:
+        """What the file asks that does not apply on this machine: accepted, and said."""
+        said = []
+        if self.compute:
+            said.append(f"compute {self.compute!r} does not apply here: the job runs on this machine's worker")
+        for key in sorted(self.resources or {}):
+            said.append(f"resources.{key} does not apply here: trials use this machine's GPUs or CPU cores")
+        for key in sorted(set(self.properties or {}) - {"node_count_per_trial"}):
+            said.append(f"properties.{key} is kept with the job but changes nothing here")
+        return said
 
     @property
     def mode(self) -> Literal["single", "automode", "sweep"]:
@@ -140,7 +153,7 @@ class JobSpec(_Frozen):
         out["sweep"] = self.sweep.model_dump(mode="json", exclude_none=True) if self.sweep else None
         out["search_space"] = [{k: v.to_data() if is_distribution(v) else v for k, v in sub.items()}
                                for sub in self.search_space]
-        out["outputs"], out["resources"] = self.outputs, self.resources
+        out["outputs"], out["resources"], out["properties"] = self.outputs, self.resources, self.properties
         return {k: v for k, v in out.items() if v not in (None, {}, [])}
 
     def to_yaml(self) -> str:
@@ -148,6 +161,15 @@ class JobSpec(_Frozen):
         return yaml.safe_dump(self.to_data(), sort_keys=False, allow_unicode=True)
 
 
+# Job types of the reference that run a person's own code, and what to do in Kestrel instead.
+OTHER_JOB_TYPES = {
+    "pipeline": "run your own training code step by step; Kestrel runs AutoML jobs (type: automl): write the "
+                "pipeline's AutoML step (task, training_data, limits) as a job file of its own",
+    "command": "run your own script; Kestrel runs AutoML jobs (type: automl): run the script with python "
+               "directly, or describe the task and data in an AutoML job",
+    "sweep": "tune your own script; in Kestrel a type: automl job with sweep: and search_space: tunes the "
+             "zoo's models",
+}
 TOP_LEVEL = ["$schema", *[k for k in JobSpec.model_fields if k not in ("schema_", "params")]]
 
 
@@ -163,6 +185,8 @@ def parse_job(yaml_text: str, base_dir: Path) -> JobSpec:
         raise ConfigError("job", "nested too deeply to read; a job file needs a few levels") from None
     if not isinstance(doc, dict):
         raise ConfigError("job", "must be a YAML mapping with at least type, task and training_data")
+    if doc.get("type") in OTHER_JOB_TYPES:
+        raise ConfigError("type", f"{doc['type']!r} jobs {OTHER_JOB_TYPES[doc['type']]}", ["automl"])
     for key in doc:
         if key not in TOP_LEVEL:
             raise ConfigError(str(key), "unknown job key", TOP_LEVEL,
@@ -199,7 +223,23 @@ def parse_job(yaml_text: str, base_dir: Path) -> JobSpec:
         params=resolve_params(task, raw_params), sweep=sweep, search_space=space,
         outputs=_mapping(doc["outputs"], "outputs") if doc.get("outputs") is not None else None,
         resources=_mapping(doc["resources"], "resources") if doc.get("resources") is not None else None,
+        properties=_properties(doc.get("properties")),
     )
+
+
+def _properties(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    properties = _mapping(value, "properties")
+    nodes = properties.get("node_count_per_trial", 1)
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise ConfigError("properties.node_count_per_trial", f"{nodes!r} must be a whole number of machines, 1 or more")
+    if nodes > 1:
+        raise ConfigError("properties.node_count_per_trial", f"{nodes} machines per trial: Kestrel trains each trial "
+                          "in one process on this machine, on one GPU or the CPU",
+                          hints=["leave properties.node_count_per_trial out (or 1)",
+                                 "limits.max_concurrent_trials runs several trials at once instead"])
+    return {str(k): v for k, v in properties.items()}
 
 
 def _primary_metric(task: Task, value: Any) -> str:

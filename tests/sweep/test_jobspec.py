@@ -168,3 +168,49 @@ def test_refusals_name_the_field(base: Path, extra: dict, path: str, needle: str
 def test_unknown_top_level_key_gets_a_hint(base: Path) -> None:
     err = _refused(base, serach_space=[])
     assert err.path == "serach_space" and "search_space" in err.hints and "limits" in err.allowed
+
+
+SEED_004_PIPELINE = """\
+$schema: https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json
+type: pipeline
+
+description: intel_image_class_cnn pipeline
+
+display_name: intel_image_class_cnn
+experiment_name: intel_image_class_cnn
+
+settings:
+  default_datastore: azureml:workspaceblobstore
+  default_compute: azureml:gpu-cluster
+
+jobs:
+  tensorflow_cnn:
+    inputs:
+      training_data:
+        type: uri_file
+        path: azureml:IntelImageClassification-train:4
+        mode: ro_mount
+    type: command
+    component: file:../components/intel_image_class_cnn/component.yaml
+"""
+
+
+@pytest.mark.parametrize("kind", ["pipeline", "command", "sweep"])
+def test_jobs_that_run_own_code_are_refused_saying_what_kestrel_runs_instead(kind: str, base: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_job(SEED_004_PIPELINE.replace("type: pipeline", f"type: {kind}"), base)
+    assert info.value.path == "type" and info.value.allowed == ["automl"]
+    assert f"'{kind}' jobs " in str(info.value) and "type: automl" in str(info.value)
+
+
+def test_cloud_only_keys_are_accepted_with_a_notice_and_node_count_is_refused_above_one(base: Path) -> None:
+    job = _job(base, compute="azureml:gpu-cluster", resources={"instance_type": "Standard_NC6"},
+               properties={"node_count_per_trial": 1, "owner": "team-a"})
+    assert job.notices == [
+        "compute 'azureml:gpu-cluster' does not apply here: the job runs on this machine's worker",
+        "resources.instance_type does not apply here: trials use this machine's GPUs or CPU cores",
+        "properties.owner is kept with the job but changes nothing here"]
+    assert parse_job(job.to_yaml(), base) == job
+    err = _refused(base, properties={"node_count_per_trial": 4})
+    assert err.path == "properties.node_count_per_trial" and "4 machines per trial" in str(err)
+    assert any("max_concurrent_trials" in hint for hint in err.hints)
