@@ -126,6 +126,26 @@ def test_detection_labels_in_the_shape_of_the_reference_examples(cli, tmp_path):
     assert crowd == [[True], [False, False], [False]]
 
 
+
+def test_azureml_urls_of_a_datastore_resolve_by_the_longest_tail_found_in_the_folder(cli, tmp_path):
+    """Seed 004's JSONL, written by Azure's helper, names blobs under LocalUpload/<hash>/; the person
+    downloaded train/<class>/ only. Two classes share file names, so the tail must be long enough."""
+    store = "azureml://subscriptions/s/resourcegroups/g/workspaces/w/datastores/workspaceblobstore/paths"
+    lines = []
+    for n, cls in enumerate(("buildings", "forest")):
+        for i in range(3):
+            write_image(tmp_path / "data" / "train" / cls / f"{i}.jpg", seed=10 * n + i, fmt="JPEG")
+            lines.append({"image_url": f"{store}/LocalUpload/0a1b2c/train/{cls}/{i}.jpg", "label": cls})
+    lines.append({"image_url": f"{store}/LocalUpload/0a1b2c/train/glacier/9.jpg", "label": "glacier"})
+    lines.append({"image_url": f"{store}/../../etc/passwd", "label": "x"})
+    write_jsonl(tmp_path / "data" / "train.jsonl", lines)
+    report = cli.json("data", "import", tmp_path / "data", "--name", "intel")
+    assert report["classes"] == {"buildings": 3, "forest": 3}
+    assert [(s["line"], s["error"]) for s in report["skipped"]] == [
+        (7, f"no file in the imported folder ends with '9.jpg' of '{store}/LocalUpload/0a1b2c/train/glacier/9.jpg'"),
+        (8, f"image_url '{store}/../../etc/passwd' climbs out of its datastore with '..'")]
+
+
 def test_importing_again_makes_a_new_version_and_show_finds_each(cli, tmp_path):
     first = classification_set(tmp_path / "a", {"x": 6, "y": 6})
     second = classification_set(tmp_path / "b", {"x": 7, "y": 7})

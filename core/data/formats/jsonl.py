@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from core.base.tasks import LabelKind
@@ -26,8 +26,10 @@ class LineError(ValueError):
 def resolve_image_url(url: str, jsonl_dir: Path, data_root: Path) -> tuple[Path, str]:
     """The local file an ``image_url`` names, and the name to show for it.
 
-    ``azureml://.../paths/<rel>`` is resolved against the folder being imported, since a
-    local copy of a datastore keeps the datastore's relative layout.
+    ``azureml://.../paths/<rel>`` is resolved against the folder being imported: a local copy of a
+    datastore keeps its layout, but people download only part of it (``train/buildings/1.jpg`` of
+    ``LocalUpload/<hash>/train/buildings/1.jpg``), so the longest tail of ``<rel>`` that is a file
+    there is taken.
     """
     if url.startswith("azureml://"):
         if "/paths/" not in url:
@@ -35,8 +37,17 @@ def resolve_image_url(url: str, jsonl_dir: Path, data_root: Path) -> tuple[Path,
                 f"image_url {url!r} has no '/paths/<relative path>' part",
                 "use an azureml:// URL ending in /paths/<file>, or a relative path",
             )
-        rel = url.split("/paths/", 1)[1].lstrip("/")
-        return data_root / rel, rel
+        parts = PurePosixPath(url.split("/paths/", 1)[1].lstrip("/")).parts
+        if ".." in parts or not parts:
+            raise LineError(f"image_url {url!r} climbs out of its datastore with '..'",
+                            "give the file's path below /paths/ without '..'")
+        for start in range(len(parts)):
+            rel = "/".join(parts[start:])
+            if (data_root / rel).is_file():
+                return data_root / rel, rel
+        raise LineError(f"no file in the imported folder ends with {parts[-1]!r} of {url!r}",
+                        "import the folder that holds the datastore's files (its layout below /paths/, "
+                        "or any tail of it such as train/<class>/<file>)")
     path = Path(url)
     if not path.is_absolute():
         path = (jsonl_dir / path).resolve()
