@@ -1,5 +1,5 @@
 """The Endpoints page: each endpoint's scoring URL, live state and health, keys (masked until shown, copy,
-regenerate), deployments with their traffic split, snippets that call it, restart and delete.
+regenerate), deployments with their traffic split, snippets that call it, start, restart and delete.
 
 ``?endpoint=NAME`` selects the endpoint shown, so a reload or a link from the Models page lands on it. The
 table follows each server's state from the database and asks its ``/health``; no model runs in this process.
@@ -7,23 +7,28 @@ table follows each server's state from the database and asks its ``/health``; no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pandas as pd
 import streamlit as st
+from sqlalchemy import Engine
 
 from core.base.errors import KestrelError
 from core.serving import manage, runner
 from storage.db import session_scope
 from storage.repos import models as repo
+from storage.settings import Settings
 from ui import common as _ui
 
 HEALTH_TIMEOUT_S = 0.5  # a hung server must not stall the page's refresh
-STATE_ICON = {"ready": "🟢", "starting": "⏳", "creating": "⏳", "failed": "❌", "stopped": "⏹️"}
+STATE_ICON = {"ready": "🟢", "starting": "⏳", "creating": "⏳", "failed": "❌", "stopped": "⏹️", "down": "🔴"}
 
 
 def _health(uri: str, state: str) -> str:
+    if state == runner.DOWN:
+        return "server not running"
     if not uri or state == runner.STOPPED:
         return "—"
     try:
@@ -50,26 +55,40 @@ def endpoint_states() -> None:
 
 
 def _keys(name: str) -> str:
-    """The key rows (masked until shown) with their regenerate buttons; returns the primary key."""
+    """The key rows (masked until shown) with their regenerate buttons; returns the primary key ("" when it
+    cannot be read)."""
     show = st.toggle("Show keys", key="endpoints_show_keys")
+    settings = _ui.settings()
     for kind in manage.KEY_TYPES:
         label, button = st.columns([5, 1], vertical_alignment="bottom")
         # The button is drawn first so a regenerated key is the one shown in this same run.
         if button.button("Regenerate", key=f"endpoints_regenerate_{kind}", help=f"Replace the {kind} key",
                          width="stretch"):
-            with session_scope(_ui.engine()) as session:
-                manage.regenerate_key(session=session, name=name, key_type=kind)
-            st.toast(f"New {kind} key for {name}: the old one stops working at the next request.")
-        with session_scope(_ui.engine()) as session:
-            key = manage.keys(session, name)[f"{kind}_key"]
+            try:
+                with session_scope(_ui.engine()) as session:
+                    manage.regenerate_key(session=session, name=name, key_type=kind, settings=settings)
+            except KestrelError as exc:  # e.g. the secret file is readable by others
+                st.error(f"Not regenerated — {_ui.say(exc)}")
+            else:
+                st.toast(f"New {kind} key for {name}: the old one stops working at the next request.")
         with label:
             st.caption(f"{kind.capitalize()} key")
-            if show:
-                st.code(key, language=None)  # st.code has a copy button
-            else:
-                st.text(f"{key[:4]}{'•' * 24}")
+            _key_text(name, kind, show)
     with session_scope(_ui.engine()) as session:
-        return manage.keys(session, name)["primary_key"]
+        return manage.readable_keys(manage.get_endpoint(session, name), settings)["primary_key"] or ""
+
+
+def _key_text(name: str, kind: str, show: bool) -> None:
+    try:
+        with session_scope(_ui.engine()) as session:
+            key = manage.unseal_key(manage.get_endpoint(session, name), kind, _ui.settings())
+    except KestrelError as exc:  # sealed with a secret that was lost or changed
+        st.error(_ui.say(exc))
+        return
+    if show:
+        st.code(key, language=None)  # st.code has a copy button
+    else:
+        st.text(f"{key[:4]}{'•' * 24}")
 
 
 def _traffic_form(name: str, info: dict[str, Any]) -> None:
@@ -133,14 +152,14 @@ def _endpoint_view(name: str) -> None:
             curl, python = snippets(info["scoring_uri"], primary_key)
             st.code(curl, language="bash")
             st.code(python, language="python")
-    left, right = st.columns(2)
-    if left.button("Restart", key="endpoints_restart", help="Reloads the models, e.g. after changing settings."):
-        try:
-            runner.start(_ui.settings(), _ui.engine(), name)
-        except KestrelError as exc:  # e.g. a deployed model's files are gone
-            st.error(f"Not restarted — {_ui.say(exc)}")
-        else:
-            st.toast(f"{name} restarting; its state is in the table above.")
+    if info["state"] == runner.DOWN:
+        st.warning(f"Endpoint {name} is down: its server is not running. Press Start.")
+    start, restart, right = st.columns(3)
+    if start.button("Start", key="endpoints_start", disabled=info["state"] not in (runner.DOWN, runner.STOPPED),
+                    help="Starts the server when it is not running, e.g. after it was killed."):
+        _start(name, runner.ensure_started, "Not started", "starting")
+    if restart.button("Restart", key="endpoints_restart", help="Reloads the models, e.g. after changing settings."):
+        _start(name, runner.start, "Not restarted", "restarting")
     sure = right.checkbox("Yes, delete this endpoint", key="endpoints_delete_sure")
     if right.button("Delete endpoint", key="endpoints_delete", disabled=not sure):
         runner.stop(_ui.engine(), name)
@@ -149,6 +168,15 @@ def _endpoint_view(name: str) -> None:
         st.query_params.pop("endpoint", None)
         st.session_state.pop("endpoints_endpoint", None)
         st.rerun()
+
+
+def _start(name: str, start: Callable[[Settings, Engine, str], object], failed: str, doing: str) -> None:
+    try:
+        start(_ui.settings(), _ui.engine(), name)
+    except KestrelError as exc:  # e.g. a deployed model's files are gone
+        st.error(f"{failed} — {_ui.say(exc)}")
+    else:
+        st.toast(f"{name} {doing}; its state is in the table above.")
 
 
 st.title("Endpoints")

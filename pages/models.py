@@ -128,7 +128,7 @@ def _deploy_form(ref: str, default_name: str) -> None:
     try:
         with session_scope(_ui.engine()) as session:  # the endpoint and its deployment in one transaction
             if choice == NEW_ENDPOINT:
-                manage.create_endpoint(session=session, name=endpoint.strip())
+                manage.create_endpoint(session=session, name=endpoint.strip(), settings=_ui.settings())
             manage.add_deployment(session=session, endpoint=endpoint.strip(), name=deployment.strip(), model=ref)
         # Not waiting for readiness: the Endpoints page follows the state the server writes.
         runner.start(_ui.settings(), _ui.engine(), endpoint.strip())

@@ -25,7 +25,7 @@ from PIL import Image
 from core.base.tasks import Task
 from core.data.draw import Overlay, colour_for, draw_labels, thumbnail
 from core.explain.params import XAI_ALGORITHMS
-from core.serving import manage
+from core.serving import manage, runner
 from storage.db import session_scope
 from storage.repos import models as repo
 from storage.tables import ModelVersion
@@ -86,7 +86,7 @@ class ScoreResult:
 
 
 def _targets() -> dict[str, Target]:
-    out = {}
+    out, settings = {}, _ui.settings()
     with session_scope(_ui.engine()) as session:
         for row in repo.list_endpoints(session=session):
             deployed = {}
@@ -97,7 +97,9 @@ def _targets() -> dict[str, Target]:
                                         tuple(version.settings.get("classes", ())))
             if deployed:
                 info = manage.endpoint_info(session, row.name)
-                out[row.name] = Target(row.name, info["scoring_uri"], row.state, row.primary_key, deployed,
+                # A key sealed with a lost secret is None; the endpoint then says how to replace it.
+                key = next((k for k in manage.readable_keys(row, settings).values() if k), "")
+                out[row.name] = Target(row.name, info["scoring_uri"], info["state"], key, deployed,
                                        dict(row.traffic))
     return out
 
@@ -278,7 +280,9 @@ def _endpoint_form(targets: dict[str, Target]) -> None:
             st.session_state["score_deployment"] = BY_TRAFFIC
         picked = st.selectbox("Deployment", choices, key="score_deployment")
     deployment = None if picked == BY_TRAFFIC else picked
-    if chosen.state != "ready":
+    if chosen.state == runner.DOWN:
+        st.warning(f"Endpoint {chosen.name} is down: its server is not running. Start it on the Endpoints page.")
+    elif chosen.state != "ready":
         st.warning(f"Endpoint {chosen.name} is {chosen.state}; it answers once its models are loaded "
                    "(its health is on the Endpoints page).")
     uploads = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="score_images")

@@ -11,6 +11,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, event
 from sqlmodel import Session, create_engine
 
+from storage.settings import Settings
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -48,13 +50,17 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine, settings: Settings | None = None) -> Config:
+    """Alembic's configuration for ``engine``; ``settings`` give data migrations what lies outside the
+    database (0003 seals endpoint keys with the secret in ``settings.home`` or the environment)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["engine"] = engine
+    config.attributes["settings"] = settings
     return config
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration; existing rows are kept."""
-    command.upgrade(alembic_config(engine), "head")
+def upgrade(engine: Engine, settings: Settings | None = None) -> None:
+    """Bring the schema to the newest migration; existing rows are kept. Without ``settings`` a database
+    holding endpoint keys not yet sealed cannot be upgraded (the migration needs the secret)."""
+    command.upgrade(alembic_config(engine, settings), "head")

@@ -65,7 +65,7 @@ def settings() -> Settings:
 @st.cache_resource(show_spinner=False)
 def _engine_for(db_url: str) -> Engine:
     engine = make_engine(db_url)
-    upgrade(engine)
+    upgrade(engine, settings())  # the settings locate the secret that seals endpoint keys
     return engine
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from core.base.errors import ConfigError, KestrelError
 from storage.db import make_engine, upgrade
+from storage.secrets import SecretError
 from storage.settings import Settings
 
 app = typer.Typer(help="Kestrel: local AutoML for images.", no_args_is_help=True)
@@ -41,7 +42,10 @@ def reports_errors(command: F) -> F:
 def open_storage() -> tuple[Settings, Engine]:
     settings = Settings()
     engine = make_engine(settings.db_url)
-    upgrade(engine)
+    try:
+        upgrade(engine, settings)
+    except SecretError as exc:  # sealing the keys of an older database needs the secret
+        raise KestrelError(f"the database cannot be upgraded: {exc}") from None
     return settings, engine
 
 

@@ -120,12 +120,40 @@ def endpoint_create(name: str, as_json: JsonFlag = False) -> None:
 
     settings, engine = open_storage()
     with session_scope(engine) as session:
-        create_endpoint(session=session, name=name)
+        create_endpoint(session=session, name=name, settings=settings)
     runner.start(settings, engine, name)
     runner.wait_ready(settings, engine, name)
     with session_scope(engine) as session:
         info = endpoint_info(session, name)
     _emit(info, as_json, f"endpoint {name} serving at {info['scoring_uri']}")
+
+
+@endpoint_app.command("start")
+@reports_errors
+def endpoint_start(name: str, as_json: JsonFlag = False) -> None:
+    """Start the endpoint's server unless it runs (e.g. after it was killed), and wait until it is ready."""
+    from core.serving import runner
+
+    settings, engine = open_storage()
+    started = runner.ensure_started(settings, engine, name)
+    runner.wait_ready(settings, engine, name)
+    with session_scope(engine) as session:
+        info = endpoint_info(session, name)
+    _emit(info, as_json, f"endpoint {name} {'started' if started else 'was running'}: {info['scoring_uri']}")
+
+
+@endpoint_app.command("restart")
+@reports_errors
+def endpoint_restart(name: str, as_json: JsonFlag = False) -> None:
+    """Stop the endpoint's server and start it again (it reloads its models), on its port when that is free."""
+    from core.serving import runner
+
+    settings, engine = open_storage()
+    runner.start(settings, engine, name)
+    runner.wait_ready(settings, engine, name)
+    with session_scope(engine) as session:
+        info = endpoint_info(session, name)
+    _emit(info, as_json, f"endpoint {name} restarted: {info['scoring_uri']}")
 
 
 @endpoint_app.command("list")
@@ -151,10 +179,13 @@ def endpoint_list(as_json: JsonFlag = False) -> None:
 @reports_errors
 def endpoint_show(name: str, as_json: JsonFlag = False) -> None:
     """An endpoint: scoring_uri, state, deployments and traffic."""
-    _, engine = open_storage()
+    from core.serving import runner
+
+    settings, engine = open_storage()
     with session_scope(engine) as session:
         info = endpoint_info(session, name)
-    _emit(info, as_json, json.dumps(info, indent=2))
+    tail = runner.log_tail(settings, name) if info["state"] == runner.DOWN else []
+    _emit(info, as_json, json.dumps(info, indent=2) + "".join(f"\nlog: {line}" for line in tail))
 
 
 @endpoint_app.command("keys")
@@ -163,9 +194,9 @@ def endpoint_keys(name: str, as_json: JsonFlag = False) -> None:
     """The endpoint's primary and secondary keys (send one as 'Authorization: Bearer <key>')."""
     from core.serving.manage import keys as endpoint_keys
 
-    _, engine = open_storage()
+    settings, engine = open_storage()
     with session_scope(engine) as session:
-        keys = endpoint_keys(session, name)
+        keys = endpoint_keys(session, name, settings)
     _emit(keys, as_json, f"primary:   {keys['primary_key']}\nsecondary: {keys['secondary_key']}")
 
 
@@ -181,9 +212,9 @@ def endpoint_regenerate_key(
 
     if key_type not in KEY_TYPES:  # refused before the database is opened
         raise ConfigError("--key-type", f"{key_type!r} is not a key", KEY_TYPES)
-    _, engine = open_storage()
+    settings, engine = open_storage()
     with session_scope(engine) as session:
-        keys = regenerate_key(session=session, name=name, key_type=key_type)
+        keys = regenerate_key(session=session, name=name, key_type=key_type, settings=settings)
     _emit(keys, as_json, f"new {key_type} key: {keys[key_type + '_key']}")
 
 

@@ -111,19 +111,17 @@ def check_image(data: bytes, max_pixels: int) -> tuple[int, int, str]:
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """The decoded image, refused (ItemError) when it is a bomb, above the pixel limit, corrupt or
     of a format we do not take."""
+    return decode_image(open_header(data, max_pixels))
+
+
+def open_header(data: bytes, max_pixels: int) -> Image.Image:
+    """The image with only its header read (size and format known, no pixel decoded yet), refused
+    (ItemError) when it is not an image, of a format we do not take, or above the pixel limit."""
     try:
         with warnings.catch_warnings():
             # PIL warns above its own limit; ours (checked next, from the header) decides instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
-            width, height = im.size
-            if width * height > max_pixels:
-                raise ItemError(
-                    f"{width}×{height} = {width * height:,} pixels is above the pixel limit of "
-                    f"{max_pixels:,} (a decompression bomb or an oversized image)", PIXEL_FIX)
-            im.load()
-    except ItemError:
-        raise  # a ValueError too, but already the right message: not "corrupt" below
     except Image.DecompressionBombError as exc:  # above twice PIL's limit, whatever ours says
         raise ItemError(f"the image is above the pixel limit, refused as a decompression bomb "
                         f"({exc})", "downscale the image") from None
@@ -133,8 +131,22 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         raise ItemError(f"the image is truncated or corrupt ({exc})",
                         "re-export or re-download the image") from None
+    width, height = im.size
+    if width * height > max_pixels:
+        raise ItemError(f"{width}×{height} = {width * height:,} pixels is above the pixel limit of "
+                        f"{max_pixels:,} (a decompression bomb or an oversized image)", PIXEL_FIX)
     if (im.format or "") not in SUFFIX_BY_FORMAT:
         raise ItemError(f"{im.format or 'unknown'} images are not supported", "convert it to JPEG or PNG")
+    return im
+
+
+def decode_image(im: Image.Image) -> Image.Image:
+    """``im`` (from `open_header`) with its pixels decoded; refused (ItemError) when they are corrupt."""
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ItemError(f"the image is truncated or corrupt ({exc})",
+                        "re-export or re-download the image") from None
     return im
 
 

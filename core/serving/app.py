@@ -12,9 +12,6 @@ runs are scored together in the next one, and no second OpenMP thread team fight
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import queue
 import random
@@ -22,7 +19,7 @@ import secrets
 import threading
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +27,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from PIL import Image, ImageOps
 
 from core.base.errors import KestrelError
-from core.data.validate import ItemError, open_image
+from core.serving.inputs import Item, Refused, read_items
+from core.serving.manage import readable_keys
 from storage.db import make_engine, session_scope
 from storage.repos import models
 from storage.settings import Settings
@@ -42,12 +39,10 @@ from storage.tables import Endpoint, ModelVersion
 log = logging.getLogger(__name__)
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 BATCH_IMAGES = 16  # the most images one forward pass takes when requests are scored together
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+# Requests parsed and decoded at once. Each holds its images as RGB (3 bytes a pixel, up to 384 MB at the
+# default max_request_pixels) while it decodes, so a few threads bound the server's memory; two, so that
+# one slow request leaves a thread free for the others.
+DECODE_THREADS = 2
 
 
 @dataclass
@@ -60,15 +55,16 @@ class _Loaded:
 class _Access:
     """The endpoint's keys and traffic, read again only when the database changed: SQLite's
     ``data_version`` moves whenever another connection commits, so a regenerated key still counts at
-    the very next request. Other databases are read at each request."""
+    the very next request. Other databases are read at each request. Keys are stored sealed; one that
+    cannot be unsealed with this server's secret is None."""
 
-    def __init__(self, engine: Any, name: str) -> None:
-        self.engine, self.name = engine, name
+    def __init__(self, engine: Any, name: str, settings: Settings) -> None:
+        self.engine, self.name, self.settings = engine, name, settings
         self.probe = engine.raw_connection() if engine.dialect.name == "sqlite" else None
         self.version: int | None = None
-        self.value: tuple[tuple[str, str], dict[str, int]] | None = None
+        self.value: tuple[tuple[str | None, ...], dict[str, int]] | None = None
 
-    def get(self) -> tuple[tuple[str, str], dict[str, int]]:
+    def get(self) -> tuple[tuple[str | None, ...], dict[str, int]]:
         version = None
         if self.probe is not None:
             cursor = self.probe.cursor()
@@ -77,7 +73,7 @@ class _Access:
         if self.value is None or version is None or version != self.version:
             with session_scope(self.engine) as session:
                 row = _endpoint(session, self.name)
-                self.value = (row.primary_key, row.secondary_key), dict(row.traffic)
+                self.value = tuple(readable_keys(row, self.settings).values()), dict(row.traffic)
             self.version = version
         return self.value
 
@@ -85,8 +81,9 @@ class _Access:
 def create_app(endpoint: str, settings: Settings) -> FastAPI:
     engine = make_engine(settings.db_url)
     loaded = _Loaded()
-    access = _Access(engine, endpoint)
+    access = _Access(engine, endpoint, settings)
     inference = _Inference()
+    decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
 
     def load() -> None:
         from core.inference.predict import load_predictor
@@ -111,6 +108,7 @@ def create_app(endpoint: str, settings: Settings) -> FastAPI:
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
         inference.call(load)
         yield
+        decoder.shutdown(wait=False, cancel_futures=True)
         engine.dispose()
 
     app = FastAPI(title=f"Kestrel endpoint {endpoint}", lifespan=lifespan,
@@ -139,7 +137,9 @@ def create_app(endpoint: str, settings: Settings) -> FastAPI:
         if not loaded.ready:
             raise Refused(503, loaded.error or "the model is loading; retry in a few seconds")
         deployment = _pick(request.headers.get(DEPLOYMENT_HEADER), traffic, loaded.predictors)
-        items = _parse(body, request.headers.get("content-type", ""), settings.max_image_pixels)
+        # Parsing and decoding take up to seconds for large images: off the loop, so other requests go on.
+        items = await asyncio.get_running_loop().run_in_executor(
+            decoder, read_items, body, request.headers.get("content-type", ""), settings)
         answers = await asyncio.wrap_future(inference.score(loaded.predictors[deployment], items))
         return JSONResponse(answers, headers={DEPLOYMENT_HEADER: deployment})
 
@@ -161,10 +161,14 @@ def _set_state(engine: Any, name: str, state: str) -> None:
             session.add(row)
 
 
-def _authorize(header: str, keys: tuple[str, str]) -> None:
+def _authorize(header: str, keys: tuple[str | None, ...]) -> None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Refused(401, "missing key: send the header 'Authorization: Bearer <key>'")
+    if not any(key is not None for key in keys):
+        raise Refused(500, "this endpoint's keys cannot be read with the server's secret (KESTREL_SECRET_KEY or "
+                           "KESTREL_HOME/secret.key): `kestrel endpoint keys NAME` says why; when the secret was "
+                           "lost or changed, make new keys with `kestrel endpoint regenerate-key NAME`")
     if not any(key and secrets.compare_digest(token.strip(), key) for key in keys):
         raise Refused(401, "wrong key: `kestrel endpoint keys NAME` shows the current keys")
 
@@ -187,75 +191,11 @@ def _pick(asked: str | None, traffic: dict[str, int], predictors: dict[str, Any]
 
 
 @dataclass
-class _Item:
-    image: Image.Image
-    explain: bool = False
-    xai: dict[str, Any] = field(default_factory=dict)
-
-
-def _parse(body: bytes, content_type: str, max_pixels: int) -> list[_Item]:
-    kind = content_type.split(";")[0].strip().lower()
-    if kind == "application/json":
-        return _parse_json(body, max_pixels)
-    if kind in ("application/octet-stream", "") or kind.startswith("image/"):
-        return [_Item(_image(body, max_pixels, "the request body"))]
-    raise Refused(400, f"content type {kind!r} is not accepted: send image bytes as application/octet-stream "
-                       "or the JSON form {\"input_data\": {\"columns\": [\"image\"], \"data\": [...]}}")
-
-
-def _parse_json(body: bytes, max_pixels: int) -> list[_Item]:
-    try:
-        doc = json.loads(body)
-        data = doc["input_data"]["data"]
-    except (ValueError, KeyError, TypeError):
-        raise Refused(400, "the JSON must be {\"input_data\": {\"columns\": [\"image\"], \"data\": [<base64 image> or "
-                           "<JSON string with image_base64>, ...]}}") from None
-    if not isinstance(data, list) or not data:
-        raise Refused(400, "input_data.data must be a non-empty list of images")
-    items = []
-    for i, entry in enumerate(data):
-        where = f"input_data.data[{i}]"
-        entry = entry[0] if isinstance(entry, list) and len(entry) == 1 else entry  # a one-column row
-        options: dict[str, Any] = {}
-        if isinstance(entry, str) and entry.lstrip().startswith("{"):
-            try:
-                options = json.loads(entry)
-            except ValueError:
-                raise Refused(400, f"{where}: not valid JSON") from None
-        elif isinstance(entry, dict):
-            options = entry
-        encoded = options.get("image_base64", entry if not options else None)
-        if not isinstance(encoded, str):
-            raise Refused(400, f"{where}: give the image as a base64 string (or image_base64 in a JSON string)")
-        try:
-            raw = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise Refused(400, f"{where}: not valid base64") from None
-        explain = str(options.get("model_explainability", False)).lower() == "true"
-        xai = options.get("xai_parameters") or {}
-        if isinstance(xai, str):
-            try:
-                xai = json.loads(xai)
-            except ValueError:
-                raise Refused(400, f"{where}.xai_parameters: not valid JSON") from None
-        items.append(_Item(_image(raw, max_pixels, where), explain, xai))
-    return items
-
-
-def _image(raw: bytes, max_pixels: int, where: str) -> Image.Image:
-    try:
-        image = open_image(raw, max_pixels)
-    except ItemError as exc:
-        raise Refused(400, f"{where}: {exc} — {exc.fix}") from None
-    return ImageOps.exif_transpose(image).convert("RGB")
-
-
-@dataclass
 class _Work:
     future: Future
     call: Callable[[], Any] | None = None  # anything else that must run on the inference thread
     predictor: Any = None
-    items: list[_Item] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
 
 
 class _Inference:
@@ -273,7 +213,7 @@ class _Inference:
         self.waiting.put(work)
         return work.future
 
-    def score(self, predictor: Any, items: list[_Item]) -> Future:
+    def score(self, predictor: Any, items: list[Item]) -> Future:
         work = _Work(Future(), predictor=predictor, items=items)
         self.waiting.put(work)
         return work.future
@@ -333,7 +273,7 @@ def _settle(work: _Work, fn: Callable[[], Any]) -> None:
         work.future.set_exception(exc)
 
 
-def _answer(predictor: Any, items: list[_Item]) -> list[dict[str, Any]]:
+def _answer(predictor: Any, items: list[Item]) -> list[dict[str, Any]]:
     from core.inference.predict import answer_json
 
     try:

@@ -1,6 +1,8 @@
 """Endpoint and deployment bookkeeping shared by `kestrel endpoint …` and the studio: names, keys,
 deployments and traffic, checked and written in the caller's transaction. Torch-free and process-free:
-starting or stopping a server is core.serving.runner's job."""
+starting, stopping or checking on a server is core.serving.runner's job.
+
+Keys are stored sealed (storage.secrets): the database alone never reveals one."""
 
 from __future__ import annotations
 
@@ -10,10 +12,12 @@ from typing import Any
 
 from sqlmodel import Session
 
-from core.base.errors import ConfigError, NotFound
+from core.base.errors import ConfigError, KestrelError, NotFound
 from core.inference.models import resolve
-from core.serving.runner import scoring_uri
+from core.serving import runner
+from storage import secrets as sealed
 from storage.repos import models
+from storage.settings import Settings
 from storage.tables import Deployment, Endpoint, ModelVersion
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
@@ -43,16 +47,20 @@ def endpoint_info(session: Session, name: str) -> dict[str, Any]:
         assert version is not None  # a foreign key
         model = models.model_of(session=session, version=version)
         deployed.append({"name": d.name, "model": f"{model.name}:{version.version}", "task": model.task})
-    uri = scoring_uri(row.host, row.port)
-    return {"name": row.name, "scoring_uri": uri, "openapi_uri": uri.replace("/score", "/docs"), "state": row.state,
+    uri = runner.scoring_uri(row.host, row.port)
+    state = runner.shown_state(row)
+    info = {"name": row.name, "scoring_uri": uri, "openapi_uri": uri.replace("/score", "/docs"), "state": state,
             "port": row.port, "pid": row.pid, "traffic": row.traffic, "deployments": deployed}
+    if state == runner.DOWN:
+        info["hint"] = f"its server is not running; `kestrel endpoint start {row.name}`"
+    return info
 
 
-def create_endpoint(*, session: Session, name: str) -> Endpoint:
+def create_endpoint(*, session: Session, name: str, settings: Settings) -> Endpoint:
     """A new endpoint row with two fresh keys; its server is started separately."""
     if models.get_endpoint(session=session, name=check_name(name, "NAME")) is not None:
         raise ConfigError("NAME", f"endpoint {name} exists already", hints=["kestrel endpoint show " + name])
-    row = Endpoint(name=name, primary_key=secrets.token_urlsafe(32), secondary_key=secrets.token_urlsafe(32))
+    row = Endpoint(name=name, primary_key=_new_key(settings), secondary_key=_new_key(settings))
     session.add(row)
     session.flush()
     return row
@@ -74,19 +82,50 @@ def add_deployment(*, session: Session, endpoint: str, name: str, model: str) ->
     return deployment
 
 
-def keys(session: Session, name: str) -> dict[str, str]:
+def keys(session: Session, name: str, settings: Settings) -> dict[str, str]:
+    """Both keys of ``name`` in the clear; a key that cannot be unsealed is an error saying how to replace it."""
     row = get_endpoint(session, name)
-    return {"primary_key": row.primary_key, "secondary_key": row.secondary_key}
+    return {f"{kind}_key": unseal_key(row, kind, settings) for kind in KEY_TYPES}
 
 
-def regenerate_key(*, session: Session, name: str, key_type: str) -> dict[str, str]:
-    """Replace the ``key_type`` key of ``name``; the old one stops working at the next request."""
+def readable_keys(row: Endpoint, settings: Settings) -> dict[str, str | None]:
+    """Both keys of ``row`` in the clear, None for one that cannot be unsealed with this secret (so the other
+    still works while the lost one is regenerated)."""
+    readable: dict[str, str | None] = {}
+    for kind in KEY_TYPES:
+        try:
+            readable[f"{kind}_key"] = unseal_key(row, kind, settings)
+        except KestrelError:
+            readable[f"{kind}_key"] = None
+    return readable
+
+
+def unseal_key(row: Endpoint, kind: str, settings: Settings) -> str:
+    try:
+        return sealed.unseal(getattr(row, f"{kind}_key"), settings)
+    except sealed.WrongSecret as exc:
+        raise KestrelError(f"the {kind} key of endpoint {row.name} cannot be read with this secret: {exc}; make a "
+                           f"new one with `kestrel endpoint regenerate-key {row.name} --key-type {kind}`") from None
+    except sealed.SecretError as exc:
+        raise KestrelError(f"the keys of endpoint {row.name} cannot be read: {exc}") from None
+
+
+def regenerate_key(*, session: Session, name: str, key_type: str, settings: Settings) -> dict[str, str]:
+    """Replace the ``key_type`` key of ``name``; the old one stops working at the next request. Returns the
+    keys that can be read (the other one may still be sealed with a lost secret)."""
     if key_type not in KEY_TYPES:
         raise ConfigError("--key-type", f"{key_type!r} is not a key", KEY_TYPES)
     row = get_endpoint(session, name)
-    setattr(row, f"{key_type}_key", secrets.token_urlsafe(32))
+    setattr(row, f"{key_type}_key", _new_key(settings))
     session.add(row)
-    return keys(session, name)
+    return {kind: key for kind, key in readable_keys(row, settings).items() if key is not None}
+
+
+def _new_key(settings: Settings) -> str:
+    try:
+        return sealed.seal(secrets.token_urlsafe(32), settings)
+    except sealed.SecretError as exc:
+        raise KestrelError(f"no endpoint key can be made: {exc}") from None
 
 
 def parse_traffic(text: str) -> dict[str, int]:

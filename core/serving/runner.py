@@ -1,6 +1,9 @@
 """Endpoint processes: start (detached, so they outlive the command or studio that started them),
 stop, restart, and bring back after a reboot or a studio start. Torch-free: it only runs processes
-and records their pid and port in the database."""
+and records their pid, start time and port in the database.
+
+A server killed outright (kill -9, a crash, a reboot) cannot update its row, so the state shown is the
+row's checked against the process (`shown_state`): "down" when the row says it serves but it is gone."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -21,9 +25,13 @@ from core.base.processes import process_alive
 from storage.db import session_scope
 from storage.repos import models
 from storage.settings import Settings
+from storage.tables import Endpoint, utcnow
 
 ROOT = Path(__file__).resolve().parents[2]
 STOPPED = "stopped"
+DOWN = "down"  # shown, never stored: the row says starting or ready, and its process is gone
+SERVING = ("creating", "starting", "ready")
+LOG_LINES = 12  # the end of a server's log that an error about it quotes
 
 
 def scoring_uri(host: str, port: int | None) -> str:
@@ -47,32 +55,64 @@ def start(settings: Settings, engine: Engine, name: str) -> int:
             [sys.executable, "-m", "core.cli", "endpoint", "serve", name, "--host", host, "--port", str(port)],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
             env={**os.environ, "KESTREL_HOME": str(settings.home)})
+    started_at = utcnow()  # after Popen returned: the process surely started by then (see process_alive)
     with session_scope(engine) as session:
         row = models.get_endpoint(session=session, name=name)
         assert row is not None
-        row.pid, row.port, row.state = process.pid, port, "starting"
+        row.pid, row.started_at, row.port, row.state = process.pid, started_at, port, "starting"
         session.add(row)
     return port
+
+
+def ensure_started(settings: Settings, engine: Engine, name: str) -> bool:
+    """Start the endpoint's server unless it runs; returns whether it was started."""
+    with session_scope(engine) as session:
+        row = models.get_endpoint(session=session, name=name)
+        if row is None:
+            raise NotFound(f"endpoint {name} does not exist; `kestrel endpoint list` shows them")
+        if is_running(row):
+            return False
+    start(settings, engine, name)
+    return True
 
 
 def stop(engine: Engine, name: str, *, state: str = STOPPED) -> None:
     with session_scope(engine) as session:
         row = models.get_endpoint(session=session, name=name)
-        pid = row.pid if row else None
-    if pid and _alive(pid):
-        _terminate(pid)
+        pid, started_at = (row.pid, row.started_at) if row else (None, None)
+    if pid and _alive(pid, started_at):
+        _terminate(pid, started_at)
     with session_scope(engine) as session:
         row = models.get_endpoint(session=session, name=name)
         if row is not None and row.pid == pid:
-            row.pid, row.state = None, state
+            row.pid, row.started_at, row.state = None, None, state
             session.add(row)
+
+
+def is_running(row: Endpoint) -> bool:
+    """Whether the server process recorded in ``row`` still runs (not another one reusing its pid)."""
+    return _alive(row.pid, row.started_at)
+
+
+def shown_state(row: Endpoint) -> str:
+    """The state to show for ``row``: its own, or "down" when it says starting or ready and its process is
+    gone (killed with SIGKILL, crashed, or the machine restarted)."""
+    return DOWN if row.state in SERVING and not is_running(row) else row.state
+
+
+def log_tail(settings: Settings, name: str, lines: int = LOG_LINES) -> list[str]:
+    """The last lines of the endpoint's server log (empty when it has none)."""
+    try:
+        text = _log(settings, name).read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    return text.strip().splitlines()[-lines:]
 
 
 def restore_all(settings: Settings, engine: Engine) -> list[str]:
     """Start every endpoint that should serve and whose process is gone; returns their names."""
     with session_scope(engine) as session:
-        lost = [e.name for e in models.list_endpoints(session=session)
-                if e.state != STOPPED and not (e.pid and _alive(e.pid))]
+        lost = [e.name for e in models.list_endpoints(session=session) if e.state != STOPPED and not is_running(e)]
     for name in lost:
         start(settings, engine, name)
     return lost
@@ -85,7 +125,7 @@ def wait_ready(settings: Settings, engine: Engine, name: str, timeout_s: float =
         row = models.get_endpoint(session=session, name=name)
         if row is None:
             raise NotFound(f"endpoint {name} does not exist")
-        host, port, pid = row.host, row.port, row.pid
+        host, port, pid, started_at = row.host, row.port, row.pid, row.started_at
     end = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < end:
@@ -99,9 +139,9 @@ def wait_ready(settings: Settings, engine: Engine, name: str, timeout_s: float =
             last = health["status"]
         except OSError as exc:
             last = str(exc)
-            if pid and not _alive(pid):
-                tail = _log(settings, name).read_text(errors="replace").strip().splitlines()[-12:]
-                raise KestrelError(f"endpoint {name}'s server exited:\n" + "\n".join(tail)) from None
+            if pid and not _alive(pid, started_at):
+                tail = "\n".join(log_tail(settings, name))
+                raise KestrelError(f"endpoint {name}'s server exited:\n{tail}") from None
         time.sleep(0.3)
     raise KestrelError(f"endpoint {name} on port {port} was not ready after {timeout_s:.0f} s ({last}); "
                        f"its log: {_log(settings, name)}")
@@ -111,16 +151,16 @@ def _log(settings: Settings, name: str) -> Path:
     return settings.home / "endpoints" / f"{name}.log"
 
 
-def _alive(pid: int) -> bool:
-    return process_alive(pid)
+def _alive(pid: int | None, started_at: datetime | None) -> bool:
+    return process_alive(pid, started_at)
 
 
-def _terminate(pid: int) -> None:
+def _terminate(pid: int, started_at: datetime | None) -> None:
     os.kill(pid, signal.SIGTERM)
     end = time.monotonic() + 10
-    while time.monotonic() < end and _alive(pid):
+    while time.monotonic() < end and _alive(pid, started_at):
         time.sleep(0.1)
-    if _alive(pid):
+    if _alive(pid, started_at):
         os.kill(pid, signal.SIGKILL)
 
 

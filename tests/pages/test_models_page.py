@@ -44,7 +44,7 @@ def _version(settings: Settings, engine, name: str = "shapes", mean_ap: float = 
 def _endpoint(engine, name: str = "ep", deployments: tuple[str, ...] = (), port: int | None = None) -> None:  # type: ignore[no-untyped-def]
     """An endpoint row with keys and deployments of model ``shapes`` (no server process)."""
     with session_scope(engine) as session:
-        row = manage.create_endpoint(session=session, name=name)
+        row = manage.create_endpoint(session=session, name=name, settings=Settings())
         row.port = port
         for dep in deployments:
             manage.add_deployment(session=session, endpoint=name, name=dep, model="shapes")
@@ -107,7 +107,7 @@ def test_keys_are_masked_until_shown_and_a_regenerated_key_replaces_the_old(sett
     _version(settings, engine)
     _endpoint(engine, deployments=("blue",), port=59999)
     with session_scope(engine) as session:
-        old = manage.keys(session, "ep")
+        old = manage.keys(session, "ep", settings)
     at = _open("endpoints", endpoint="ep")
     assert not at.exception
     shown = "\n".join(t.value for t in at.text)
@@ -121,7 +121,7 @@ def test_keys_are_masked_until_shown_and_a_regenerated_key_replaces_the_old(sett
     assert any("requests.post(" in c and old["primary_key"] in c for c in codes)
     at.button(key="endpoints_regenerate_primary").click().run()
     with session_scope(engine) as session:
-        new = manage.keys(session, "ep")
+        new = manage.keys(session, "ep", settings)
     assert new["primary_key"] != old["primary_key"] and new["secondary_key"] == old["secondary_key"]
     codes = [c.value for c in at.code]
     assert new["primary_key"] in codes and old["primary_key"] not in codes

@@ -57,7 +57,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory, template_db: Path, one_th
                                      "validation_resize_size": 32})
         register(settings=settings, engine=engine, name="shapes", trial_id=trial.trial_id)
         with session_scope(engine) as session:
-            manage.create_endpoint(session=session, name="ep")
+            manage.create_endpoint(session=session, name="ep", settings=settings)
             manage.add_deployment(session=session, endpoint="ep", name="blue", model="shapes:1")
         try:
             runner.start(settings, engine, "ep")

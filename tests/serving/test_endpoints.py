@@ -221,7 +221,8 @@ def test_score_answers_503_with_retry_after_while_the_models_load(served, monkey
 
 def test_requests_waiting_for_the_model_are_scored_together_each_getting_its_own_answer(served):
     from core.inference.predict import load_predictor, predict_json
-    from core.serving.app import _Inference, _Item
+    from core.serving.app import _Inference
+    from core.serving.inputs import Item
 
     predictor = load_predictor(served["settings"].models_dir / "m-cls" / "1")
     passes: list[int] = []
@@ -236,7 +237,7 @@ def test_requests_waiting_for_the_model_are_scored_together_each_getting_its_own
     images = [Image.open(path).convert("RGB") for dep in ("cls", "ml", "det") for path in served["images"][dep]]
     inference, busy, counting = _Inference(), threading.Event(), Counting()
     inference.call(busy.wait)  # holds the inference thread while the requests queue up
-    futures = [inference.score(counting, [_Item(image)]) for image in images]
+    futures = [inference.score(counting, [Item(image)]) for image in images]
     busy.set()
     answers = [future.result(timeout=60)[0] for future in futures]
     assert passes == [len(images)]
