@@ -177,6 +177,10 @@ class Deployment(SQLModel, table=True):
     endpoint_id: int = Field(foreign_key="endpoint.id", index=True)
     name: str
     model_version_id: int = Field(foreign_key="modelversion.id")
+    # The reference's request_settings: a request still unanswered after this is refused (408); more
+    # requests than this at once are refused (429). None: no limit.
+    request_timeout_ms: int | None = None
+    max_concurrent_requests: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 

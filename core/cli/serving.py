@@ -113,11 +113,25 @@ def model_export(
 
 @endpoint_app.command("create")
 @reports_errors
-def endpoint_create(name: str, as_json: JsonFlag = False) -> None:
+def endpoint_create(
+    name: Annotated[str | None, typer.Argument(help="The endpoint's name (or the file's name:).")] = None,
+    file: Annotated[Path | None, typer.Option(help="An endpoint YAML (managed online schema).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
     """Create an endpoint with two keys and start its server on a free loopback port."""
     from core.serving import runner
     from core.serving.manage import create_endpoint
+    from core.serving.manifests import read_endpoint_file
 
+    notices: list[str] = []
+    if file is not None:
+        manifest = read_endpoint_file(file)
+        if name is not None and name != manifest.name:
+            raise ConfigError("NAME", f"{name!r} differs from the file's name {manifest.name!r}; give one of them")
+        name, notices = manifest.name, manifest.notices
+    if name is None:
+        raise ConfigError("NAME", "required: the endpoint's name, or --file with a name:")
+    _notify(notices)
     settings, engine = open_storage()
     with session_scope(engine) as session:
         create_endpoint(session=session, name=name, settings=settings)
@@ -125,7 +139,7 @@ def endpoint_create(name: str, as_json: JsonFlag = False) -> None:
     runner.wait_ready(settings, engine, name)
     with session_scope(engine) as session:
         info = endpoint_info(session, name)
-    _emit(info, as_json, f"endpoint {name} serving at {info['scoring_uri']}")
+    _emit(info | {"notices": notices}, as_json, f"endpoint {name} serving at {info['scoring_uri']}")
 
 
 @endpoint_app.command("start")
@@ -265,23 +279,42 @@ def endpoint_serve(name: str, host: str = "127.0.0.1", port: int = 0) -> None:
 @deployment_app.command("create")
 @reports_errors
 def deployment_create(
-    endpoint: Annotated[str, typer.Option(help="The endpoint to deploy to.")],
-    name: Annotated[str, typer.Option(help="The deployment's name, e.g. blue.")],
-    model: Annotated[str, typer.Option(metavar="NAME:VERSION", help="A registered model version.")],
+    endpoint: Annotated[str | None, typer.Option(help="The endpoint to deploy to (or the file's endpoint_name:).")]
+    = None,
+    name: Annotated[str | None, typer.Option(help="The deployment's name, e.g. blue (or the file's name:).")] = None,
+    model: Annotated[str | None, typer.Option(metavar="NAME:VERSION",
+                                              help="A registered model version, or NAME@latest.")] = None,
+    file: Annotated[Path | None, typer.Option(help="A deployment YAML (managed online schema).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Deploy a model version behind an endpoint (the first deployment takes all traffic)."""
     from core.serving import runner
     from core.serving.manage import add_deployment
+    from core.serving.manifests import DeploymentFile, read_deployment_file
 
+    manifest = read_deployment_file(file) if file is not None else DeploymentFile("", "", "")
+    endpoint, name, model = endpoint or manifest.endpoint, name or manifest.name, model or manifest.model
+    for flag, value in (("--endpoint", endpoint), ("--name", name), ("--model", model)):
+        if not value:
+            raise ConfigError(flag, "required (or give --file with it)")
+    assert endpoint and name and model
+    _notify(manifest.notices)
     settings, engine = open_storage()
     with session_scope(engine) as session:
-        add_deployment(session=session, endpoint=endpoint, name=name, model=model)
+        add_deployment(session=session, endpoint=endpoint, name=name, model=model,
+                       request_timeout_ms=manifest.request_timeout_ms,
+                       max_concurrent_requests=manifest.max_concurrent_requests)
     runner.start(settings, engine, endpoint)  # the server loads its models once, at start
     runner.wait_ready(settings, engine, endpoint)
     with session_scope(engine) as session:
         info = endpoint_info(session, endpoint)
-    _emit(info, as_json, f"deployed {model} as {name} on {endpoint}: {info['scoring_uri']}")
+    _emit(info | {"notices": manifest.notices}, as_json, f"deployed {model} as {name} on {endpoint}: "
+          f"{info['scoring_uri']}")
+
+
+def _notify(notices: list[str]) -> None:
+    for notice in notices:
+        err.print(f"[cyan]notice:[/cyan] {notice}")
 
 
 @app.command("score")

@@ -71,8 +71,8 @@ def _copy_model(source: Path, target: Path) -> None:
 
 
 def resolve(session: Session, ref: str) -> ModelVersion:
-    """``NAME:VERSION`` or ``NAME`` (its latest version)."""
-    name, _, number = ref.removeprefix("azureml:").partition(":")
+    """``NAME:VERSION``, ``NAME`` or ``NAME@latest`` (its latest version); with or without ``azureml:``."""
+    name, _, number = ref.removeprefix("azureml:").removesuffix("@latest").partition(":")
     if number and not number.isdigit():
         raise ConfigError("NAME:VERSION", f"version {number!r} in {ref!r} is not a number")
     version = models.get_version(session=session, name=name, version=int(number) if number else None)

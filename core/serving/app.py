@@ -1,7 +1,8 @@
 """The scoring server of one endpoint (SPEC §8): FastAPI, run under uvicorn in a process of its own.
 
-``POST /score`` takes raw image bytes (``application/octet-stream``) or the reference's JSON form and
-answers a list, one SPEC §8 answer per image. Keys and traffic are read from the database at each
+``POST /score`` takes raw image bytes (``application/octet-stream``), answered with one SPEC §8 object as
+the reference's first-generation services do, or the reference's JSON form, answered with a list, one
+object per image. Keys and traffic are read from the database at each
 request, so regenerating a key or changing the split takes effect at once; models load once, in the
 background, and ``/score`` answers 503 until they have.
 
@@ -29,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from core.base.errors import KestrelError
-from core.serving.inputs import Item, Refused, read_items
+from core.serving.inputs import Item, Refused, is_raw, read_items
 from core.serving.manage import readable_keys
 from storage.db import make_engine, session_scope
 from storage.repos import models
@@ -46,8 +47,18 @@ DECODE_THREADS = 2
 
 
 @dataclass
+class _Limits:
+    """A deployment's request_settings: seconds to answer in, requests at once (None: no limit)."""
+
+    timeout_s: float | None = None
+    concurrent: int | None = None
+    running: int = 0
+
+
+@dataclass
 class _Loaded:
     predictors: dict[str, Any] = field(default_factory=dict)  # deployment name -> Predictor
+    limits: dict[str, _Limits] = field(default_factory=dict)
     ready: bool = False
     error: str = ""
 
@@ -91,8 +102,10 @@ def create_app(endpoint: str, settings: Settings) -> FastAPI:
         try:
             with session_scope(engine) as session:
                 row = _endpoint(session, endpoint)
-                versions = {d.name: session.get(ModelVersion, d.model_version_id)
-                            for d in models.deployments(session=session, endpoint_id=row.id)}
+                deployments = models.deployments(session=session, endpoint_id=row.id)
+                versions = {d.name: session.get(ModelVersion, d.model_version_id) for d in deployments}
+                loaded.limits = {d.name: _Limits(d.request_timeout_ms / 1000 if d.request_timeout_ms else None,
+                                                 d.max_concurrent_requests) for d in deployments}
             for name, version in versions.items():
                 assert version is not None
                 loaded.predictors[name] = load_predictor(Path(version.artifact_dir))
@@ -116,7 +129,7 @@ def create_app(endpoint: str, settings: Settings) -> FastAPI:
 
     @app.exception_handler(Refused)
     async def refused(_: Request, exc: Refused) -> JSONResponse:
-        headers = {"Retry-After": "2"} if exc.status == 503 else None
+        headers = {"Retry-After": "2"} if exc.status in (429, 503) else None
         return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
 
     @app.get("/health")
@@ -137,11 +150,28 @@ def create_app(endpoint: str, settings: Settings) -> FastAPI:
         if not loaded.ready:
             raise Refused(503, loaded.error or "the model is loading; retry in a few seconds")
         deployment = _pick(request.headers.get(DEPLOYMENT_HEADER), traffic, loaded.predictors)
-        # Parsing and decoding take up to seconds for large images: off the loop, so other requests go on.
-        items = await asyncio.get_running_loop().run_in_executor(
-            decoder, read_items, body, request.headers.get("content-type", ""), settings)
-        answers = await asyncio.wrap_future(inference.score(loaded.predictors[deployment], items))
-        return JSONResponse(answers, headers={DEPLOYMENT_HEADER: deployment})
+        content_type = request.headers.get("content-type", "")
+        limits = loaded.limits.get(deployment) or _Limits()
+        if limits.concurrent is not None and limits.running >= limits.concurrent:
+            raise Refused(429, f"deployment {deployment} takes {limits.concurrent} request(s) at once "
+                               "(request_settings.max_concurrent_requests_per_instance); retry shortly")
+
+        async def answer() -> Any:
+            # Parsing and decoding take up to seconds for large images: off the loop, so other requests go on.
+            items = await asyncio.get_running_loop().run_in_executor(decoder, read_items, body, content_type,
+                                                                     settings)
+            return await asyncio.wrap_future(inference.score(loaded.predictors[deployment], items))
+
+        limits.running += 1
+        try:
+            answers = await asyncio.wait_for(answer(), limits.timeout_s)
+        except TimeoutError:
+            raise Refused(408, f"deployment {deployment} did not answer within {limits.timeout_s * 1000:.0f} ms "
+                               "(request_settings.request_timeout_ms); raise it in the deployment's file — "
+                               "explanations take longer") from None
+        finally:
+            limits.running -= 1
+        return JSONResponse(answers[0] if is_raw(content_type) else answers, headers={DEPLOYMENT_HEADER: deployment})
 
     return app
 

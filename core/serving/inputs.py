@@ -91,7 +91,7 @@ def _json_entry(entry: Any, where: str) -> _Entry:
     if not isinstance(encoded, str):
         raise Refused(400, f"{where}: give the image as a base64 string (or image_base64 in a JSON string)")
     try:
-        raw = base64.b64decode(encoded, validate=True)
+        raw = base64.b64decode(_base64_text(encoded), validate=True)
     except (binascii.Error, ValueError):
         raise Refused(400, f"{where}: not valid base64") from None
     explain = str(options.get("model_explainability", False)).lower() == "true"
@@ -99,6 +99,19 @@ def _json_entry(entry: Any, where: str) -> _Entry:
     if isinstance(xai, str):
         xai = _json(xai, f"{where}.xai_parameters")
     return _Entry(where, raw, explain, xai)
+
+
+def _base64_text(encoded: str) -> str:
+    """The base64 characters alone: ``base64.encodebytes`` (the reference's example) breaks lines every
+    76 characters, and browsers give images as ``data:image/png;base64,...`` URLs."""
+    if encoded.startswith("data:") and ";base64," in encoded[:100]:
+        encoded = encoded.split(";base64,", 1)[1]
+    return "".join(encoded.split())
+
+
+def is_raw(content_type: str) -> bool:
+    """Whether the body is one image's bytes (answered with one object) rather than the JSON form (a list)."""
+    return content_type.split(";")[0].strip().lower() != "application/json"
 
 
 def _json(text: str, where: str) -> Any:

@@ -46,7 +46,9 @@ def endpoint_info(session: Session, name: str) -> dict[str, Any]:
         version = session.get(ModelVersion, d.model_version_id)
         assert version is not None  # a foreign key
         model = models.model_of(session=session, version=version)
-        deployed.append({"name": d.name, "model": f"{model.name}:{version.version}", "task": model.task})
+        deployed.append({"name": d.name, "model": f"{model.name}:{version.version}", "task": model.task,
+                         "request_settings": {"request_timeout_ms": d.request_timeout_ms,
+                                              "max_concurrent_requests_per_instance": d.max_concurrent_requests}})
     uri = runner.scoring_uri(row.host, row.port)
     state = runner.shown_state(row)
     info = {"name": row.name, "scoring_uri": uri, "openapi_uri": uri.replace("/score", "/docs"), "state": state,
@@ -66,14 +68,17 @@ def create_endpoint(*, session: Session, name: str, settings: Settings) -> Endpo
     return row
 
 
-def add_deployment(*, session: Session, endpoint: str, name: str, model: str) -> Deployment:
-    """Deploy model version ``model`` (NAME[:VERSION]) as ``name`` behind ``endpoint``; the first deployment
-    takes all traffic. The server loads its models at start, so restart it afterwards."""
+def add_deployment(*, session: Session, endpoint: str, name: str, model: str, request_timeout_ms: int | None = None,
+                   max_concurrent_requests: int | None = None) -> Deployment:
+    """Deploy model version ``model`` (NAME[:VERSION] or NAME@latest) as ``name`` behind ``endpoint``, with
+    the reference's request settings; the first deployment takes all traffic. The server loads its models
+    and settings at start, so restart it afterwards."""
     row = get_endpoint(session, endpoint, f"; create it with `kestrel endpoint create {endpoint}`")
     if any(d.name == name for d in models.deployments(session=session, endpoint_id=row.id)):
         raise ConfigError("--name", f"endpoint {endpoint} has a deployment {name} already")
     version = resolve(session, model)
-    deployment = Deployment(endpoint_id=row.id, name=check_name(name, "--name"), model_version_id=version.id)
+    deployment = Deployment(endpoint_id=row.id, name=check_name(name, "--name"), model_version_id=version.id,
+                            request_timeout_ms=request_timeout_ms, max_concurrent_requests=max_concurrent_requests)
     session.add(deployment)
     if not row.traffic:
         row.traffic = {name: 100}

@@ -123,7 +123,7 @@ def parse_entry(value: Any, path: str) -> Any:
 def _from_call(kind: str, inner: str, path: str) -> Distribution:
     import yaml
 
-    from core.sweep.strict_yaml import load_yaml
+    from core.base.strict_yaml import load_yaml
 
     try:  # strict: the arguments are a job file's text too, and could hide an alias bomb
         args = load_yaml(f"[{inner}]")

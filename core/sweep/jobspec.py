@@ -3,7 +3,7 @@ models. Every refusal is a ConfigError whose path is the YAML field path (``limi
 ``search_space[0].learning_rate.min_value``) and says what is allowed.
 
 A job file comes from anyone who can run ``kestrel job submit``, so it is read with
-`core.sweep.strict_yaml` (no key twice, no alias bomb) and its counts refuse yes/no values."""
+`core.base.strict_yaml` (no key twice, no alias bomb) and its counts refuse yes/no values."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from core.base.errors import ConfigError, config_error
 from core.base.params import TrainingParams, check_names, resolve_params
+from core.base.strict_yaml import load_yaml
 from core.base.tasks import Task, parse_task, spec
 from core.sweep.distributions import Choice, is_distribution, parse_entry
-from core.sweep.strict_yaml import load_yaml
 
 _CLASSIFICATION_METRICS = ["accuracy", "AUC_weighted", "average_precision_score_weighted",
                            "norm_macro_recall", "precision_score_weighted"]

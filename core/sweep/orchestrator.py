@@ -49,7 +49,6 @@ POLL_S = 0.5
 SIGNAL_AFTER_S = 30.0  # grace between SIGTERM (at a cancel or the trial's deadline) and SIGKILL
 MINUTE_S = 60.0  # the limits' unit; tests shrink it to see a timeout pass in seconds
 TRIAL_COMMAND = ("-m", "core.cli", "trial", "run")  # after the interpreter: how a trial process starts
-MAX_RELAUNCHES = 1  # a trial lost in a crash runs again once; a second loss marks it failed
 LIVE = ("queued", "running")
 NOT_STARTED = "canceled before its first trial"  # the summary of a job canceled while it was being set up
 
@@ -155,15 +154,22 @@ class _Run:
             rows = trials.for_job(session=session, job_id=self.job_id)
             lost = [t for t in rows if t.status in LIVE and not process_alive(t.pid, t.heartbeat_at)]
             for t in lost:
-                relaunch = t.metrics.get("relaunches", 0) < MAX_RELAUNCHES and t.status == "running"
-                if relaunch:
-                    t.metrics = {**t.metrics, "relaunches": t.metrics.get("relaunches", 0) + 1}
+                if t.status == "queued":  # not started yet: it runs when its turn comes
+                    continue
+                # Lost with the worker, it runs again from its checkpoint as long as it got further since
+                # it was last lost; lost twice at one epoch (out of memory there, say), it fails.
+                lost_at = t.metrics.get("lost_at_epoch")
+                if lost_at is None or t.epoch > lost_at:
+                    t.metrics = {**t.metrics, "relaunches": t.metrics.get("relaunches", 0) + 1,
+                                 "lost_at_epoch": t.epoch}
                     t.status = "queued"
                     session.add(t)
                     log.warning("trial %d was lost with its worker; running it again", t.id)
                 else:
                     trials.finish(session=session, trial_id=t.id, status="failed", metrics={},
-                                  primary_metric_value=None, error="lost: its process ended without a result")
+                                  primary_metric_value=None,
+                                  error=f"lost twice after epoch {t.epoch}: its process ended without a result "
+                                        "each time (killed, or the machine out of memory)")
             done = [(t.params, t.primary_metric_value) for t in rows if t.status not in LIVE]
             self.requeued = [t.id for t in rows if t.status == "queued"]
             self.next_number = max((t.number for t in rows), default=-1) + 1
@@ -171,6 +177,9 @@ class _Run:
             log.info("job %d resumes: %d trials finished, %d to run again", self.job_id, len(done),
                      len(self.requeued))
         self.sweeper.restore(done)
+        for t in rows:
+            if t.id in self.requeued:
+                self.sweeper.reserve(t.params)
         self.sweeper.max_trials = self.spec.limits.max_trials - len(self.requeued)
         for params in self.first[len(done) + len(self.requeued):]:
             self.sweeper.enqueue(params)

@@ -96,6 +96,11 @@ class Sweeper:
         else:
             self.study.tell(trial, float(value))
 
+    def reserve(self, params: Mapping[str, Any]) -> None:
+        """A grid point a trial already holds (one queued to run again after a restart): asks skip it."""
+        if self._grid is not None:
+            self._served.append(dict(params))
+
     def restore(self, results: Iterable[tuple[Mapping[str, Any], float | None]]) -> int:
         """Add finished trials from before a restart; returns how many were taken (params outside the space skip)."""
         taken = 0

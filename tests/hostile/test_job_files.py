@@ -14,11 +14,11 @@ import yaml
 from sqlmodel import select
 
 from core.base.errors import ConfigError
+from core.base.strict_yaml import MAX_YAML_NODES
 from core.sweep import orchestrator
 from core.sweep.jobspec import parse_job
 from core.sweep.samplers import Sweeper
 from core.sweep.space import grid_size, parse_space
-from core.sweep.strict_yaml import MAX_YAML_NODES
 from storage.db import session_scope
 from storage.repos import jobs
 from storage.tables import Dataset, Job

@@ -116,7 +116,7 @@ def test_keys_size_limit_and_bad_input_are_refused_and_the_server_goes_on(served
     assert _post(served, json_body={"input_data": {"data": ["%%%"]}}).status_code == 400
     assert _post(served, b"{}", content_type="text/plain").status_code == 400
     ok = _post(served, image)
-    assert ok.status_code == 200 and ok.json()[0]["labels"] == ["circle", "square", "triangle"]
+    assert ok.status_code == 200 and ok.json()["labels"] == ["circle", "square", "triangle"]
 
 
 @pytest.mark.parametrize("dep", list(MODELS))
@@ -137,7 +137,7 @@ def test_bytes_and_json_forms_answer_in_the_schema_of_each_task(served, dep):
             if task is Task.CLASSIFICATION:
                 assert abs(sum(answer["probs"]) - 1) < 1e-4
     else:
-        check_scoring_answers(answers + one.json(), ["circle", "square", "triangle"],
+        check_scoring_answers([*answers, one.json()], ["circle", "square", "triangle"],
                               polygons=task is Task.SEGMENTATION)
 
 
@@ -215,7 +215,7 @@ def test_score_answers_503_with_retry_after_while_the_models_load(served, monkey
                 break
             time.sleep(0.1)
         assert client.get("/health").json()["status"] == "ready"
-        assert client.post("/score", content=image, headers=headers).json()[0]["labels"] == [
+        assert client.post("/score", content=image, headers=headers).json()["labels"] == [
             "circle", "square", "triangle"]
 
 
@@ -275,3 +275,170 @@ def test_a_registered_model_exports_to_onnx_with_its_sidecar(served):
     exported = served["kestrel"]("model", "export", "m-cls:1", "--format", "onnx", "--out", out)
     assert Path(exported["file"]).stat().st_size > 0
     assert json.loads(Path(exported["sidecar"]).read_text())["classes"] == ["circle", "square", "triangle"]
+
+
+# --- the reference's client code, pasted (issue 15): only the URL, key and image path are substituted ----
+
+SNIPPETS = Path(__file__).parent / "snippets"
+
+SEED_000_CLIENT = (SNIPPETS / "seed_000_client.py.txt").read_text()
+
+SEED_003_CLIENT = (SNIPPETS / "seed_003_client.py.txt").read_text()
+
+
+class _OnlineEndpoints:
+    """``ml_client.online_endpoints`` of the Azure SDK, as far as seed 003 uses it: invoke posts the
+    request file to the endpoint's URL with its key and the deployment header."""
+
+    def __init__(self, served: dict) -> None:
+        self.served = served
+
+    def invoke(self, *, endpoint_name: str, deployment_name: str, request_file: str) -> str:
+        assert endpoint_name == "ep"
+        with open(request_file, "rb") as file:
+            return _post(self.served, file.read(), dep=deployment_name, content_type="application/json").text
+
+
+def test_seed_000_client_posts_raw_bytes_and_reads_boxes_from_one_object(served, tmp_path, monkeypatch, capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    kestrel = served["kestrel"]
+    kestrel("endpoint", "update", "ep", "--traffic", "det=100")  # the snippet names no deployment
+    try:
+        exec(SEED_000_CLIENT, {"SCORING_URI": served["uri"], "KEYS": (served["key"], None),
+                               "SAMPLE_IMAGE": str(served["images"]["det"][0])})
+    finally:
+        kestrel("endpoint", "update", "ep", "--traffic", "cls=100")
+    printed = capsys.readouterr().out.splitlines()
+    answer = json.loads(printed[0])
+    assert set(answer) >= {"boxes"} and all(b["label"] in ("circle", "square", "triangle") for b in answer["boxes"])
+
+
+def test_seed_003_client_sends_encodebytes_base64_with_newlines_and_gets_its_visualization(served, tmp_path,
+                                                                                         monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.chdir(tmp_path)
+    scope = {"SAMPLE_IMAGE": str(served["images"]["cls"][0]), "online_endpoint_name": "ep",
+             "deployment": SimpleNamespace(name="cls"),
+             "ml_client": SimpleNamespace(online_endpoints=_OnlineEndpoints(served))}
+    exec(SEED_003_CLIENT, scope)
+    assert "\n" in json.loads(scope["request_json"]["input_data"]["data"][0])["image_base64"]
+    assert scope["image"].size[0] > 32 and scope["predictions"][0]["labels"] == ["circle", "square", "triangle"]
+
+
+def test_base64_in_a_data_url_is_accepted(served):
+    image = served["images"]["cls"][0].read_bytes()
+    data_url = "data:image/png;base64," + base64.b64encode(image).decode()
+    answer = _post(served, json_body={"input_data": {"columns": ["image"], "data": [data_url]}}, dep="cls")
+    assert answer.status_code == 200 and answer.json()[0]["labels"] == ["circle", "square", "triangle"]
+
+
+# Seed 003's files, only the model's name substituted (a model registered in this test's studio).
+SEED_003_ENDPOINT = """\
+$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json
+name: od-fridge-items-endpoint
+auth_mode: key
+"""
+SEED_003_DEPLOYMENT = """\
+name: od-fridge-items-mlflow-deploy
+endpoint_name: od-fridge-items-endpoint
+model: azureml:m-det@latest
+instance_type: Standard_DS3_v2
+instance_count: 1
+liveness_probe:
+    failure_threshold: 30
+    success_threshold: 1
+    timeout: 2
+    period: 10
+    initial_delay: 2000
+readiness_probe:
+    failure_threshold: 10
+    success_threshold: 1
+    timeout: 10
+    period: 10
+    initial_delay: 2000
+"""
+
+
+def test_seed_003_endpoint_and_deployment_files_work_unchanged(served, tmp_path):
+    kestrel = served["kestrel"]
+    (tmp_path / "create_endpoint.yml").write_text(SEED_003_ENDPOINT)
+    (tmp_path / "create_deployment.yml").write_text(SEED_003_DEPLOYMENT)
+    created = kestrel("endpoint", "create", "--file", str(tmp_path / "create_endpoint.yml"))
+    assert created["name"] == "od-fridge-items-endpoint" and created["notices"] == []
+    try:
+        deployed = kestrel("deployment", "create", "--file", str(tmp_path / "create_deployment.yml"))
+        assert [n.split(" does not apply")[0] for n in deployed["notices"]] == [
+            "instance_type", "instance_count", "liveness_probe", "readiness_probe"]
+        assert deployed["deployments"] == [{"name": "od-fridge-items-mlflow-deploy", "model": "m-det:1",
+                                            "task": "image_object_detection", "request_settings": {
+                                                "request_timeout_ms": None,
+                                                "max_concurrent_requests_per_instance": None}}]
+        split = kestrel("endpoint", "update", "od-fridge-items-endpoint", "--traffic",
+                        "od-fridge-items-mlflow-deploy=100")
+        assert split["traffic"] == {"od-fridge-items-mlflow-deploy": 100}
+        key = kestrel("endpoint", "keys", "od-fridge-items-endpoint")["primary_key"]
+        answer = httpx.post(deployed["scoring_uri"], content=served["images"]["det"][0].read_bytes(), timeout=60,
+                            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"})
+        assert answer.status_code == 200 and "boxes" in answer.json()
+    finally:
+        kestrel("endpoint", "delete", "od-fridge-items-endpoint")
+
+
+def test_a_deployment_file_refuses_unknown_keys_by_name(served, tmp_path):
+    file = tmp_path / "d.yml"
+    file.write_text(SEED_003_DEPLOYMENT + "request_settings:\n  request_timeout_msec: 90000\n")
+    result = CliRunner().invoke(served["kestrel"].app, ["deployment", "create", "--file", str(file)],
+                                env=served["kestrel"].env)
+    assert result.exit_code == 2
+    assert "d.yml: request_settings.request_timeout_msec: unknown key" in result.stderr
+    assert "request_timeout_ms" in result.stderr
+
+
+def test_request_settings_bound_the_time_and_the_requests_at_once(served, tmp_path, monkeypatch):
+    """Seed 003 sets request_timeout_ms to 90 s for explanations; the reference answers 408 past it and
+    429 past max_concurrent_requests_per_instance."""
+    from fastapi.testclient import TestClient
+
+    from core.serving import inputs
+    from core.serving.app import create_app
+
+    kestrel = served["kestrel"]
+    for name, settings in (("hasty", "request_timeout_ms: 1"), ("single", "max_concurrent_requests_per_instance: 1")):
+        (tmp_path / f"{name}.yml").write_text(f"name: {name}\nendpoint_name: ep\nmodel: azureml:m-cls:1\n"
+                                              f"request_settings:\n  {settings}\n")
+        kestrel("deployment", "create", "--file", str(tmp_path / f"{name}.yml"))
+    image = served["images"]["cls"][0].read_bytes()
+    late = _post(served, image, dep="hasty")
+    assert late.status_code == 408 and late.json()["error"].startswith(
+        "deployment hasty did not answer within 1 ms (request_settings.request_timeout_ms)")
+    assert _post(served, image, dep="single").status_code == 200
+
+    entered, release, real = threading.Event(), threading.Event(), inputs.decode_image
+
+    def held_decode(decoded):  # type: ignore[no-untyped-def]
+        entered.set()
+        release.wait(20)
+        return real(decoded)
+
+    monkeypatch.setattr(inputs, "decode_image", held_decode)
+    headers = {"Authorization": f"Bearer {served['key']}", "Content-Type": "application/octet-stream",
+               "azureml-model-deployment": "single"}
+    with TestClient(create_app("ep", served["settings"])) as client:
+        for _ in range(600):
+            if client.get("/health").json()["status"] == "ready":
+                break
+            time.sleep(0.1)
+        first: list[Any] = []
+        holder = threading.Thread(target=lambda: first.append(client.post("/score", content=image, headers=headers)))
+        holder.start()
+        assert entered.wait(30)
+        second = client.post("/score", content=image, headers=headers)
+        release.set()
+        holder.join(60)
+    assert second.status_code == 429 and second.headers["retry-after"] == "2"
+    assert "takes 1 request(s) at once (request_settings.max_concurrent_requests_per_instance)" in \
+        second.json()["error"]
+    assert first[0].status_code == 200

@@ -147,6 +147,18 @@ def test_grid_restore_continues() -> None:
     assert rest == grid(GRID)[3:]
 
 
+def test_grid_resumed_skips_the_points_of_trials_queued_to_run_again() -> None:
+    """After a restart, a trial lost with its worker runs again with its own point: no new trial gets it."""
+    sweeper = Sweeper(GRID, "grid", max_trials=len(grid(GRID)) - 1)  # as the orchestrator: less the queued
+    sweeper.restore([(grid(GRID)[0], 0.5)])
+    sweeper.reserve(grid(GRID)[1])
+    rest = []
+    while (asked := sweeper.ask()) is not None:
+        rest.append(asked[1])
+        sweeper.tell(asked[0], 1.0)
+    assert rest == grid(GRID)[2:]
+
+
 @pytest.mark.parametrize("algorithm", ["random", "bayesian"])
 def test_restore_continues(algorithm: str) -> None:
     first = Sweeper(ALL_KINDS, algorithm, seed=1)

@@ -1,4 +1,5 @@
-"""YAML as a job file must be read: ``yaml.safe_load`` with two checks between parsing and building.
+"""YAML as a job, endpoint or deployment file must be read: ``yaml.safe_load`` with two checks between
+parsing and building.
 
 A job file comes from anyone who can run ``kestrel job submit``. safe_load already builds no objects,
 but it silently keeps the last of a key written twice (so ``max_trials`` can say two things), and it
