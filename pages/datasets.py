@@ -15,6 +15,7 @@ import streamlit as st
 from core.base.tasks import Task, spec
 from storage.db import session_scope
 from storage.repos import datasets as repo
+from storage.repos import datastores
 from storage.repos.datasets import DatasetRow
 from storage.tables import DatasetVersion
 from ui import common as _ui
@@ -185,6 +186,39 @@ def _grid_filter(label: str, options: list[str], key: str) -> str:
     return st.selectbox(label, options, key=key, on_change=_reset_grid_page)
 
 
+def _datastores() -> None:
+    """Folders that the reference's datastores stand for: an annotation file's
+    ``azureml://…/datastores/NAME/paths/P`` is imported from FOLDER/P."""
+    with session_scope(_ui.engine()) as session:
+        mapped = [{"datastore": r.name, "folder": r.path} for r in datastores.list_all(session=session)]
+    if mapped:
+        st.dataframe(pd.DataFrame(mapped), hide_index=True, width="stretch")
+    else:
+        st.caption("No datastore is mapped. Without one, an image URL resolves to the file in your upload whose "
+                   "path ends the same way (e.g. train/buildings/1.jpg).")
+    with st.form("datastore_form", clear_on_submit=True, border=False):
+        name_col, folder_col, go = st.columns([2, 4, 1], vertical_alignment="bottom")
+        name = name_col.text_input("Datastore name", placeholder="workspaceblobstore")
+        folder = folder_col.text_input("Folder on this machine", placeholder="/data/blobs")
+        if go.form_submit_button("Map"):
+            _map_datastore(name.strip(), folder.strip())
+    if mapped:
+        pick, forget = st.columns([6, 1], vertical_alignment="bottom")
+        gone = pick.selectbox("Mapping to forget", [m["datastore"] for m in mapped])
+        if forget.button("Forget"):  # datasets imported through it keep their images
+            with session_scope(_ui.engine()) as session:
+                datastores.delete(session=session, name=gone)
+            st.rerun()
+
+
+def _map_datastore(name: str, folder: str) -> None:
+    mapped, refusal = _ui.kestrel("datastore", "create", name, "--path", folder)  # checks as the CLI does
+    if mapped is not None:
+        st.success(f"Datastore {mapped['name']} → {mapped['path']}")
+    else:
+        st.error(refusal)
+
+
 def _empty_state() -> None:
     st.info("No datasets yet. Upload one above, or import a folder, zip or JSONL file from a terminal "
             "and reload this page:\n\n`kestrel data import PATH --name NAME`")
@@ -197,6 +231,8 @@ def main() -> None:
     with st.expander("Upload a dataset or a new version", expanded=not names or _upload.PENDING in st.session_state,
                      icon=":material/upload:"):
         _upload.upload_form(names)
+    with st.expander("Datastores (for azureml:// image URLs)", icon=":material/folder_shared:"):
+        _datastores()
     _upload.import_status()  # before the pickers: a finished import selects its new version
     with session_scope(_ui.engine()) as session:
         rows = repo.list_datasets(session=session)

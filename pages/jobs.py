@@ -173,6 +173,21 @@ def progress_header(summary: dict[str, Any]) -> None:
                     if summary["timeout_minutes"] else None)
 
 
+def test_set(summary: dict[str, Any]) -> None:
+    """The best model's metrics on the job's test data, beside its validation metrics."""
+    if not summary.get("test_data"):
+        return
+    if summary.get("test_metrics") is None:
+        st.caption(f"Test data {summary['test_data']}: the best model is scored on it once the trials end.")
+        return
+    best = next(t for t in summary["trials"] if t["trial_id"] == summary["best_trial_id"])
+    names = [n for n in summary["test_metrics"] if n in best["metrics"]]
+    st.markdown(f"**Best model on the test data** `{summary['test_data']}` (trial {best['trial_id']})")
+    st.dataframe(pd.DataFrame({"metric": names, "test": [summary["test_metrics"][n] for n in names],
+                               "validation": [best["metrics"][n] for n in names]}),
+                 hide_index=True, use_container_width=True)
+
+
 def _highlight_best(row: pd.Series) -> list[str]:
     style = f"background-color: {BEST_ROW_COLOUR}; color: #111" if row.get("best") == "★" else ""
     return [style] * len(row)
@@ -204,6 +219,7 @@ def job_view(job_id: int) -> None:
         progress_header(summary)
     if summary["error"]:
         st.error(summary["error"])
+    test_set(summary)
     if summary["status"] in ("queued", "running") and st.button("Cancel job", key=f"cancel-{job_id}"):
         with session_scope(_ui.engine()) as session:
             jobs.request_cancel(session=session, job_id=job_id)

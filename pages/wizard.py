@@ -32,8 +32,8 @@ from ui import trial_time as _trial_time
 log = logging.getLogger(__name__)
 STEPS = ["Data", "Task & metric", "Training mode", "Limits & early termination", "Review"]
 # Which step owns a field of the job file, so a refusal is shown where the choice was made.
-OWNER = {"training_data": 0, "validation_data": 0, "validation_data_size": 0, "task": 1, "primary_metric": 1,
-         "training_parameters": 2, "search_space": 2, "sweep.sampling_algorithm": 2, "limits": 3,
+OWNER = {"training_data": 0, "validation_data": 0, "validation_data_size": 0, "test_data": 0, "task": 1,
+         "primary_metric": 1, "training_parameters": 2, "search_space": 2, "sweep.sampling_algorithm": 2, "limits": 3,
          "sweep.early_termination": 3}
 MODELS = {  # what the wizard offers first; any other name of the model libraries can be typed in
     Task.CLASSIFICATION: ["resnet18", "resnet50", "mobilenetv2", "seresnext", "vits16r224", "vitb16r224"],
@@ -91,6 +91,18 @@ def _data_step(doc: dict[str, Any]) -> None:
     doc["training_data"] = {"path": f"azureml:{name}:{int(version)}", "type": "mltable"}
     if name != old_name:  # the task comes from the dataset; kept as chosen while the dataset stays
         doc["task"] = row.task
+    _test_data(doc, [r for r in rows if r.task == row.task and r.name != name])
+
+
+def _test_data(doc: dict[str, Any], candidates: list[Any]) -> None:  # a dataset of the same task, held out
+    options = ["(none)", *(f"azureml:{r.name}:{r.latest_version}" for r in candidates)]
+    current = (doc.pop("test_data", None) or {}).get("path")
+    choice = st.selectbox("Test data (optional)", options, key="wizard_test_data",
+                          index=options.index(current) if current in options else 0,
+                          format_func=lambda option: option.removeprefix("azureml:"),
+                          help="Images no trial sees: the best model is scored on them once the trials end.")
+    if choice != options[0]:
+        doc["test_data"] = {"path": choice, "type": "mltable"}
 
 
 def _metric_step(doc: dict[str, Any]) -> None:
@@ -311,7 +323,8 @@ def _summary(doc: dict[str, Any], here: _trial_time.Here) -> str:
     policy = sweep.get("early_termination") or {}
     stop = "none" if not policy else (f"{policy['type']}, every {policy.get('evaluation_interval', 1)} "
                                       f"evaluation(s) after {policy.get('delay_evaluation', 0)}")
-    lines = [f"**Dataset:** {data}",
+    test = str((doc.get("test_data") or {}).get("path", "")).removeprefix("azureml:")
+    lines = [f"**Dataset:** {data}" + (f"; **test data:** {test}" if test else ""),
              f"**Task:** {spec(task).display_name if task else doc.get('task')}; "
              f"**primary metric:** {doc.get('primary_metric') or (PRIMARY_METRICS[task][0] if task else '')}",
              f"**Mode:** {mode}",

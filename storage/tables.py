@@ -23,6 +23,16 @@ class Dataset(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class Datastore(SQLModel, table=True):
+    """A local folder standing for a datastore of the reference: ``azureml://…/datastores/NAME/paths/P``
+    in annotation files resolves to ``path / P``."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    path: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class DatasetVersion(SQLModel, table=True):
     """An immutable snapshot of a dataset: its images, labels, split and statistics."""
 

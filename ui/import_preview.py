@@ -23,6 +23,8 @@ from core.data.draw import overlays_from_record
 from core.data.records import Problem
 from core.data.validate import image_path_refusal, upload_folder
 from storage.artifacts import remove_staged
+from storage.db import session_scope
+from storage.repos import datastores
 from ui import common as _ui
 
 if TYPE_CHECKING:
@@ -59,7 +61,9 @@ def read(path: Path, name: str, validation: float, fmt: str | None = None) -> Pe
         st.error(f"The zip was refused: {exc.problem}; {exc.fix}.")
         return None
     try:
-        preview = preview_dataset(root, fmt=fmt)
+        with session_scope(_ui.engine()) as session:
+            mapped = datastores.mapping(session=session)
+        preview = preview_dataset(root, fmt=fmt, datastores=mapped)
     except InputError as exc:
         return Pending(root, name, validation, fmt, None, Problem(exc.file, exc.line, exc.problem, exc.fix))
     return Pending(root, name, validation, preview.format, preview)
@@ -84,7 +88,9 @@ def _found(preview: ImportPreview, root: Path) -> None:
     """What was found: counts, classes, the first images with their labels drawn, problems. An upload's
     images are drawn only from inside it, and only regular files of allowed size (as the import reads)."""
     settings = _ui.settings()
-    inside = upload_folder(root, settings.staging_dir)
+    upload = upload_folder(root, settings.staging_dir)
+    with session_scope(_ui.engine()) as session:
+        mapped = list(datastores.mapping(session=session).values())
     cells = st.columns(3)
     cells[0].metric("Format", FORMAT_LABELS.get(preview.format, preview.format))
     cells[1].metric("Images", f"{preview.image_count:,}" + ("" if preview.is_complete else "+"))
@@ -97,6 +103,7 @@ def _found(preview: ImportPreview, root: Path) -> None:
     classes = tuple(preview.classes)
     for start in range(0, len(preview.samples), COLUMNS):
         for slot, record in zip(st.columns(COLUMNS), preview.samples[start:start + COLUMNS]):
+            inside = next((folder for folder in mapped if record.image.is_relative_to(folder)), upload)
             if refusal := image_path_refusal(record.image, settings.max_image_bytes, inside):
                 slot.warning(f"{record.name}: {refusal}.")
                 continue

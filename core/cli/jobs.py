@@ -115,6 +115,9 @@ def _show(job_id: int, engine: Any, as_json: bool, *, warnings: list[str] | None
                       "" if value is None else f"{t['primary_metric']} {value:.4f}", params,
                       t["error"] or t["stop_reason"])  # a stop that kept nothing explains itself in error
     out.print(table)
+    if summary["test_metrics"]:
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in list(summary["test_metrics"].items())[:4])
+        out.print(f"best model on the test data {summary['test_data']}: {scores}")
 
 
 @job_app.command("list")

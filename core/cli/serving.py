@@ -33,14 +33,17 @@ def model_register(
     name: Annotated[str, typer.Option(help="Model name; registering again makes the next version.")],
     trial: Annotated[int | None, typer.Option(help="The trial whose model to register.")] = None,
     job: Annotated[int | None, typer.Option(help="Register this job's best child.")] = None,
+    path: Annotated[Path | None, typer.Option(help="An MLflow model folder Kestrel exported.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Register a trial's model (or a job's best) as the next version of NAME."""
+    """Register a trial's model (or a job's best, or an MLflow model folder) as the next version of NAME."""
     from core.inference.models import register
 
     settings, engine = open_storage()
-    info = register(settings=settings, engine=engine, name=check_name(name, "--name"), trial_id=trial, job_id=job)
-    _emit(info, as_json, f"registered {info['name']}:{info['version']} ({info['task']}) from trial {info['trial_id']}")
+    info = register(settings=settings, engine=engine, name=check_name(name, "--name"), trial_id=trial, job_id=job,
+                    path=path)
+    origin = f"trial {info['trial_id']}" if info["trial_id"] else str(path)
+    _emit(info, as_json, f"registered {info['name']}:{info['version']} ({info['task']}) from {origin}")
 
 
 @model_app.command("list")
@@ -95,17 +98,26 @@ def model_settings(
 @reports_errors
 def model_export(
     ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION]")],
-    format: Annotated[str, typer.Option("--format", help="onnx or torchscript")],
+    format: Annotated[str, typer.Option("--format", help="onnx, torchscript or mlflow")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the model and its sidecar JSON into.")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Export a model version to ONNX or TorchScript, with a sidecar JSON saying how to feed it."""
+    """Export a model version to ONNX or TorchScript, with a sidecar JSON saying how to feed it, or as an
+    MLflow model folder (as Azure's AutoML gives its models)."""
     from core.inference.export import export_model, sidecar_path
-    from core.inference.models import resolve
+    from core.inference.models import describe, resolve
 
     _, engine = open_storage()
     with session_scope(engine) as session:
-        folder = Path(resolve(session, ref).artifact_dir)
+        version = resolve(session, ref)
+        folder, about = Path(version.artifact_dir), describe(session, version)
+    if format == "mlflow":
+        from core.inference.mlflow_model import write_mlflow_model
+
+        written = write_mlflow_model(folder, out_dir, metadata_={
+            "model": f"{about['name']}:{about['version']}", "task": about["task"], "metrics": about["metrics"]})
+        _emit({"model": ref, "format": format, "folder": str(written)}, as_json, f"wrote the MLflow model {written}")
+        return
     exported = export_model(folder, format, out_dir)  # type: ignore[arg-type]
     info = {"model": ref, "format": format, "file": str(exported), "sidecar": str(sidecar_path(exported))}
     _emit(info, as_json, f"wrote {exported} and {info['sidecar']}")

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from core.base.errors import ConfigError, InputError
 from core.base.tasks import LabelKind, Task
 from core.data.formats import detect_format, get_format
+from core.data.formats.jsonl import using_datastores
 from core.data.records import ImageRecord, LabelledImage, Problem
 from core.data.report import version_report
 from core.data.splits import assign_splits
@@ -22,6 +23,7 @@ from core.data.stats import compute_stats, version_warnings
 from core.data.validate import ItemError, check_image, clean_labels, read_image_file, upload_folder
 from storage.artifacts import ArchiveRefused, BlobStore, remove_tree, safe_extract
 from storage.db import session_scope
+from storage.repos import datastores
 from storage.repos.datasets import NewAnnotation, NewImage, NewVersion, create_version
 from storage.settings import Settings
 
@@ -111,11 +113,15 @@ def _import(root: Path, source: Path, options: ImportOptions, settings: Settings
     fmt = options.format or detect_format(root)
     records: list[ImageRecord] = []
     problems: list[Problem] = []
-    inside: dict[int, Path] = {}  # id(record) -> the upload folder its image must lie in
-    for item in get_format(fmt).read(root):
-        (problems if isinstance(item, Problem) else records).append(item)
-        if upload is not None and not isinstance(item, Problem):
-            inside[id(item)] = upload
+    inside: dict[int, Path] = {}  # id(record) -> the folder its image must lie in: its upload or datastore
+    with session_scope(engine) as session:
+        mapped = datastores.mapping(session=session)
+    with using_datastores(mapped):
+        for item in get_format(fmt).read(root):
+            (problems if isinstance(item, Problem) else records).append(item)
+            if upload is not None and not isinstance(item, Problem):
+                # A datastore the owner mapped is theirs to read from; nothing else outside the upload is.
+                inside[id(item)] = next((r for r in mapped.values() if item.image.is_relative_to(r)), upload)
     held_out: set[int] = set()
     if options.validation_source is not None:
         where = options.validation_source
@@ -156,7 +162,7 @@ def _nothing_imported(source: Path, problems: list[Problem]) -> InputError:
         return InputError(str(source), "no images found", "check that the path holds a dataset")
     first = "; ".join(f"{p.file}:{p.line or '-'} {p.error}" for p in problems[:3])
     return InputError(str(source), f"no image could be imported ({len(problems)} problems: {first})",
-                      "fix the problems listed and retry")
+                      f"fix the problems listed and retry (the first: {problems[0].fix})")
 
 
 def infer_task(records: Sequence[ImageRecord], where: str) -> Task:

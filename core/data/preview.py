@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from core.base.errors import InputError
 from core.base.tasks import LabelKind, Task
 from core.data.formats import detect_format, get_format
 from core.data.formats.base import relative_name
+from core.data.formats.jsonl import using_datastores
 from core.data.importer import extract_zip, is_zip, task_from_kinds
 from core.data.records import ImageRecord, Problem
 from storage.artifacts import remove_tree
@@ -74,12 +76,13 @@ def unpack(source: Path, settings: Settings) -> Path:
 
 
 def preview_dataset(root: Path, *, fmt: str | None = None, samples: int = SAMPLES,
-                    max_items: int | None = None) -> ImportPreview:
+                    max_items: int | None = None, datastores: Mapping[str, Path] | None = None) -> ImportPreview:
     """Read the annotations under ``root`` (a folder or an annotation file) as the importer would.
 
     ``fmt`` names the format; detected when None. At most ``max_items`` items are read (by default
-    MAX_ITEMS, fewer for masks). Raises InputError when no known format is
-    found or an annotation file cannot be read at all, ConfigError for an unknown format name.
+    MAX_ITEMS, fewer for masks); azureml:// URLs resolve through ``datastores`` (name -> folder).
+    Raises InputError when no known format is found or an annotation file cannot be read at all,
+    ConfigError for an unknown format name.
     """
     records: list[ImageRecord] = []
     problems: list[Problem] = []
@@ -91,21 +94,22 @@ def preview_dataset(root: Path, *, fmt: str | None = None, samples: int = SAMPLE
     try:
         name = fmt or detect_format(root)
         limit = max_items if max_items is not None else MAX_ITEMS_BY_FORMAT.get(name, MAX_ITEMS)
-        for item in get_format(name).read(root):
-            if images + problem_count >= limit:
-                is_complete = False
-                break
-            if isinstance(item, Problem):
-                problem_count += 1
-                if len(problems) < MAX_PROBLEMS:
-                    problems.append(Problem(_shown(item.file, base), item.line, item.error, item.fix))
-                continue
-            images += 1
-            if len(records) < samples:
-                records.append(item)
-            if item.kind is not None:
-                kinds.add(item.kind)
-            per_class.update(set(item.tags) | {i.label for i in item.instances})
+        with using_datastores(datastores or {}):
+            for item in get_format(name).read(root):
+                if images + problem_count >= limit:
+                    is_complete = False
+                    break
+                if isinstance(item, Problem):
+                    problem_count += 1
+                    if len(problems) < MAX_PROBLEMS:
+                        problems.append(Problem(_shown(item.file, base), item.line, item.error, item.fix))
+                    continue
+                images += 1
+                if len(records) < samples:
+                    records.append(item)
+                if item.kind is not None:
+                    kinds.add(item.kind)
+                per_class.update(set(item.tags) | {i.label for i in item.instances})
     except InputError as exc:
         raise InputError(_shown(exc.file, base), exc.problem, exc.fix, exc.line) from exc
     task, task_problem = _task(frozenset(kinds))

@@ -28,13 +28,17 @@ REGISTERED = ("completed", "early_terminated", "canceled")
 
 
 def register(*, settings: Settings, engine: Engine, name: str, trial_id: int | None = None,
-             job_id: int | None = None) -> dict[str, Any]:
-    """Register trial ``trial_id``'s model (or job ``job_id``'s best child) as the next version of ``name``."""
+             job_id: int | None = None, path: Path | None = None) -> dict[str, Any]:
+    """Register trial ``trial_id``'s model (or job ``job_id``'s best child, or the MLflow model folder
+    ``path`` Kestrel exported) as the next version of ``name``."""
     if not NAME.match(name) or name in (".", ".."):
         raise ConfigError("--name", f"{name!r} is not a valid model name; use letters, digits, '.', '_' and '-' "
                           "(up to 63, starting with a letter or digit)")
-    if (trial_id is None) == (job_id is None):
-        raise ConfigError("--trial/--job", "give exactly one: the trial to register, or the job whose best child to")
+    if sum(x is not None for x in (trial_id, job_id, path)) != 1:
+        raise ConfigError("--trial/--job/--path", "give exactly one: the trial to register, the job whose best "
+                          "child to, or an MLflow model folder")
+    if path is not None:
+        return _register_folder(settings, engine, name, path)
     with session_scope(engine) as session:
         if job_id is not None:
             job = jobs.get(session=session, job_id=job_id)
@@ -52,15 +56,33 @@ def register(*, settings: Settings, engine: Engine, name: str, trial_id: int | N
                                          metrics=dict(trial.metrics.get("final", {})), settings=model_settings)
         except ValueError as exc:
             raise ConfigError("--name", str(exc)) from None
-        target = settings.models_dir / name / str(version.version)
+        return _store(session, version, source, settings.models_dir / name / str(version.version))
+
+
+def _register_folder(settings: Settings, engine: Engine, name: str, path: Path) -> dict[str, Any]:
+    from core.inference.mlflow_model import read_mlflow_model
+
+    source, kestrel = read_mlflow_model(path)
+    model_settings = json.loads((source / SETTINGS_FILE).read_text())
+    with session_scope(engine) as session:
         try:
-            _copy_model(source, target)
-            version.artifact_dir = str(target)
-            session.add(version)
-            return describe(session, version)
-        except BaseException:
-            shutil.rmtree(target, ignore_errors=True)
-            raise
+            version = models.add_version(session=session, name=name, task=model_settings["task"], trial_id=None,
+                                         metrics=dict(kestrel.get("metrics", {})), settings=model_settings)
+        except ValueError as exc:
+            raise ConfigError("--name", str(exc)) from None
+        return _store(session, version, source, settings.models_dir / name / str(version.version))
+
+
+def _store(session: Session, version: ModelVersion, source: Path, target: Path) -> dict[str, Any]:
+    """Copy the model's files into the version's own folder; none is left behind when the version is not."""
+    try:
+        _copy_model(source, target)
+        version.artifact_dir = str(target)
+        session.add(version)
+        return describe(session, version)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
 
 
 def _copy_model(source: Path, target: Path) -> None:

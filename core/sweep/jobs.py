@@ -54,12 +54,14 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
         checkpoint_weights(engine, spec.params.checkpoint_run_id, spec.task)
     name, version = _dataset(spec, file, settings, engine)
     row = _registered(spec, name, version, engine)
+    test = _test_dataset(spec, name, settings, engine)
     with session_scope(engine) as session:
         stored = spec.model_copy(update={"training_data": DataRef(name=name, version=str(row.version)),
-                                         "validation_data": None})
+                                         "validation_data": None, "test_data": test})
         job = jobs.enqueue(session=session, kind=AUTOML, name=spec.display_name or spec.name or file.stem,
                            spec={"yaml": stored.to_yaml(), "dataset": name, "version": row.version,
-                                 "source": str(file.resolve()), "notices": spec.notices})
+                                 "source": str(file.resolve()), "notices": spec.notices,
+                                 "test_data": f"{test.name}:{test.version}" if test else None})
         session.refresh(job)
         session.expunge(job)
         return job
@@ -136,6 +138,28 @@ def _registered(spec: JobSpec, name: str, version: int | None, engine: Engine) -
             raise ConfigError("task", f"{spec.task.value} does not fit dataset {name}:{row.version}, which is "
                               f"{row.task}", [row.task])
         return row
+
+
+def _test_dataset(spec: JobSpec, name: str, settings: Settings, engine: Engine) -> DataRef | None:
+    """The dataset version the best model is scored on at the end (``test_data``), imported now when given
+    by path (as ``<training dataset>-test``): a wrong path or task fails the submission, not the job's end."""
+    data = spec.test_data
+    if data is None:
+        return None
+    if data.path is not None:
+        report = import_dataset(data.path, ImportOptions(f"{name}-test", spec.task, validation_fraction=0.0),
+                                settings=settings, engine=engine)
+        return DataRef(name=report["name"], version=str(report["version"]))
+    assert data.name is not None
+    with session_scope(engine) as session:
+        row = get_version(session=session, name=data.name,
+                          version=int(data.version) if data.version and data.version.isdigit() else None)
+        if row is None:
+            raise ConfigError("test_data.path", f"dataset {data.name}:{data.version or 'latest'} is not registered",
+                              hints=["kestrel data list"])
+        if row.task != spec.task.value:
+            raise ConfigError("test_data", f"dataset {data.name}:{row.version} is {row.task}, not {spec.task.value}")
+        return DataRef(name=data.name, version=str(row.version))
 
 
 def _dataset_ref(spec: JobSpec) -> tuple[str, int | None]:

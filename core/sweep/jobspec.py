@@ -106,6 +106,7 @@ class JobSpec(_Frozen):
     training_data: DataRef
     validation_data: DataRef | None = None
     validation_data_size: float | None = None
+    test_data: DataRef | None = None  # scored with the best trial's model once the trials end
     limits: Limits = Limits()
     training_parameters: dict[str, Any] = {}  # as written in the YAML
     params: TrainingParams  # training_parameters resolved over the task's defaults
@@ -148,6 +149,7 @@ class JobSpec(_Frozen):
         out["training_data"] = self.training_data.to_data()
         out["validation_data"] = self.validation_data.to_data() if self.validation_data else None
         out["validation_data_size"] = self.validation_data_size
+        out["test_data"] = self.test_data.to_data() if self.test_data else None
         out["limits"] = self.limits.model_dump(mode="json", exclude_none=True)
         out["training_parameters"] = dict(self.training_parameters)
         out["sweep"] = self.sweep.model_dump(mode="json", exclude_none=True) if self.sweep else None
@@ -219,6 +221,7 @@ def parse_job(yaml_text: str, base_dir: Path) -> JobSpec:
         training_data=_data_ref(doc["training_data"], "training_data", base_dir),
         validation_data=_data_ref(doc["validation_data"], "validation_data", base_dir)
         if doc.get("validation_data") is not None else None,
+        test_data=_data_ref(doc["test_data"], "test_data", base_dir) if doc.get("test_data") is not None else None,
         validation_data_size=size, limits=limits, training_parameters=raw_params,
         params=resolve_params(task, raw_params), sweep=sweep, search_space=space,
         outputs=_mapping(doc["outputs"], "outputs") if doc.get("outputs") is not None else None,

@@ -307,13 +307,34 @@ class _Run:
         failed = [t for t in rows if t.status == "failed"]
         if rows and len(failed) == len(rows) and not self.canceled:
             raise KestrelError(f"all {len(rows)} trials failed; trial {failed[0].id}: {failed[0].error}")
+        tested = self._test(best) if best is not None and not self.canceled else ""
         why = "canceled" if self.canceled else stopping.job_timeout(self.spec.limits.timeout_minutes) \
             if timed_out else "done"
         summary = f"{why}: {len(rows)} trials"
         if best is not None and best.primary_metric_value is not None and not math.isnan(best.primary_metric_value):
             summary += f"; best trial {best.id} ({best.model_name}) {best.primary_metric} " \
                        f"{best.primary_metric_value:.4f}"
-        return summary
+        return summary + tested
+
+    def _test(self, best: Any) -> str:
+        """Score the best trial's model on the job's test_data, as `kestrel score` would; its metrics are
+        kept with the trial (``metrics["test"]``) and the answers in the job's folder."""
+        test = self.spec.test_data
+        if test is None or not best.artifact_dir:
+            return ""
+        from core.inference.predict import load_predictor
+        from core.inference.score import read_source, score
+
+        with session_scope(self.engine) as session:
+            jobs.progress(session=session, job_id=self.job_id, fraction=1.0,
+                          message=f"scoring trial {best.id}'s model on the test data {test.name}:{test.version}")
+        source = read_source(f"{test.name}:{test.version}", self.spec.task, self.settings, self.engine)
+        report = score(load_predictor(Path(best.artifact_dir)), source,
+                       self.settings.job_dir(self.job_id) / "test_predictions.jsonl")
+        with session_scope(self.engine) as session:
+            trials.set_metrics(session=session, trial_id=best.id, key="test", values=report.get("metrics", {}))
+        value = report.get("metrics", {}).get(self.spec.primary_metric)
+        return f"; test {self.spec.primary_metric} {value:.4f}" if value is not None else ""
 
 
 def _cancel_requested(engine: Engine, job_id: int) -> bool:

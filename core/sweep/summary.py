@@ -29,6 +29,9 @@ def job_summary(*, session: Session, job_id: int) -> dict[str, Any]:
         "dataset": f"{job.spec.get('dataset')}:{job.spec.get('version')}" if job.kind == AUTOML else None,
         **_spec_facts(job),
         "best_trial_id": job.best_trial_id,
+        "test_data": job.spec.get("test_data"),
+        "test_metrics": next((_scalar_metrics(t.metrics.get("test")) for t in children
+                              if t.id == job.best_trial_id and t.metrics.get("test")), None),
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
@@ -73,7 +76,8 @@ def _spec_facts(job: Job) -> dict[str, Any]:
 def _trial(t: Trial) -> dict[str, Any]:
     return {"trial_id": t.id, "number": t.number, "status": t.status, "model_name": t.model_name,
             "params": t.params, "primary_metric": t.primary_metric,
-            "primary_metric_value": t.primary_metric_value, "metrics": _scalar_metrics(t.metrics),
+            "primary_metric_value": t.primary_metric_value, "metrics": _scalar_metrics(t.metrics.get("final")),
+            "test_metrics": _scalar_metrics(t.metrics.get("test")),
             "epoch": t.epoch, "stop_reason": t.stop_reason, "error": t.error, "device": t.device,
             "artifact_dir": t.artifact_dir,
             "started_at": t.started_at.isoformat() if t.started_at else None,
@@ -81,8 +85,7 @@ def _trial(t: Trial) -> dict[str, Any]:
             "duration_s": duration_s(t.started_at, t.finished_at)}
 
 
-def _scalar_metrics(stored: dict[str, Any]) -> dict[str, float]:
-    """The final evaluation's single-number metrics (per-class tables and curves left out)."""
-    final = stored.get("final") or {}
-    return {k: float(v) for k, v in final.items()
+def _scalar_metrics(evaluation: dict[str, Any] | None) -> dict[str, float]:
+    """An evaluation's single-number metrics (per-class tables and curves left out)."""
+    return {k: float(v) for k, v in (evaluation or {}).items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))}

@@ -32,6 +32,13 @@ def start(*, session: Session, trial_id: int, device: str, pid: int, artifact_di
     session.add(trial)
 
 
+def set_metrics(*, session: Session, trial_id: int, key: str, values: Mapping[str, Any]) -> None:
+    """Keep ``values`` under ``metrics[key]`` (e.g. the test set's evaluation of a finished trial)."""
+    trial = _get(session, trial_id)
+    trial.metrics = {**trial.metrics, key: dict(values)}
+    session.add(trial)
+
+
 def append_metrics(*, session: Session, trial_id: int, step: int, metrics: Mapping[str, float]) -> None:
     """Record one evaluation's metrics; also the trial's epoch and heartbeat. An undefined value (NaN,
     e.g. an average precision with one class in a tiny validation set) is left out, as the metrics do."""

@@ -146,6 +146,26 @@ def test_azureml_urls_of_a_datastore_resolve_by_the_longest_tail_found_in_the_fo
         (8, f"image_url '{store}/../../etc/passwd' climbs out of its datastore with '..'")]
 
 
+
+def test_a_mapped_datastore_resolves_urls_to_its_folder_even_from_an_upload(cli, settings, tmp_path):
+    store = "azureml://subscriptions/s/resourcegroups/g/workspaces/w/datastores/workspaceblobstore/paths"
+    lines = []
+    for i in range(4):
+        write_image(tmp_path / "blobs" / "LocalUpload" / "9f" / "train" / f"{i}.png", seed=i)
+        lines.append({"image_url": f"{store}/LocalUpload/9f/train/{i}.png", "label": "a" if i % 2 else "b"})
+    upload = settings.staging_dir / "upload-1" / "data"  # as the studio stages an upload
+    write_jsonl(upload / "train.jsonl", lines)
+    code, _, err = cli("data", "import", upload, "--name", "unmapped", ok=False)
+    assert code == 2 and "no file in the imported folder ends with '0.png'" in err and "kestrel datastore create" in err
+    mapped = cli.json("datastore", "create", "workspaceblobstore", "--path", tmp_path / "blobs")
+    assert mapped == {"name": "workspaceblobstore", "path": str((tmp_path / "blobs").resolve())}
+    assert cli.json("datastore", "list")["datastores"] == [mapped]
+    report = cli.json("data", "import", upload, "--name", "mapped")
+    assert report["images"] == 4 and report["skipped"] == []  # outside the upload, inside the mapped folder
+    cli.json("datastore", "delete", "workspaceblobstore")
+    assert cli.json("datastore", "list")["datastores"] == []
+
+
 def test_importing_again_makes_a_new_version_and_show_finds_each(cli, tmp_path):
     first = classification_set(tmp_path / "a", {"x": 6, "y": 6})
     second = classification_set(tmp_path / "b", {"x": 7, "y": 7})

@@ -442,3 +442,30 @@ def test_request_settings_bound_the_time_and_the_requests_at_once(served, tmp_pa
     assert "takes 1 request(s) at once (request_settings.max_concurrent_requests_per_instance)" in \
         second.json()["error"]
     assert first[0].status_code == 200
+
+
+def test_a_model_exported_as_mlflow_predicts_as_our_predictor_and_registers_back(served):
+    """Azure's AutoML hands its models over as MLflow folders; ours load with MLflow's own loader."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from core.inference.predict import load_predictor, predict_json
+
+    kestrel, root = served["kestrel"], served["root"]
+    folder = root / "mlflow-model"
+    assert kestrel("model", "export", "m-cls:1", "--format", "mlflow", "--out", str(folder))["folder"] == str(folder)
+    assert {p.name for p in folder.iterdir()} == {"MLmodel", "conda.yaml", "python_env.yaml", "requirements.txt",
+                                                  "data"}
+    files = served["images"]["cls"]
+    frame = pd.DataFrame({"image": [base64.encodebytes(f.read_bytes()).decode() for f in files]})
+    answers = mlflow.pyfunc.load_model(str(folder)).predict(frame)
+    ours = predict_json(load_predictor(folder / "data"), [Image.open(f).convert("RGB") for f in files],
+                        [f.name for f in files])
+    assert list(answers["labels"]) == [o["labels"] for o in ours]
+    assert all(abs(a - b) < 1e-5 for row, o in zip(answers["probs"], ours) for a, b in zip(row, o["probs"]))
+    back = kestrel("model", "register", "--path", str(folder), "--name", "m-back")
+    assert (back["version"], back["task"], back["trial_id"]) == (1, "image_classification", None)
+    assert back["settings"] == kestrel("model", "show", "m-cls:1")["settings"]
+    refused = CliRunner().invoke(kestrel.app, ["model", "register", "--path", str(root), "--name", "x"],
+                                 env=kestrel.env)
+    assert refused.exit_code == 2 and "has no MLmodel file: it is not an MLflow model folder" in refused.stderr

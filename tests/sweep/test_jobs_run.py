@@ -87,13 +87,21 @@ def test_grid_runs_exactly_its_grid_and_ties_go_to_the_earlier_finished(cli, bri
         assert summary["best_trial_id"] == summary["trials"][0]["trial_id"]
 
 
-def test_bayesian_sweep_runs_and_the_job_can_be_shown_listed_and_logged(cli, bright_dark, tmp_path):
+def test_bayesian_sweep_runs_scores_its_test_data_and_can_be_shown_listed_and_logged(cli, bright_dark, tmp_path):
     space = [{"model_name": "resnet18", "optimizer": "adamw",
               "learning_rate": {"type": "loguniform", "min_value": -8, "max_value": -5}}]
+    test = bright_dark_set(tmp_path / "test", count=10)
     file = job_file(tmp_path, bright_dark, limits={"max_trials": 3}, training_parameters=TINY,
-                    sweep={"sampling_algorithm": "bayesian"}, search_space=space)
+                    sweep={"sampling_algorithm": "bayesian"}, search_space=space,
+                    test_data={"path": str(test), "type": "uri_file"})
     summary = cli.json("job", "submit", str(file), "--wait")
     assert summary["status"] == "completed" and len(summary["trials"]) == 3
+    # The best model scored on the test set, its metrics beside the validation ones.
+    assert summary["test_data"] == "job-test:1" and "; test accuracy " in summary["message"]
+    best = next(t for t in summary["trials"] if t["trial_id"] == summary["best_trial_id"])
+    assert "accuracy" in summary["test_metrics"] and set(summary["test_metrics"]) <= set(best["metrics"])
+    assert best["test_metrics"] == summary["test_metrics"] and 0 <= summary["test_metrics"]["accuracy"] <= 1
+    assert cli.json("data", "show", "job-test:1")["images"] == 10
     rates = [t["params"]["learning_rate"] for t in summary["trials"]]
     assert len(set(rates)) == 3 and all(0.00033 < r < 0.0068 for r in rates)
     job_id = summary["job_id"]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path, PurePosixPath
+from types import MappingProxyType
 from typing import Any
 
 from core.base.tasks import LabelKind
@@ -13,6 +16,19 @@ from core.data.formats.base import files_with_suffix, formats, relative_name, te
 from core.data.records import ImageRecord, Instance, Problem
 
 BOX_FIELDS = ("topX", "topY", "bottomX", "bottomY")
+# The datastores the person mapped to folders (`kestrel datastore create`), for the read in progress:
+# the importer and the preview set them, so every format that reads JSONL lines resolves alike.
+_DATASTORES: ContextVar[Mapping[str, Path]] = ContextVar("datastores", default=MappingProxyType({}))
+MAP_HINT = "or map the datastore to its folder: `kestrel datastore create NAME --path DIR`"
+
+
+@contextmanager
+def using_datastores(datastores: Mapping[str, Path]) -> Iterator[None]:
+    token = _DATASTORES.set(MappingProxyType(dict(datastores)))
+    try:
+        yield
+    finally:
+        _DATASTORES.reset(token)
 
 
 class LineError(ValueError):
@@ -26,7 +42,8 @@ class LineError(ValueError):
 def resolve_image_url(url: str, jsonl_dir: Path, data_root: Path) -> tuple[Path, str]:
     """The local file an ``image_url`` names, and the name to show for it.
 
-    ``azureml://.../paths/<rel>`` is resolved against the folder being imported: a local copy of a
+    ``azureml://.../datastores/<store>/paths/<rel>`` is ``<rel>`` in the folder mapped to ``<store>``
+    (`using_datastores`). Unmapped, it is resolved against the folder being imported: a local copy of a
     datastore keeps its layout, but people download only part of it (``train/buildings/1.jpg`` of
     ``LocalUpload/<hash>/train/buildings/1.jpg``), so the longest tail of ``<rel>`` that is a file
     there is taken.
@@ -41,13 +58,20 @@ def resolve_image_url(url: str, jsonl_dir: Path, data_root: Path) -> tuple[Path,
         if ".." in parts or not parts:
             raise LineError(f"image_url {url!r} climbs out of its datastore with '..'",
                             "give the file's path below /paths/ without '..'")
+        store = url.split("/paths/", 1)[0].rpartition("/datastores/")[2] if "/datastores/" in url else ""
+        if store in _DATASTORES.get():
+            root = _DATASTORES.get()[store]
+            if not (root / "/".join(parts)).is_file():
+                raise LineError(f"datastore {store} is mapped to {root}, which holds no {'/'.join(parts)}",
+                                f"copy the file there, or map {store} to the folder that holds it")
+            return root / "/".join(parts), f"{store}/{'/'.join(parts)}"
         for start in range(len(parts)):
             rel = "/".join(parts[start:])
             if (data_root / rel).is_file():
                 return data_root / rel, rel
         raise LineError(f"no file in the imported folder ends with {parts[-1]!r} of {url!r}",
                         "import the folder that holds the datastore's files (its layout below /paths/, "
-                        "or any tail of it such as train/<class>/<file>)")
+                        f"or any tail of it such as train/<class>/<file>), {MAP_HINT}")
     path = Path(url)
     if not path.is_absolute():
         path = (jsonl_dir / path).resolve()
