@@ -100,6 +100,10 @@ def _found(preview: ImportPreview, root: Path) -> None:
         st.caption("Classes (images): " + ", ".join(f"{c} ({n})" for c, n in preview.images_per_class.items()))
     if not preview.is_complete:
         st.caption("Counted from the start of a large dataset; the import reads all of it.")
+    if preview.resolved:  # azureml:// URLs: say how each was found; those not found are among the problems
+        ways = {"path tail": "by the end of their path, in the upload"}
+        st.caption("Image URLs found: " + ", ".join(f"{n:,} {ways.get(way, f'through {way}')}"
+                                                    for way, n in preview.resolved.items()))
     classes = tuple(preview.classes)
     for start in range(0, len(preview.samples), COLUMNS):
         for slot, record in zip(st.columns(COLUMNS), preview.samples[start:start + COLUMNS]):

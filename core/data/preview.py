@@ -45,6 +45,7 @@ class ImportPreview:
     problems: tuple[Problem, ...]  # the first MAX_PROBLEMS, with file names relative to root
     problem_count: int
     is_complete: bool  # False: reading stopped after ``MAX_ITEMS`` items
+    resolved: dict[str, int]  # azureml:// image URLs found, per way (ImageRecord.resolved)
 
     @property
     def classes(self) -> list[str]:
@@ -87,6 +88,7 @@ def preview_dataset(root: Path, *, fmt: str | None = None, samples: int = SAMPLE
     records: list[ImageRecord] = []
     problems: list[Problem] = []
     per_class: Counter[str] = Counter()
+    resolved: Counter[str] = Counter()
     kinds: set[LabelKind] = set()
     images = problem_count = 0
     is_complete = True
@@ -105,6 +107,8 @@ def preview_dataset(root: Path, *, fmt: str | None = None, samples: int = SAMPLE
                         problems.append(Problem(_shown(item.file, base), item.line, item.error, item.fix))
                     continue
                 images += 1
+                if item.resolved:
+                    resolved[item.resolved] += 1
                 if len(records) < samples:
                     records.append(item)
                 if item.kind is not None:
@@ -114,7 +118,7 @@ def preview_dataset(root: Path, *, fmt: str | None = None, samples: int = SAMPLE
         raise InputError(_shown(exc.file, base), exc.problem, exc.fix, exc.line) from exc
     task, task_problem = _task(frozenset(kinds))
     return ImportPreview(root, name, task, task_problem, dict(sorted(per_class.items())), images,
-                         tuple(records), tuple(problems), problem_count, is_complete)
+                         tuple(records), tuple(problems), problem_count, is_complete, dict(resolved))
 
 
 def _task(kinds: frozenset[LabelKind]) -> tuple[Task | None, str]:

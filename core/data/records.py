@@ -38,6 +38,7 @@ class ImageRecord:
     instances: tuple[Instance, ...] = ()
     width: int | None = None  # as stated by the annotation file, when it states it
     height: int | None = None
+    resolved: str = ""  # how an azureml:// URL found its file ("datastore NAME", "path tail"); "" otherwise
 
 
 @dataclass(frozen=True)

@@ -102,3 +102,22 @@ def test_a_zip_on_this_machine_is_unpacked_into_the_staging_folder_and_kept(sett
     with pytest.raises(InputError, match="outside the upload folder"):
         unpack(bad, settings)
     assert set(settings.staging_dir.iterdir()) == before  # a refused zip leaves nothing behind
+
+
+def test_the_preview_counts_how_azureml_urls_were_found_and_names_those_not_found(tmp_path):
+    store = "azureml://subscriptions/s/resourcegroups/g/workspaces/w/datastores/{}/paths/LocalUpload/h/{}"
+    lines = []
+    for i in range(3):  # downloaded beside the JSONL, without the LocalUpload/<hash>/ prefix
+        write_image(tmp_path / "upload" / "train" / f"{i}.png", seed=i)
+        lines.append({"image_url": store.format("workspaceblobstore", f"train/{i}.png"), "label": "a"})
+    for i in range(2):  # in a folder the person mapped to the datastore "other"
+        write_image(tmp_path / "mapped" / "LocalUpload" / "h" / f"{i}.png", seed=10 + i)
+        lines.append({"image_url": store.format("other", f"{i}.png"), "label": "b"})
+    lines.append({"image_url": store.format("workspaceblobstore", "train/missing.png"), "label": "a"})
+    write_jsonl(tmp_path / "upload" / "train.jsonl", lines)
+    preview = preview_dataset(tmp_path / "upload", datastores={"other": tmp_path / "mapped"})
+    assert preview.image_count == 5
+    assert preview.resolved == {"path tail": 3, "datastore other": 2}
+    assert [(p.line, p.error.split(" of ")[0]) for p in preview.problems] == [
+        (6, "no file in the imported folder ends with 'missing.png'")]
+    assert "kestrel datastore create" in preview.problems[0].fix

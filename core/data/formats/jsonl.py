@@ -39,8 +39,9 @@ class LineError(ValueError):
         self.fix = fix
 
 
-def resolve_image_url(url: str, jsonl_dir: Path, data_root: Path) -> tuple[Path, str]:
-    """The local file an ``image_url`` names, and the name to show for it.
+def resolve_image_url(url: str, jsonl_dir: Path, data_root: Path) -> tuple[Path, str, str]:
+    """The local file an ``image_url`` names, the name to show for it, and how an azureml:// URL was
+    resolved (ImageRecord.resolved).
 
     ``azureml://.../datastores/<store>/paths/<rel>`` is ``<rel>`` in the folder mapped to ``<store>``
     (`using_datastores`). Unmapped, it is resolved against the folder being imported: a local copy of a
@@ -64,18 +65,18 @@ def resolve_image_url(url: str, jsonl_dir: Path, data_root: Path) -> tuple[Path,
             if not (root / "/".join(parts)).is_file():
                 raise LineError(f"datastore {store} is mapped to {root}, which holds no {'/'.join(parts)}",
                                 f"copy the file there, or map {store} to the folder that holds it")
-            return root / "/".join(parts), f"{store}/{'/'.join(parts)}"
+            return root / "/".join(parts), f"{store}/{'/'.join(parts)}", f"datastore {store}"
         for start in range(len(parts)):
             rel = "/".join(parts[start:])
             if (data_root / rel).is_file():
-                return data_root / rel, rel
+                return data_root / rel, rel, "path tail"
         raise LineError(f"no file in the imported folder ends with {parts[-1]!r} of {url!r}",
                         "import the folder that holds the datastore's files (its layout below /paths/, "
                         f"or any tail of it such as train/<class>/<file>), {MAP_HINT}")
     path = Path(url)
     if not path.is_absolute():
         path = (jsonl_dir / path).resolve()
-    return path, relative_name(path, data_root.resolve())
+    return path, relative_name(path, data_root.resolve()), ""
 
 
 def _number(value: Any, field: str) -> float:
@@ -173,11 +174,11 @@ def _record(text: str, file: Path, data_root: Path, line_no: int) -> ImageRecord
         raise LineError("no image_url", 'add "image_url": "<path of the image>"')
     if "label" not in obj:
         raise LineError("no label", 'add "label" with the image\'s class or boxes')
-    image, name = resolve_image_url(url, file.parent, data_root)
+    image, name, resolved = resolve_image_url(url, file.parent, data_root)
     kind, tags, instances = parse_label(obj["label"])
     details = obj.get("image_details")
     return ImageRecord(image, name, file.name, line_no, kind, tags, instances,
-                       _size(details, "width"), _size(details, "height"))
+                       _size(details, "width"), _size(details, "height"), resolved)
 
 
 @formats.register("jsonl")
