@@ -211,11 +211,24 @@ def _new_version(items: list[LabelledImage], problems: list[Problem], task: Task
     classes = sorted(stats["images_per_class"])
     return NewVersion(
         name=options.name, task=task.value, format=fmt, source=str(source), classes=classes,
-        stats=stats, warnings=version_warnings(len(items), stats["images_per_class"]),
+        stats=stats, warnings=version_warnings(len(items), stats["images_per_class"]) + _size_warnings(items),
         validation_fraction=options.validation_fraction,
         images=[_new_image(item) for item in items],
         problems=[p.as_dict() for p in problems],
     )
+
+
+def _size_warnings(items: list[LabelledImage]) -> list[str]:
+    """Images whose annotation states another size (``image_details`` width/height) than the file has.
+    The labels are normalised, so they are kept; a wrong stated size often means a file swapped for another."""
+    differ = [i for i in items if i.record.width and i.record.height
+              and {i.record.width, i.record.height} != {i.width, i.height}]  # either way round: EXIF rotation
+    if not differ:
+        return []
+    first = differ[0]
+    return [f"{len(differ)} image(s) differ from the size their annotation states (first: {first.record.origin}:"
+            f"{first.record.line} {first.record.name}, stated {first.record.width}×{first.record.height}, the file "
+            f"is {first.width}×{first.height}); the normalised labels were kept — check the files are the right ones"]
 
 
 def _new_image(item: LabelledImage) -> NewImage:

@@ -117,11 +117,15 @@ def test_detection_labels_in_the_shape_of_the_reference_examples(cli, tmp_path):
         {"image_url": "images/1.png", "label": [
             {"label": "dog", "topX": 0.2, "topY": 0.2, "bottomX": 0.6, "bottomY": 0.9, "isCrowd": False},
             {"label": "cat", "topX": "0.5", "topY": "0.1", "bottomX": "0.9", "bottomY": "0.5", "isCrowd": 0}]},
-        {"image_url": "images/2.png", "label": {"label": "dog", "topX": 0, "topY": 0, "bottomX": 1,
-                                                "bottomY": 1, "isCrowd": "false"}}]
+        {"image_url": "images/2.png", "image_details": {"format": "png", "width": "2230px", "height": "1500px"},
+         "label": {"label": "dog", "topX": 0, "topY": 0, "bottomX": 1, "bottomY": 1, "isCrowd": "false"}}]
     report = cli.json("data", "import", write_jsonl(tmp_path / "od.jsonl", lines), "--name", "od")
     assert report["task"] == "image_object_detection" and report["skipped"] == []
     assert report["classes"] == {"cat": 2, "dog": 2} and report["annotations"] == 4
+    # The stated size is only a check: 40×30 matches; 2230×1500 does not, which is said, labels kept.
+    assert [w for w in report["warnings"] if "differ" in w] == [
+        "1 image(s) differ from the size their annotation states (first: od.jsonl:3 images/2.png, stated "
+        "2230×1500, the file is 40×30); the normalised labels were kept — check the files are the right ones"]
     crowd = [[i.is_crowd for i in parse_label(line["label"])[2]] for line in lines]
     assert crowd == [[True], [False, False], [False]]
 
