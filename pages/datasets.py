@@ -198,8 +198,8 @@ def _datastores() -> None:
                    "path ends the same way (e.g. train/buildings/1.jpg).")
     with st.form("datastore_form", clear_on_submit=True, border=False):
         name_col, folder_col, go = st.columns([2, 4, 1], vertical_alignment="bottom")
-        name = name_col.text_input("Datastore name", placeholder="workspaceblobstore")
-        folder = folder_col.text_input("Folder on this machine", placeholder="/data/blobs")
+        name = name_col.text_input("Datastore name", placeholder="workspaceblobstore", key="datastore_name")
+        folder = folder_col.text_input("Folder on this machine", placeholder="/data/blobs", key="datastore_folder")
         if go.form_submit_button("Map"):
             _map_datastore(name.strip(), folder.strip())
     if mapped:

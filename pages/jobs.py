@@ -122,7 +122,7 @@ def job_list() -> None:
         st.info("No jobs yet. Upload a job YAML above, or run `kestrel job submit job.yml`.")
         return
     frame = job_rows(summaries)
-    st.dataframe(frame.style.map(_status_badge, subset=["status"]), hide_index=True, use_container_width=True,
+    st.dataframe(frame.style.map(_status_badge, subset=["status"]), hide_index=True, width="stretch",
                  key="job-list", column_config={
                      "job": st.column_config.LinkColumn("job", display_text=r"jobs\?job=(\d+)",
                                                         help="Open the job's page"),
@@ -185,7 +185,7 @@ def test_set(summary: dict[str, Any]) -> None:
     st.markdown(f"**Best model on the test data** `{summary['test_data']}` (trial {best['trial_id']})")
     st.dataframe(pd.DataFrame({"metric": names, "test": [summary["test_metrics"][n] for n in names],
                                "validation": [best["metrics"][n] for n in names]}),
-                 hide_index=True, use_container_width=True)
+                 hide_index=True, width="stretch")
 
 
 def _highlight_best(row: pd.Series) -> list[str]:
@@ -196,7 +196,7 @@ def _highlight_best(row: pd.Series) -> list[str]:
 def _show_leaderboard(board: pd.DataFrame) -> None:
     shown = board.assign(trial=[f"trial?trial={t}" for t in board["trial"]])
     styled = shown.style.apply(_highlight_best, axis=1).map(_status_badge, subset=["status"])
-    st.dataframe(styled, hide_index=True, use_container_width=True, column_config={
+    st.dataframe(styled, hide_index=True, width="stretch", column_config={
         "trial": st.column_config.LinkColumn("trial", display_text=r"trial\?trial=(\d+)",
                                              help="Open the trial's page"),
         "duration (s)": st.column_config.NumberColumn("duration (s)", format="%.0f")})
@@ -241,13 +241,13 @@ def job_view(job_id: int) -> None:
         return
     left, right = st.columns(2)
     left.plotly_chart(px.bar(scored.sort_values("trial"), x="trial", y=metric, color="model",
-                             title=f"{metric} per trial"), use_container_width=True)
+                             title=f"{metric} per trial"), width="stretch")
     tried = {k for t in summary["trials"] for k in t["params"]} | {metric}  # hyperparameters against the metric
     numeric = [c for c in scored.columns if c in tried and pd.api.types.is_numeric_dtype(scored[c])
                and scored[c].nunique() > 1]
     if metric in numeric and len(numeric) > 1:
         right.plotly_chart(px.parallel_coordinates(scored, dimensions=numeric, color=metric,
-                                                   title="What the sweep tried"), use_container_width=True)
+                                                   title="What the sweep tried"), width="stretch")
 
 
 st.title("Jobs")

@@ -159,3 +159,18 @@ def test_a_new_version_is_previewed_in_the_open_upload_panel_above_the_datasets(
     assert list(_frames(at)[0]["Name"]) == ["shapes"]  # the page goes on below
     at.button(key="upload_cancel").click().run()
     assert not at.exception and not at.expander[0].proto.expanded and not any(settings.staging_dir.iterdir())
+
+
+def test_a_datastore_is_mapped_to_a_folder_and_listed(settings: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    at = run_app()
+    at.text_input(key="datastore_name").input("workspaceblobstore")
+    at.text_input(key="datastore_folder").input(str(tmp_path / "missing"))
+    at.button[[b.label for b in at.button].index("Map")].click().run()
+    assert any("is not a folder on this machine" in e.value for e in at.error)  # the CLI's own check
+    at.text_input(key="datastore_name").input("workspaceblobstore")  # the form starts empty again
+    at.text_input(key="datastore_folder").input(str(tmp_path))
+    at.button[[b.label for b in at.button].index("Map")].click().run()
+    assert not at.exception and any(f"workspaceblobstore → {tmp_path}" in s.value for s in at.success)
+    at.run()
+    mapped = next(frame for frame in _frames(at) if "datastore" in frame.columns)
+    assert mapped.to_dict("list") == {"datastore": ["workspaceblobstore"], "folder": [str(tmp_path)]}

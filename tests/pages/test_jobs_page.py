@@ -147,3 +147,21 @@ def test_an_import_job_is_listed_without_task_or_trials_and_a_deleted_job_is_exp
     row = at.dataframe[0].value.iloc[0]
     assert row["kind"] == "import" and row["task"] == "" and row["trials"] == "" and pd.isna(row["best"])
     assert row["status"].endswith("queued") and row["duration"] == ""
+
+
+def test_the_best_models_test_metrics_show_beside_its_validation_metrics(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    job_id = _job(engine, [0.6, 0.9])
+    with session_scope(engine) as session:
+        job = jobs.get(session=session, job_id=job_id)
+        job.spec = {**job.spec, "test_data": "fridge-test:1"}
+        session.add(job)
+        trials.set_metrics(session=session, trial_id=job.best_trial_id, key="final",
+                           values={"accuracy": 0.9, "log_loss": 0.3})
+        trials.set_metrics(session=session, trial_id=job.best_trial_id, key="test",
+                           values={"accuracy": 0.75, "log_loss": 0.5})
+    at = _open(job_id)
+    assert not at.exception
+    assert any("Best model on the test data" in m.value and "fridge-test:1" in m.value for m in at.markdown)
+    table = next(d.value for d in at.dataframe if "test" in d.value.columns)
+    assert table.to_dict("list") == {"metric": ["accuracy", "log_loss"], "test": [0.75, 0.5],
+                                     "validation": [0.9, 0.3]}
