@@ -148,9 +148,7 @@ def endpoint_create(
     with session_scope(engine) as session:
         create_endpoint(session=session, name=name, settings=settings)
     runner.start(settings, engine, name)
-    runner.wait_ready(settings, engine, name)
-    with session_scope(engine) as session:
-        info = endpoint_info(session, name)
+    info = _ready_info(settings, engine, name)
     _emit(info | {"notices": notices}, as_json, f"endpoint {name} serving at {info['scoring_uri']}")
 
 
@@ -162,9 +160,7 @@ def endpoint_start(name: str, as_json: JsonFlag = False) -> None:
 
     settings, engine = open_storage()
     started = runner.ensure_started(settings, engine, name)
-    runner.wait_ready(settings, engine, name)
-    with session_scope(engine) as session:
-        info = endpoint_info(session, name)
+    info = _ready_info(settings, engine, name)
     _emit(info, as_json, f"endpoint {name} {'started' if started else 'was running'}: {info['scoring_uri']}")
 
 
@@ -176,9 +172,7 @@ def endpoint_restart(name: str, as_json: JsonFlag = False) -> None:
 
     settings, engine = open_storage()
     runner.start(settings, engine, name)
-    runner.wait_ready(settings, engine, name)
-    with session_scope(engine) as session:
-        info = endpoint_info(session, name)
+    info = _ready_info(settings, engine, name)
     _emit(info, as_json, f"endpoint {name} restarted: {info['scoring_uri']}")
 
 
@@ -317,11 +311,18 @@ def deployment_create(
                        request_timeout_ms=manifest.request_timeout_ms,
                        max_concurrent_requests=manifest.max_concurrent_requests)
     runner.start(settings, engine, endpoint)  # the server loads its models once, at start
-    runner.wait_ready(settings, engine, endpoint)
-    with session_scope(engine) as session:
-        info = endpoint_info(session, endpoint)
+    info = _ready_info(settings, engine, endpoint)
     _emit(info | {"notices": manifest.notices}, as_json, f"deployed {model} as {name} on {endpoint}: "
           f"{info['scoring_uri']}")
+
+
+def _ready_info(settings: Any, engine: Any, name: str) -> dict[str, Any]:
+    """What `endpoint show` prints, once the endpoint's server has loaded its models."""
+    from core.serving import runner
+
+    runner.wait_ready(settings, engine, name)
+    with session_scope(engine) as session:
+        return endpoint_info(session, name)
 
 
 def _notify(notices: list[str]) -> None:

@@ -45,15 +45,18 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
     except ConfigError as exc:
         raise ConfigError(f"{file.name}: {exc.path}", exc.reason, exc.allowed, exc.hints) from None
     _check_grid(spec, file, settings.max_grid_points)
-    if spec.training_data.is_registered:  # a wrong dataset name is refused before torch is loaded
-        _registered(spec, *_dataset_ref(spec), engine)
+    registered = spec.training_data.is_registered
+    if registered:  # a wrong dataset name is refused before torch is loaded
+        name, version = _dataset_ref(spec)
+        row = _registered(spec, name, version, engine)
     _check_models(spec)
     if spec.params.checkpoint_run_id:
         from core.runs.trial import checkpoint_weights
 
         checkpoint_weights(engine, spec.params.checkpoint_run_id, spec.task)
-    name, version = _dataset(spec, file, settings, engine)
-    row = _registered(spec, name, version, engine)
+    if not registered:  # imported only once everything else is known to be right
+        name, version = _import_training_data(spec, file, settings, engine)
+        row = _registered(spec, name, version, engine)
     test = _test_dataset(spec, name, settings, engine)
     with session_scope(engine) as session:
         stored = spec.model_copy(update={"training_data": DataRef(name=name, version=str(row.version)),
@@ -171,11 +174,9 @@ def _dataset_ref(spec: JobSpec) -> tuple[str, int | None]:
     return data.name, int(data.version) if data.version and data.version.isdigit() else None
 
 
-def _dataset(spec: JobSpec, file: Path, settings: Settings, engine: Engine) -> tuple[str, int | None]:
-    """The dataset version the job trains on; data given by path is imported first."""
+def _import_training_data(spec: JobSpec, file: Path, settings: Settings, engine: Engine) -> tuple[str, int]:
+    """Training data given by path, imported as a new dataset version."""
     data = spec.training_data
-    if data.is_registered:
-        return _dataset_ref(spec)
     assert data.path is not None
     if spec.validation_data is not None and spec.validation_data.path is None:
         raise ConfigError("validation_data.path", "give a path too when training_data is a path")
