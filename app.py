@@ -45,10 +45,7 @@ page = st.navigation(PAGES)
 with st.sidebar:
     with session_scope(_ui.engine()) as session:
         live = workers.live(session=session, grace_s=30)
-    busy = [w.current_job_id for w in live if w.current_job_id]
-    if not live:
-        st.caption(":red[Worker: down] — long work waits until `kestrel worker` runs")
-    else:
-        st.caption(f"Worker: running job {busy[0]}" if busy else "Worker: idle")
+    for line in _ui.lane_lines(live):
+        st.caption(line)
     st.caption(f"Device: {_ui.device_of(live)}")
 page.run()

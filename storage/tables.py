@@ -198,6 +198,7 @@ class WorkerState(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     worker_id: str = Field(index=True, unique=True)
     pid: int
+    lane: str = "all"  # the kinds of job it takes: storage.repos.workers.LANES
     device: str = ""
     current_job_id: int | None = None
     heartbeat_at: datetime = Field(default_factory=utcnow)

@@ -87,3 +87,13 @@ def test_only_the_weight_resolver_may_reach_the_network():
     offenders = [str(f.relative_to(ROOT)) for f in ROOT.glob("core/**/*.py")
                  if str(f.relative_to(ROOT)) not in allowed and _imports(f) & network]
     assert offenders == []
+
+
+def test_cli_help_loads_no_database_or_model_library():
+    """`kestrel --help` (and typer's completion) builds the command tree only: SQLAlchemy, Alembic and the
+    model libraries load with the command that needs them."""
+    code = "import sys\nimport core.cli\nprint(sorted({m.split('.')[0] for m in sys.modules} & " \
+           f"{set(HEAVY) | {'sqlalchemy', 'sqlmodel', 'alembic', 'yaml', 'PIL', 'numpy'}!r}))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -20,6 +20,7 @@ from core.base.errors import ConfigError, KestrelError
 from core.data.draw import Overlay, class_colour, draw_labels, thumbnail
 from storage.artifacts import BlobStore
 from storage.db import make_engine, upgrade
+from storage.repos import workers
 from storage.settings import Settings
 from storage.tables import Annotation, WorkerState
 
@@ -81,6 +82,26 @@ def blob_path(sha256: str) -> Path:
 def device_of(live: Sequence[WorkerState]) -> str:
     """What trains here, as the live worker recorded it; without one, this machine's cores are the best guess."""
     return next((w.device for w in live if w.device), f"CPU, {len(os.sched_getaffinity(0))} cores")
+
+
+def lane_lines(live: Sequence[WorkerState]) -> list[str]:
+    """The sidebar's word on the workers: one line per lane ("Training: running job 5", "Imports & scoring:
+    idle"), a lane nobody serves "down"; a worker serving every lane gives one "Worker: …" line."""
+    if not live:
+        return [":red[Worker: down] — long work waits until `kestrel worker` runs"]
+    lanes = ["all"] if any(w.lane == "all" for w in live) else ["training", "quick"]
+    lines = []
+    for lane in lanes:
+        serving = [w for w in live if w.lane == lane]
+        busy = sorted(w.current_job_id for w in serving if w.current_job_id)
+        title = workers.LANE_TITLES[lane]
+        if not serving:
+            lines.append(f":red[{title}: down] — its jobs wait until `kestrel worker --lane {lane}` runs")
+        elif busy:
+            lines.append(f"{title}: running " + ", ".join(f"[job {j}](jobs?job={j})" for j in busy))
+        else:
+            lines.append(f"{title}: idle")
+    return lines
 
 
 def colour_map(classes: Sequence[str]) -> dict[str, str]:
@@ -171,15 +192,21 @@ def kestrel(*args: str) -> tuple[Any, str]:
 
 
 def submit_job_yaml(text: str) -> tuple[int | None, str]:
-    """Queue a job file through `kestrel job submit` (it checks model names with the model libraries,
-    which this process never imports); returns the job id, or the refusal to show."""
+    """Queue a job file as `kestrel job submit` does, in this process and in well under a second: the
+    YAML, the data and the catalog's model names are checked here; a name only the model libraries
+    know is checked by the worker before trial 1. Returns the job id, or the refusal to show."""
     import tempfile
+
+    from core.sweep.jobs import submit_job
 
     with tempfile.TemporaryDirectory() as folder:
         file = Path(folder) / "job.yml"
         file.write_text(text, encoding="utf-8")
-        answer, refusal = kestrel("job", "submit", str(file))
-    return (int(answer["job_id"]), "") if answer else (None, refusal)
+        try:
+            job = submit_job(file, settings=settings(), engine=engine(), libraries=False)
+        except KestrelError as exc:
+            return None, str(exc)
+    return job.id, ""
 
 
 def url_selectbox(label: str, options: list[Any], *, key: str, param: str, on_change: Any = None,

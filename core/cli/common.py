@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from sqlalchemy import Engine
 
 from core.base.errors import ConfigError, KestrelError
-from storage.db import make_engine, upgrade
-from storage.secrets import SecretError
-from storage.settings import Settings
+
+if TYPE_CHECKING:  # storage pulls in SQLAlchemy and Alembic: loaded by the commands, so `--help` stays quick
+    from sqlalchemy import Engine
+    from sqlmodel import Session
+
+    from storage.settings import Settings
 
 app = typer.Typer(help="Kestrel: local AutoML for images.", no_args_is_help=True)
 out = Console(highlight=False)
@@ -40,6 +43,10 @@ def reports_errors(command: F) -> F:
 
 
 def open_storage() -> tuple[Settings, Engine]:
+    from storage.db import make_engine, upgrade
+    from storage.secrets import SecretError
+    from storage.settings import Settings
+
     settings = Settings()
     engine = make_engine(settings.db_url)
     try:
@@ -47,6 +54,12 @@ def open_storage() -> tuple[Settings, Engine]:
     except SecretError as exc:  # sealing the keys of an older database needs the secret
         raise KestrelError(f"the database cannot be upgraded: {exc}") from None
     return settings, engine
+
+
+def session_scope(engine: Engine) -> AbstractContextManager[Session]:
+    from storage import db
+
+    return db.session_scope(engine)
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:

@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from core.base.errors import NotFound
 from core.base.tasks import parse_task
-from core.cli.common import app, err, open_storage, out, parse_ref, reports_errors
-from storage.db import session_scope
+from core.cli.common import app, err, open_storage, out, parse_ref, reports_errors, session_scope
 
 data_app = typer.Typer(help="Import, inspect and export datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -30,6 +28,8 @@ def data_import(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Import labelled images as a new dataset version."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from core.data.formats import get_format
     from core.data.importer import ImportOptions, import_dataset
 

@@ -11,9 +11,7 @@ from typing import Annotated
 import typer
 
 from core.base.errors import ConfigError, NotFound
-from core.cli.common import JsonFlag, app, open_storage, out, reports_errors
-from storage.db import session_scope
-from storage.repos import datastores
+from core.cli.common import JsonFlag, app, open_storage, out, reports_errors, session_scope
 
 datastore_app = typer.Typer(help="Map the reference's datastores to folders on this machine.", no_args_is_help=True)
 app.add_typer(datastore_app, name="datastore")
@@ -34,6 +32,8 @@ def datastore_create(
     if not folder.is_dir():
         raise ConfigError("--path", f"{path} is not a folder on this machine")
     _, engine = open_storage()
+    from storage.repos import datastores
+
     with session_scope(engine) as session:
         if datastores.get(session=session, name=name) is not None:
             raise ConfigError("NAME", f"datastore {name} is mapped already", hints=[f"kestrel datastore delete {name}"])
@@ -46,6 +46,8 @@ def datastore_create(
 def datastore_list(as_json: JsonFlag = False) -> None:
     """The mapped datastores and their folders."""
     _, engine = open_storage()
+    from storage.repos import datastores
+
     with session_scope(engine) as session:
         rows = [{"name": r.name, "path": r.path} for r in datastores.list_all(session=session)]
     _print({"datastores": rows}, as_json, "\n".join(f"{r['name']} → {r['path']}" for r in rows) or "no datastores")
@@ -56,6 +58,8 @@ def datastore_list(as_json: JsonFlag = False) -> None:
 def datastore_delete(name: str, as_json: JsonFlag = False) -> None:
     """Forget a mapping (datasets imported through it keep their images)."""
     _, engine = open_storage()
+    from storage.repos import datastores
+
     with session_scope(engine) as session:
         if not datastores.delete(session=session, name=name):
             raise NotFound(f"datastore {name} is not mapped; `kestrel datastore list` shows them")

@@ -13,8 +13,7 @@ import typer
 from rich.table import Table
 
 from core.base.errors import NotFound
-from core.cli.common import JsonFlag, app, err, open_storage, out, reports_errors
-from storage.db import session_scope
+from core.cli.common import JsonFlag, app, err, open_storage, out, reports_errors, session_scope
 
 job_app = typer.Typer(help="Submit and follow AutoML jobs (the reference's job YAML).", no_args_is_help=True)
 trial_app = typer.Typer(help="Trials (child runs) of jobs.", no_args_is_help=True)
@@ -63,7 +62,7 @@ def _worker_device(engine: Any) -> str:
     from storage.repos import workers
 
     with session_scope(engine) as session:
-        live = workers.live(session=session, grace_s=GRACE_S)
+        live = workers.serving(workers.live(session=session, grace_s=GRACE_S), "automl")
         return next((w.device for w in live if w.device), "") or machine()
 
 
@@ -74,7 +73,8 @@ def _wait(job_id: int, settings: Any, engine: Any, *, quiet: bool) -> None:
     from storage.repos import jobs, workers
 
     with session_scope(engine) as session:
-        alive = [w for w in workers.live(session=session, grace_s=GRACE_S) if process_alive(w.pid, w.heartbeat_at)]
+        alive = [w for w in workers.serving(workers.live(session=session, grace_s=GRACE_S), "automl")
+                 if process_alive(w.pid, w.heartbeat_at)]
     if not alive:
         Worker(settings, engine).run(until_job=job_id)
         return

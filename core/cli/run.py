@@ -58,16 +58,22 @@ def train(
 @reports_errors
 def worker(
     once: Annotated[bool, typer.Option(help="Run what is queued, then exit.")] = False,
+    lane: Annotated[str, typer.Option(help="training: AutoML jobs; quick: imports, scoring, exports; all: both.")]
+    = "all",
 ) -> None:
-    """Run queued jobs (imports, AutoML jobs) outside the studio's process."""
+    """Run queued jobs (imports, AutoML jobs, scoring, exports) outside the studio's process."""
     import logging
 
+    from core.base.errors import ConfigError
     from core.worker.queue import Worker
+    from storage.repos.workers import LANES
 
+    if lane not in LANES:
+        raise ConfigError("--lane", f"{lane!r} is not a lane", list(LANES))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings, engine = open_storage()
-    runner = Worker(settings, engine)
-    err.print(f"{runner.worker_id} waiting for jobs in {settings.home}")
+    runner = Worker(settings, engine, lane=lane)
+    err.print(f"{runner.worker_id} ({lane}) waiting for jobs in {settings.home}")
     done = runner.run(once=once)
     err.print(f"{runner.worker_id} ran {done} job(s)")
 
@@ -89,14 +95,18 @@ def studio(
     for name in restore_all(settings, engine):
         err.print(f"endpoint {name} started again")
     out.print(f"Kestrel studio: http://{host}:{port}")
-    # The worker runs beside the UI, so long work survives a browser reload or a UI restart.
-    worker_process = subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], env=os.environ.copy())
+    # The workers run beside the UI, so long work survives a browser reload or a UI restart; two lanes, so
+    # an import or a scoring never waits behind a training trial.
+    lanes = [subprocess.Popen([sys.executable, "-m", "core.cli", "worker", "--lane", lane], env=os.environ.copy())
+             for lane in ("training", "quick")]
     command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE),
                "--server.address", host, "--server.port", str(port), "--server.headless", "true",
                "--browser.gatherUsageStats", "false"]
     try:
         code = subprocess.call(command, cwd=APP_FILE.parent, env=os.environ.copy())
     finally:
-        worker_process.terminate()
-        worker_process.wait(timeout=30)
+        for process in lanes:
+            process.terminate()
+        for process in lanes:
+            process.wait(timeout=30)
     raise typer.Exit(code)

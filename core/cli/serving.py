@@ -10,9 +10,7 @@ import typer
 from rich.table import Table
 
 from core.base.errors import ConfigError
-from core.cli.common import JsonFlag, app, err, open_storage, out, reports_errors
-from core.serving.manage import check_name, endpoint_info
-from storage.db import session_scope
+from core.cli.common import JsonFlag, app, err, open_storage, out, reports_errors, session_scope
 
 model_app = typer.Typer(help="Register trained models and set their inference settings.", no_args_is_help=True)
 endpoint_app = typer.Typer(help="HTTP endpoints that score images with deployed models.", no_args_is_help=True)
@@ -40,7 +38,7 @@ def model_register(
     from core.inference.models import register
 
     settings, engine = open_storage()
-    info = register(settings=settings, engine=engine, name=check_name(name, "--name"), trial_id=trial, job_id=job,
+    info = register(settings=settings, engine=engine, name=_check_name(name), trial_id=trial, job_id=job,
                     path=path)
     origin = f"trial {info['trial_id']}" if info["trial_id"] else str(path)
     _emit(info, as_json, f"registered {info['name']}:{info['version']} ({info['task']}) from {origin}")
@@ -184,7 +182,7 @@ def endpoint_list(as_json: JsonFlag = False) -> None:
 
     _, engine = open_storage()
     with session_scope(engine) as session:
-        rows = [endpoint_info(session, e.name) for e in models.list_endpoints(session=session)]
+        rows = [_endpoint_info(session, e.name) for e in models.list_endpoints(session=session)]
     if as_json:
         print(json.dumps({"endpoints": rows}))
         return
@@ -203,7 +201,7 @@ def endpoint_show(name: str, as_json: JsonFlag = False) -> None:
 
     settings, engine = open_storage()
     with session_scope(engine) as session:
-        info = endpoint_info(session, name)
+        info = _endpoint_info(session, name)
     tail = runner.log_tail(settings, name) if info["state"] == runner.DOWN else []
     _emit(info, as_json, json.dumps(info, indent=2) + "".join(f"\nlog: {line}" for line in tail))
 
@@ -252,7 +250,7 @@ def endpoint_update(
     _, engine = open_storage()
     with session_scope(engine) as session:
         set_traffic(session=session, name=name, split=split)
-        info = endpoint_info(session, name)
+        info = _endpoint_info(session, name)
     _emit(info, as_json, f"endpoint {name} traffic: {traffic}")
 
 
@@ -322,7 +320,7 @@ def _ready_info(settings: Any, engine: Any, name: str) -> dict[str, Any]:
 
     runner.wait_ready(settings, engine, name)
     with session_scope(engine) as session:
-        return endpoint_info(session, name)
+        return _endpoint_info(session, name)
 
 
 def _notify(notices: list[str]) -> None:
@@ -354,3 +352,15 @@ def score_command(
     report.pop("evaluation", None)
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in list(report.get("metrics", {}).items())[:4])
     _emit(report, as_json, f"\nwrote {report['images']} answers to {out_file}" + (f"; {metrics}" if metrics else ""))
+
+
+def _check_name(name: str) -> str:
+    from core.serving.manage import check_name
+
+    return check_name(name, "--name")
+
+
+def _endpoint_info(session: Any, name: str) -> dict[str, Any]:
+    from core.serving.manage import endpoint_info
+
+    return endpoint_info(session, name)

@@ -2,8 +2,9 @@
 
 Everything a job could trip over is checked here, at submission: the YAML's fields, the data (data
 given by path is imported now, as a dataset version), the task against the data, and every model
-name of the search space. A job that is queued has nothing left to refuse; what may still disappoint
-(a time limit shorter than an epoch) is a warning, given before the job starts.
+name of the search space (a name outside the catalog is checked by the worker when the studio submits,
+so that the studio never loads the model libraries). What may still disappoint (a time limit shorter
+than an epoch) is a warning, given before the job starts.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from core.sweep.jobspec import DataRef, JobSpec, parse_job
 from core.sweep.space import grid_size
 from core.sweep.summary import AUTOML
 from core.train.recipe import ImageSizes
+from core.zoo.catalog import known_model
 from storage.db import session_scope
 from storage.repos import jobs
 from storage.repos.datasets import get_version
@@ -37,8 +39,9 @@ if TYPE_CHECKING:
     from core.zoo.pretrained import ModelWeights
 
 
-def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
-    """Check ``file`` (a job YAML), import its data given by path, and queue the job."""
+def submit_job(file: Path, *, settings: Settings, engine: Engine, libraries: bool = True) -> Job:
+    """Check ``file`` (a job YAML), import its data given by path, and queue the job. With ``libraries``
+    off, model names the catalog does not know are left to the worker (the studio never loads torch)."""
     text = _read(file, settings.max_job_file_bytes)
     try:
         spec = parse_job(text, file.resolve().parent)
@@ -49,7 +52,7 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine) -> Job:
     if registered:  # a wrong dataset name is refused before torch is loaded
         name, version = _dataset_ref(spec)
         row = _registered(spec, name, version, engine)
-    _check_models(spec)
+    check_models(spec, libraries=libraries)
     if spec.params.checkpoint_run_id:
         from core.runs.trial import checkpoint_weights
 
@@ -192,14 +195,16 @@ def _dataset_name(text: str) -> str:
     return name or "job-data"
 
 
-def _check_models(spec: JobSpec) -> None:
-    """Every model the job may train must exist for its task (a typo fails now, not in trial 7)."""
+def check_models(spec: JobSpec, *, libraries: bool = True) -> None:
+    """Every model the job may train must exist for its task (a typo fails now, not in trial 7). Names the
+    reference and AutoMode use are known without the model libraries; any other name is asked of them
+    (seconds: they load torch), or with ``libraries`` off left to the worker, which asks before trial 1."""
     subs = spec.search_space or ({},)
     for i, sub in enumerate(subs):
         entry = sub.get("model_name", spec.training_parameters.get("model_name"))
         names = list(entry.values) if isinstance(entry, Choice) else [] if is_distribution(entry) else [entry]
         for name in names:
-            if name is None:
+            if name is None or known_model(str(name), spec.task) or not libraries:
                 continue
             try:
                 from core.zoo.families import resolve  # loads torch: after the cheaper checks

@@ -34,6 +34,7 @@ from core.base.logfile import copy_output
 from core.base.processes import process_alive
 from core.runs import stopping
 from core.sweep import automode
+from core.sweep.jobs import check_models
 from core.sweep.jobspec import JobSpec, parse_job
 from core.sweep.samplers import Sweeper
 from core.sweep.termination import make_policy
@@ -97,6 +98,7 @@ def run_job(job: Job, settings: Settings, engine: Engine) -> str:
     if _cancel_requested(engine, job.id):
         return NOT_STARTED
     spec = parse_job(job.spec["yaml"], settings.home)
+    check_models(spec)  # a name the studio could not check fails the job now, not its trials one by one
     with session_scope(engine) as session:
         version = get_version(session=session, name=job.spec["dataset"], version=job.spec["version"])
         train_images = (version.image_count - version.validation_count) if version else 0

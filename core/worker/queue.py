@@ -1,7 +1,9 @@
 """`kestrel worker`: runs queued jobs outside the UI process and records their progress.
 
 One worker claims one job at a time (compare-and-set in the database), keeps a heartbeat, and
-on start returns to the queue the jobs of workers whose heartbeat stopped (a crash, kill -9).
+on start returns to the queue the jobs of workers whose heartbeat stopped (a crash, kill -9). A worker
+serves one lane (storage.repos.workers.LANES): the studio runs one for training and one for imports,
+scoring and exports, so that quick work never waits behind a trial.
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ def _report(engine: Engine, job_id: int, fraction: float, message: str) -> None:
 class Worker:
     settings: Settings
     engine: Engine
+    lane: str = "all"
     worker_id: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:8]}")
     current_job: int | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -137,11 +140,14 @@ class Worker:
         from core.train.device import machine
 
         with session_scope(self.engine) as session:
-            workers.register(session=session, worker_id=self.worker_id, pid=os.getpid(), device=machine())
+            workers.register(session=session, worker_id=self.worker_id, pid=os.getpid(), device=machine(),
+                             lane=self.lane)
             # A worker whose process is gone is dead at once; one on another machine, by its heartbeat.
             alive = {w.worker_id for w in workers.live(session=session, grace_s=GRACE_S)
                      if process_alive(w.pid, w.heartbeat_at)}
+            # Each lane takes back its own kinds only: two lanes starting together never count one crash twice.
             queued, failed = jobs.requeue_orphans(session=session, live_workers=alive,
+                                                  kinds=None if self.lane == "all" else self.kinds,
                                                   max_crashes=self.settings.max_job_crashes)
             for job_id in queued:
                 log.warning("job %d lost its worker; queued again", job_id)
@@ -154,12 +160,11 @@ class Worker:
         try:
             while not self.stopping.is_set():
                 with session_scope(self.engine) as session:
-                    job = jobs.claim_next(session=session, worker_id=self.worker_id,
-                                          kinds=tuple(HANDLERS))
+                    job = jobs.claim_next(session=session, worker_id=self.worker_id, kinds=self.kinds)
                 if until_job is not None and _ended(self.engine, until_job):
                     break
                 if job is None:
-                    if time.monotonic() - swept > SWEEP_EVERY_S:  # when idle, so no job waits on it
+                    if "import" in self.kinds and time.monotonic() - swept > SWEEP_EVERY_S:  # idle: no job waits
                         self._sweep()
                         swept = time.monotonic()
                     if once:
@@ -172,6 +177,10 @@ class Worker:
             self.stopping.set()
             beat.join(timeout=HEARTBEAT_S + 1)
         return done
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(k for k in workers.LANES[self.lane] if k in HANDLERS)
 
     def _sweep(self) -> None:
         """Files nothing will read again: uploads no pending job reads, blobs no dataset holds (an

@@ -39,6 +39,25 @@ CATALOG: dict[str, ModelInfo] = {
 }
 
 
+# The reference's names per task (the reference's documentation), offered when a name is not recognised.
+REFERENCE_NAMES: dict[Task, list[str]] = {
+    Task.CLASSIFICATION: ["mobilenetv2", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                          "resnest50", "resnest101", "seresnext", "vits16r224", "vitb16r224",
+                          "vitl16r224"],
+    Task.DETECTION: ["yolov5", "fasterrcnn_resnet18_fpn", "fasterrcnn_resnet34_fpn",
+                     "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet101_fpn", "fasterrcnn_resnet152_fpn",
+                     "retinanet_resnet50_fpn", "yolov8n", "yolo11n"],
+    Task.SEGMENTATION: ["maskrcnn_resnet18_fpn", "maskrcnn_resnet34_fpn", "maskrcnn_resnet50_fpn",
+                        "maskrcnn_resnet101_fpn", "maskrcnn_resnet152_fpn", "yolov8n-seg", "yolo11n-seg"],
+}
+REFERENCE_NAMES[Task.MULTILABEL] = REFERENCE_NAMES[Task.CLASSIFICATION]
+
+
+def known_model(name: str, task: Task) -> bool:
+    """A name the reference or AutoMode uses for ``task``: valid without asking the model libraries."""
+    return name in REFERENCE_NAMES[task] or any(name in models for (t, _), models in CANDIDATES.items() if t is task)
+
+
 def size_text(name: str) -> str:
     """``"11.7 M"`` for a known size, ``""`` otherwise."""
     info = CATALOG.get(name)

@@ -12,8 +12,8 @@ from typing import Any
 from core.base.errors import ConfigError
 from core.base.params import resolve_params
 from core.base.tasks import Task
-from core.zoo.catalog import CANDIDATES
-from core.zoo.families import REFERENCE_NAMES, resolve
+from core.zoo.catalog import CANDIDATES, REFERENCE_NAMES
+from core.zoo.families import resolve
 from core.zoo.weights import WeightsStatus
 
 TASK_ORDER = (Task.CLASSIFICATION, Task.DETECTION, Task.SEGMENTATION)  # multi-label shares classification's

@@ -78,13 +78,17 @@ def finish(*, session: Session, job_id: int, status: str, error: str = "",
     return job
 
 
-def requeue_orphans(*, session: Session, live_workers: set[str], max_crashes: int) -> tuple[list[int], list[int]]:
+def requeue_orphans(*, session: Session, live_workers: set[str], max_crashes: int,
+                    kinds: tuple[str, ...] | None = None) -> tuple[list[int], list[int]]:
     """Jobs left running by a worker that is gone go back to the queue, unless the worker died
     ``max_crashes`` times while running one with no progress in between: such a job (a sweep too big
     for memory, an input that kills the process) would take every worker down again, so it fails.
-    Returns the ids (queued again, failed)."""
+    ``kinds`` limits it to those kinds of job. Returns the ids (queued again, failed)."""
     queued, failed = [], []
-    for job in session.exec(select(Job).where(Job.status == "running")).all():
+    query = select(Job).where(Job.status == "running")
+    if kinds:
+        query = query.where(col(Job.kind).in_(kinds))
+    for job in session.exec(query).all():
         if job.worker_id in live_workers or job.id is None:
             continue
         reached = _reached(session, job)

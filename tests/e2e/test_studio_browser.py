@@ -142,7 +142,8 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
 def test_upload_train_register_deploy_and_score_by_clicking(studio, page, dataset_zip):
     page.goto(f"{studio}/datasets")  # a deep link as the server's first request still goes through app.py
     expect(page.get_by_role("heading", name="Datasets")).to_be_visible()
-    expect(page.get_by_text(re.compile(r"Worker: (idle|running)"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Training: (idle|running)"))).to_be_visible()
+    expect(page.get_by_text("Imports & scoring: idle")).to_be_visible()
 
     # 1. Upload a dataset zip on the Datasets page.
     page.get_by_text("Upload a dataset or a new version").click()

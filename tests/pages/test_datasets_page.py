@@ -174,3 +174,22 @@ def test_a_datastore_is_mapped_to_a_folder_and_listed(settings: Settings, tmp_pa
     at.run()
     mapped = next(frame for frame in _frames(at) if "datastore" in frame.columns)
     assert mapped.to_dict("list") == {"datastore": ["workspaceblobstore"], "folder": [str(tmp_path)]}
+
+
+def test_sidebar_shows_each_lane_and_links_the_job_it_runs(settings, engine):
+    from streamlit.testing.v1 import AppTest
+
+    from storage.db import session_scope
+    from storage.repos import workers
+
+    with session_scope(engine) as session:
+        workers.register(session=session, worker_id="w1", pid=1, device="CPU, 2 cores", lane="training")
+        workers.heartbeat(session=session, worker_id="w1", current_job_id=7)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    captions = [c.value for c in at.sidebar.caption]
+    assert "Training: running [job 7](jobs?job=7)" in captions
+    assert any(c.startswith(":red[Imports & scoring: down]") and "--lane quick" in c for c in captions)
+    with session_scope(engine) as session:
+        workers.register(session=session, worker_id="w2", pid=1, device="CPU, 2 cores", lane="quick")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert "Imports & scoring: idle" in [c.value for c in at.sidebar.caption]

@@ -85,3 +85,19 @@ def test_a_starting_worker_sweeps_day_old_uploads_that_no_pending_job_reads(sett
         jobs.enqueue(session=session, kind="later", name="waits", spec={"path": str(pending / "data")})
     Worker(settings, engine).run(once=True)
     assert not abandoned.exists() and pending.exists() and recent.exists()
+
+
+def test_the_quick_lane_imports_while_training_waits_for_its_own_lane(settings, engine, tmp_path):
+    data = write_sample(Task.CLASSIFICATION, tmp_path / "shapes", count=12, size=48)
+    with session_scope(engine) as session:
+        orphan = jobs.enqueue(session=session, kind="automl", name="lost", spec={"dataset": "x", "version": 1}).id
+        jobs.claim_next(session=session, worker_id="worker-killed", kinds=("automl",))
+        training = jobs.enqueue(session=session, kind="automl", name="sweep", spec={"dataset": "x", "version": 1}).id
+        importing = jobs.enqueue(session=session, kind="import", name="s", spec={"path": str(data), "name": "s"}).id
+    assert Worker(settings, engine, lane="quick").run(once=True) == 1
+    with session_scope(engine) as session:
+        assert jobs.get(session=session, job_id=importing).status == "completed"
+        assert jobs.get(session=session, job_id=training).status == "queued"
+        assert jobs.get(session=session, job_id=orphan).status == "running"  # the training lane's to take back
+        assert [w.lane for w in workers.live(session=session, grace_s=600)] == ["quick"]
+        assert workers.serving(workers.live(session=session, grace_s=600), "automl") == []
