@@ -62,6 +62,7 @@ class StorageContext:
     trial, on the job's cancel, the worker's SIGTERM or its early-termination policy, judged at each report."""
 
     POLL_S = 1.0  # how often the job's cancel flag is read: cancel takes effect within seconds
+    PROGRESS_S = 2.0  # how often the position within an epoch is written (the leaderboard redraws every 2 s)
 
     def __init__(self, engine: Engine, trial_id: int, out_dir: Path, device: str,
                  timeout_s: float | None = None, *, job_id: int | None = None, primary_metric: str = "",
@@ -73,7 +74,7 @@ class StorageContext:
             stopping.timeout(timeout_s) if timeout_s else "stopped by the worker")
         self.job_id, self.primary_metric, self.policy = job_id, primary_metric, policy
         self.reason: str | None = None
-        self._polled = 0.0
+        self._polled = self._progressed = 0.0
 
     def report(self, step: int, metrics: Mapping[str, float]) -> None:
         log.info("epoch %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -81,6 +82,13 @@ class StorageContext:
             trials.append_metrics(session=session, trial_id=self.trial_id, step=step, metrics=metrics)
         if self.policy is not None and self.job_id is not None and self.primary_metric in metrics:
             self._judge()
+
+    def progress(self, epochs: float) -> None:
+        if time.monotonic() - self._progressed < self.PROGRESS_S:
+            return
+        self._progressed = time.monotonic()
+        with session_scope(self.engine) as session:
+            trials.progress(session=session, trial_id=self.trial_id, epochs=epochs)
 
     def _judge(self) -> None:
         assert self.policy is not None and self.job_id is not None

@@ -20,6 +20,10 @@ class TrialContext(Protocol):
         """A reason to stop now (cancelled, timed out, early-terminated), or None to go on."""
         ...
 
+    def progress(self, epochs: float) -> None:
+        """How far training is, in epochs (2.5: half-way through the third), after each batch; cheap to call."""
+        ...
+
 
 @dataclass
 class MemoryContext:
@@ -29,9 +33,13 @@ class MemoryContext:
     device: str = "cpu"
     reports: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     stop_reason: str | None = None
+    positions: list[float] = field(default_factory=list)  # what progress() was told, in order
 
     def report(self, step: int, metrics: Mapping[str, float]) -> None:
         self.reports.append((step, dict(metrics)))
 
     def should_stop(self) -> str | None:
         return self.stop_reason
+
+    def progress(self, epochs: float) -> None:
+        self.positions.append(epochs)

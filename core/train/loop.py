@@ -126,12 +126,14 @@ def to_device(batch: Any, device: str) -> Any:
 
 def train_one_epoch(model: nn.Module, loader: Iterable[Any], loss_fn: LossFn, optimizer: Optimizer,
                     scheduler: LRScheduler, device: str, accumulation: int,
-                    amp: torch.amp.GradScaler | None, should_stop: StopCheck) -> float:
+                    amp: torch.amp.GradScaler | None, should_stop: StopCheck,
+                    progress: Callable[[float], None] = lambda fraction: None) -> float:
     """One pass over ``loader``; the mean batch loss (NaN when stopped before the first batch).
 
     Steps the optimizer (and the per-step scheduler) every ``accumulation`` batches and after
     the last batch; ``amp`` is the CUDA GradScaler for mixed precision, or None for float32.
-    Checks ``should_stop`` before every batch and returns early when it gives a reason.
+    Checks ``should_stop`` before every batch and returns early when it gives a reason; tells
+    ``progress`` the fraction of the epoch done after each.
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)
@@ -150,6 +152,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable[Any], loss_fn: LossFn, op
         if (index + 1) % accumulation == 0 or index + 1 == count:
             _step(optimizer, amp)
             scheduler.step()
+        progress((index + 1) / count)
     return total / batches if batches else math.nan
 
 
@@ -216,7 +219,8 @@ def fit(setup: FitSetup, params: TrainingParams, ctx: TrialContext, *, resume: b
     saved_best = best.epoch
     for epoch in range(epoch_done + 1, params.number_of_epochs + 1):
         train_loss = train_one_epoch(model, setup.train_loader, setup.loss_fn, optimizer, scheduler,
-                                     device, params.gradient_accumulation_step, amp, ctx.should_stop)
+                                     device, params.gradient_accumulation_step, amp, ctx.should_stop,
+                                     lambda fraction, done=epoch - 1: ctx.progress(done + fraction))
         reason = ctx.should_stop()
         if reason is None:
             epoch_done = epoch

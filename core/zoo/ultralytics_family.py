@@ -125,6 +125,7 @@ class UltralyticsFamily:
         with keep_threads():  # the trainer's constructor already changes them
             trainer = _trainer_class(data.task, initial, notices)(
                 overrides=_train_args(spec, params, ctx, data_yaml))
+            trainer.add_callback("on_train_epoch_start", bridge.on_epoch_start)
             trainer.add_callback("on_train_batch_end", bridge.on_batch_end)
             trainer.add_callback("on_fit_epoch_end", bridge.on_fit_epoch_end)
             trainer.train()
@@ -256,8 +257,14 @@ class _Bridge:
         self.ctx, self.metric_type = ctx, metric_type
         self.suffix = "(M)" if task is Task.SEGMENTATION else "(B)"
         self.epochs_run, self.stop_reason, self.done = 0, "", False
+        self.batches = 0  # of the running epoch
+
+    def on_epoch_start(self, trainer: Any) -> None:
+        self.batches = 0
 
     def on_batch_end(self, trainer: Any) -> None:
+        self.batches += 1
+        self.ctx.progress(trainer.epoch + min(1.0, self.batches / max(int(getattr(trainer, "nb", 1)), 1)))
         if reason := self.ctx.should_stop():
             self.stop_reason, trainer.stop = reason, True
 

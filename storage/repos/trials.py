@@ -49,6 +49,13 @@ def append_metrics(*, session: Session, trial_id: int, step: int, metrics: Mappi
     session.add(trial)
 
 
+def progress(*, session: Session, trial_id: int, epochs: float) -> None:
+    """Where a running trial is, in epochs (fractional within the running one); also its heartbeat."""
+    trial = _get(session, trial_id)
+    trial.epoch_progress, trial.heartbeat_at = epochs, utcnow()
+    session.add(trial)
+
+
 def finish(*, session: Session, trial_id: int, status: str, metrics: dict[str, Any],
            primary_metric_value: float | None, stop_reason: str = "", error: str = "") -> Trial:
     trial = _get(session, trial_id)

@@ -109,6 +109,9 @@ def _write_settings(out_dir: Path, trained, data: VersionData, spec) -> None:
 def test_multiclass_trial_reports_each_epoch_and_its_model_reloads_to_predict(shapes, tmp_path):
     trained, ctx, spec = _train(shapes, tmp_path, weighted_loss=2)
     assert [step for step, _ in ctx.reports] == [1, 2]
+    # Within-epoch progress after each batch: rising, some mid-epoch, ending at the last epoch.
+    assert ctx.positions == sorted(ctx.positions) and ctx.positions[-1] == 2.0
+    assert any(0 < p % 1 for p in ctx.positions)
     point = ctx.reports[-1][1]
     for name in ("train_loss", "val_loss", "accuracy", "precision_score_macro", "recall_score_weighted",
                  "f1_score_macro", "AUC_macro", "AUC_weighted", "log_loss",

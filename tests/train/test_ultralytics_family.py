@@ -258,6 +258,7 @@ def short_runs(datasets: dict[str, VersionData], one_thread: None,
 def test_a_trial_reports_each_epoch_and_final_metrics(short_runs: dict[Task, Run], task: Task) -> None:
     run = short_runs[task]
     assert [step for step, _ in run.ctx.reports] == [1, 2]
+    assert run.ctx.positions == sorted(run.ctx.positions) and run.ctx.positions[-1] == 2.0
     for _, point in run.ctx.reports:
         assert {"train_loss", "map_50", "map_50_95", "mean_average_precision"} <= point.keys()
         assert point["train_loss"] > 0
