@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -77,8 +78,19 @@ def _summary(version: DatasetVersion) -> None:
     cells[3].metric("Validation images", version.validation_count)
     cells[4].metric("Format", version.format)
     cells[5].metric("Created (UTC)", f"{version.created_at:%Y-%m-%d %H:%M}")
-    st.caption(f"{_task_name(version.task)} · from `{version.source}` · classes: "
+    st.caption(f"{_task_name(version.task)} · from {_source(version.source)} · classes: "
                + ", ".join(version.classes))
+
+
+def _source(source: str) -> str:
+    """Where a version came from as the person knows it: the file they uploaded (not the staging copy the
+    import read, since removed), or the path of their folder."""
+    staging = _ui.settings().staging_dir.resolve()
+    path = Path(source)
+    if not path.is_relative_to(staging):
+        return f"`{source}`"
+    inside = path.relative_to(staging).parts[1:]  # below the upload's own temporary folder
+    return f"an upload (`{Path(*inside)}`)" if inside else "an upload"
 
 
 def _import_report(version: DatasetVersion) -> None:

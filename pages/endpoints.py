@@ -23,7 +23,8 @@ from storage.settings import Settings
 from ui import common as _ui
 
 HEALTH_TIMEOUT_S = 0.5  # a hung server must not stall the page's refresh
-STATE_ICON = {"ready": "🟢", "starting": "⏳", "creating": "⏳", "failed": "❌", "stopped": "⏹️", "down": "🔴"}
+# Symbols every system font has (emoji render as boxes where no emoji font is installed).
+STATE_ICON = {"ready": "●", "starting": "◌", "creating": "◌", "failed": "✗", "stopped": "■", "down": "○"}
 
 
 def _health(uri: str, state: str) -> str:

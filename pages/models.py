@@ -86,7 +86,7 @@ def _setting_widget(key: str, value: Any, widget_key: str) -> Any:
 
 def _settings_form(ref: str, version: ModelVersion) -> None:
     editable = {k: v for k, v in sorted(version.settings.items()) if k not in IDENTITY}
-    st.markdown("**Inference settings** (SPEC §7): used by endpoints and batch scoring of this version.")
+    st.markdown("**Inference settings**: used by endpoints and batch scoring of this version.")
     if not editable:
         st.caption("This version has no editable inference settings.")
         return

@@ -161,9 +161,13 @@ def score(target: Target, deployment: str | None, names: list[str], images: list
 
 
 def _explain_options(tasks: set[str]) -> dict[str, Any] | None:
-    """The explanation request of SPEC §9 when asked for and every model that may answer (of ``tasks``) is a
-    classifier."""
-    if not tasks or not tasks <= CLASSIFIERS:
+    """The request's ``model_explainability`` options when asked for and every model that may answer (of
+    ``tasks``) is a classifier; for other models the page says why there is no Explain."""
+    if not tasks:
+        return None
+    if not tasks <= CLASSIFIERS:
+        st.caption("Explanations (heat maps of what the model looked at) are made for classification models; "
+                   "this endpoint's models detect or segment objects, so there is no Explain here.")
         return None
     if not st.toggle("Explain", key="score_explain", help="Adds a 2×2 picture of what the model looked at."):
         return None

@@ -25,8 +25,11 @@ from ui import common as _ui
 from ui import trial_evaluation as _trial_evaluation
 
 LIVE = ("queued", "running")
-STATUS_BADGE = {"queued": ("gray", "🕓"), "running": ("blue", "▶️"), "completed": ("green", "✅"),
-                "failed": ("red", "❌"), "canceled": ("orange", "⏹️"), "early_terminated": ("violet", "✂️")}
+# Material icons: Streamlit ships their font, where emoji would be boxes on a machine without an emoji font.
+STATUS_BADGE = {"queued": ("gray", ":material/schedule:"), "running": ("blue", ":material/play_arrow:"),
+                "completed": ("green", ":material/check_circle:"), "failed": ("red", ":material/error:"),
+                "canceled": ("orange", ":material/stop_circle:"),
+                "early_terminated": ("violet", ":material/content_cut:")}
 LOG_TAIL_BYTES = 64_000  # the end of the log is what explains a failure; a long run's start is not
 # Azure ML's rule for model names; it also keeps the name a plain folder under the models directory.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
@@ -76,9 +79,13 @@ def _status(trial: Trial, latest: float | None) -> None:
     colour, icon = STATUS_BADGE.get(trial.status, ("gray", ""))
     about, epochs, metric = st.columns([3, 1, 1], vertical_alignment="center")
     with about:
-        st.badge(f"{icon} {trial.status.replace('_', ' ')}", color=colour)  # type: ignore[arg-type]
+        st.badge(trial.status.replace("_", " "), icon=icon or None, color=colour)  # type: ignore[arg-type]
         st.markdown(f"**{trial.model_name or 'model not chosen yet'}** on {trial.device or 'no device yet'}")
-    epochs.metric("Epochs", trial.epoch)
+    planned = int(trial.metrics.get("epochs") or 0)
+    epochs.metric("Epochs", f"{trial.epoch} of {planned}" if planned else trial.epoch)
+    if trial.status == "running":
+        st.progress(min(1.0, trial.epoch_progress / planned) if planned else trial.epoch_progress % 1,
+                    text=_ui.epoch_position(trial.epoch_progress, planned))
     metric.metric(trial.primary_metric or "primary metric", "—" if value is None else f"{value:.4f}")
     if trial.error and trial.stop_reason:  # a time limit or a cancel came before its first epoch ended
         st.error(f"Stopped: {trial.error}.")
@@ -186,7 +193,10 @@ def _register(trial: Trial) -> None:
     except (KestrelError, OSError) as exc:
         st.error(f"Not registered: {exc}")
         return
-    st.success(f"Registered as **{version['name']}:{version['version']}**.")
+    ref = f"{version['name']}:{version['version']}"
+    st.success(f"Registered as **{ref}**.")
+    st.page_link("pages/models.py", label=f"Open model {ref}", icon=":material/deployed_code:",
+                 query_params={"model": ref})
 
 
 def main() -> None:

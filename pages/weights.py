@@ -16,8 +16,8 @@ import streamlit as st
 from ui import common as _ui
 from ui.pretrained import zoo_weights
 
-STATE_ICON = {"cached": "🟢 cached", "downloadable": "⬇️ downloads when a job starts",
-              "unavailable": "⚠️ unavailable: trains from scratch"}
+STATE_ICON = {"cached": "✓ cached", "downloadable": "↓ downloads when a job starts",
+              "unavailable": "⚠ unavailable: trains from scratch"}
 SUFFIXES = ["safetensors", "pth", "pt", "bin"]
 
 

@@ -104,6 +104,13 @@ def lane_lines(live: Sequence[WorkerState]) -> list[str]:
     return lines
 
 
+def epoch_position(epochs: float, planned: int) -> str:
+    """Where a running trial is: "epoch 3 of 10, 40% through"."""
+    running = min(int(epochs) + 1, planned) if planned else int(epochs) + 1
+    within = 1.0 if planned and epochs >= planned else epochs - int(epochs)
+    return f"epoch {running}" + (f" of {planned}" if planned else "") + f", {within:.0%} through"
+
+
 def colour_map(classes: Sequence[str]) -> dict[str, str]:
     """Each class's colour for plotly charts, the same as in the pictures."""
     return {name: "rgb({},{},{})".format(*class_colour(i)) for i, name in enumerate(classes)}

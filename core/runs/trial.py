@@ -147,7 +147,7 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
         with session_scope(engine) as session:
             trials.start(session=session, trial_id=trial_id, device=describe(device), pid=os.getpid(),
                          artifact_dir=str(out_dir), software=_software(), model_name=params.model_name or "",
-                         train_images=len(data.train))
+                         train_images=len(data.train), epochs=params.number_of_epochs)
             job_id = trials.get(session=session, trial_id=trial_id).job_id  # type: ignore[union-attr]
         log.info("trial %d: %s (%s) on %s, dataset %s:%d", trial_id, model.display_name or
                  model.architecture, model.family, describe(device), data.name, data.version)

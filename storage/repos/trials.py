@@ -21,14 +21,16 @@ def create(*, session: Session, model_name: str, params: dict[str, Any], primary
 
 
 def start(*, session: Session, trial_id: int, device: str, pid: int, artifact_dir: str,
-          software: dict[str, str], model_name: str | None = None, train_images: int = 0) -> None:
+          software: dict[str, str], model_name: str | None = None, train_images: int = 0,
+          epochs: int = 0) -> None:
     trial = _get(session, trial_id)
     trial.status, trial.device, trial.pid, trial.artifact_dir = "running", device, pid, artifact_dir
     if model_name is not None:
         trial.model_name = model_name
     trial.started_at = trial.heartbeat_at = utcnow()
-    # The training set's size makes the trial's duration a speed that later estimates can scale.
-    trial.metrics = {**trial.metrics, "software": software, "train_images": train_images}
+    # The training set's size makes the trial's duration a speed that later estimates can scale; the
+    # planned epochs say how far a running trial is.
+    trial.metrics = {**trial.metrics, "software": software, "train_images": train_images, "epochs": epochs}
     session.add(trial)
 
 

@@ -328,7 +328,7 @@ def test_a_killed_server_shows_down_until_endpoint_start_brings_it_back(ep, monk
     at = AppTest.from_file(APP, default_timeout=60)
     at.switch_page("pages/endpoints.py")
     at.run()
-    assert list(at.dataframe[0].value["State"]) == ["🔴 down"]
+    assert list(at.dataframe[0].value["State"]) == ["○ down"]
     assert any("is down: its server is not running" in w.value for w in at.warning)
     started = kestrel("endpoint", "start", "ep")
     assert started["state"] == "ready" and started["pid"] != info["pid"] and "hint" not in started

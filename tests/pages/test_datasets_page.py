@@ -28,9 +28,11 @@ def _new_image(record: ImageRecord, blobs: BlobStore, split: str) -> NewImage:
     return NewImage(sha256, record.name, ".png", 96, 96, split, annotations)
 
 
-def add_dataset(settings: Settings, name: str, task: Task, *, count: int = 15) -> None:
-    """Store a sample of ``task`` as dataset ``name``, with one skipped item reported."""
-    jsonl = write_sample(task, settings.home / "src" / name, count=count)
+def add_dataset(settings: Settings, name: str, task: Task, *, count: int = 15, uploaded: bool = False) -> None:
+    """Store a sample of ``task`` as dataset ``name``, with one skipped item reported; ``uploaded``: read
+    from the staging folder, as the studio's uploads are."""
+    base = settings.staging_dir / "tmp-upload" if uploaded else settings.home / "src"
+    jsonl = write_sample(task, base / name, count=count)
     records = [r for r in read_jsonl(jsonl, jsonl.parent) if isinstance(r, ImageRecord)]
     blobs = BlobStore(settings.blobs_dir)
     images = [_new_image(r, blobs, "validation" if k % 5 == 0 else "train") for k, r in enumerate(records)]
@@ -193,3 +195,11 @@ def test_sidebar_shows_each_lane_and_links_the_job_it_runs(settings, engine):
         workers.register(session=session, worker_id="w2", pid=1, device="CPU, 2 cores", lane="quick")
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert "Imports & scoring: idle" in [c.value for c in at.sidebar.caption]
+
+
+def test_an_uploaded_version_names_the_upload_not_the_staging_copy(settings: Settings) -> None:
+    add_dataset(settings, "fridge", Task.CLASSIFICATION, uploaded=True)
+    at = run_app(dataset="fridge")
+    assert not at.exception
+    said = " ".join(c.value for c in at.caption)
+    assert "from an upload (`fridge/annotations.jsonl`)" in said and "staging" not in said

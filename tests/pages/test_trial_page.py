@@ -100,10 +100,11 @@ def _trial_row(settings: Settings, *, status: str, artifact_dir: Path | None = N
         trial_id = trials.create(session=session, job_id=job_id, model_name="yolov8n", params={"model_name": "yolov8n"},
                                  primary_metric="mean_average_precision").id
         trials.start(session=session, trial_id=trial_id, device="cpu (2 threads)", pid=1,
-                     artifact_dir=str(artifact_dir or ""), software={})
+                     artifact_dir=str(artifact_dir or ""), software={}, epochs=5)
         for step, loss in enumerate(losses, start=1):
             trials.append_metrics(session=session, trial_id=trial_id, step=step,
                                   metrics={"train_loss": loss, "val_loss": loss + 0.1, "mean_average_precision": 0.2})
+        trials.progress(session=session, trial_id=trial_id, epochs=len(losses) + 0.5)
         if status != "running":
             trials.finish(session=session, trial_id=trial_id, status=status, metrics={}, error=error,
                           primary_metric_value=None if error else 0.2, stop_reason=stop_reason)
@@ -114,9 +115,9 @@ def _trial_row(settings: Settings, *, status: str, artifact_dir: Path | None = N
 def test_finished_trial_shows_status_curves_evaluation_samples_and_log(home, trained) -> None:  # type: ignore[no-untyped-def]
     at = _open(trained["trial_id"])
     assert not at.exception
-    assert at.markdown[0].value == ":green-badge[✅ completed]"
+    assert at.markdown[0].value == ":green-badge[:material/check_circle: completed]"
     assert at.markdown[1].value.startswith("**test_resnet** on cpu")
-    assert {m.label: m.value for m in at.metric} == {"Epochs": "1", "accuracy": f"{trained['accuracy']:.4f}"}
+    assert {m.label: m.value for m in at.metric} == {"Epochs": "1 of 1", "accuracy": f"{trained['accuracy']:.4f}"}
     charts = _charts(at)
     loss = charts["Loss (train and validation)"]
     assert {"train_loss", "val_loss"} <= {trace.name for trace in loss.data}
@@ -184,8 +185,9 @@ def test_running_trial_draws_its_curves_and_waits_for_the_evaluation(home) -> No
     trial_id = _trial_row(home, status="running")
     at = _open(trial_id)
     assert not at.exception
-    assert at.markdown[0].value == ":blue-badge[▶️ running]"
-    assert at.metric[1].value == "0.2000"  # the latest reported value while it runs
+    assert at.markdown[0].value == ":blue-badge[:material/play_arrow: running]"
+    assert at.metric[0].value == "2 of 5" and at.metric[1].value == "0.2000"  # the latest value while it runs
+    assert at.get("progress")[0].proto.text == "epoch 3 of 5, 50% through"
     assert "Loss (train and validation)" in _charts(at)
     assert any("appear when the trial ends" in c.value for c in at.caption)
     assert not at.get("form")  # nothing to register yet

@@ -1,4 +1,4 @@
-"""worker lanes: a worker serves training (automl), quick work (imports, scoring, exports) or all
+"""worker lanes (a worker serves training, quick work or all) and a trial's position within an epoch
 
 Revision ID: 0006
 Revises: 0005
@@ -18,8 +18,12 @@ def upgrade() -> None:
     with op.batch_alter_table('workerstate', schema=None) as batch_op:
         batch_op.add_column(sa.Column('lane', sqlmodel.sql.sqltypes.AutoString(), nullable=False,
                                       server_default='all'))
+    with op.batch_alter_table('trial', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('epoch_progress', sa.Float(), nullable=False, server_default='0'))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('trial', schema=None) as batch_op:
+        batch_op.drop_column('epoch_progress')
     with op.batch_alter_table('workerstate', schema=None) as batch_op:
         batch_op.drop_column('lane')
