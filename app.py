@@ -41,8 +41,14 @@ PAGES = [
     st.Page("pages/score.py", title="Test-score", icon=":material/image_search:", url_path="score"),
 ]
 
-page = st.navigation(PAGES)
+# The menu is drawn here rather than by st.navigation: until st.navigation first runs in a server, Streamlit's
+# own menu would list every file of pages/ by its file name (config: client.showSidebarNavigation = false).
+MENU = ("datasets", "labelling", "weights", "wizard", "jobs", "models", "endpoints", "score")
+page = st.navigation(PAGES, position="hidden")
 with st.sidebar:
+    for listed in PAGES:
+        if listed.url_path in MENU:
+            st.page_link(listed, label=listed.title, icon=listed.icon)
     with session_scope(_ui.engine()) as session:
         live = workers.live(session=session, grace_s=30)
     for line in _ui.lane_lines(live):

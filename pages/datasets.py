@@ -71,15 +71,14 @@ def _datasets_table(rows: list[DatasetRow]) -> None:
 
 def _summary(version: DatasetVersion) -> None:
     labels = "Instances" if spec(Task(version.task)).has_instances else "Tags"
-    cells = st.columns(6)
+    cells = st.columns(5)
     cells[0].metric("Images", version.image_count)
     cells[1].metric(labels, version.annotation_count)
     cells[2].metric("Classes", len(version.classes))
     cells[3].metric("Validation images", version.validation_count)
     cells[4].metric("Format", version.format)
-    cells[5].metric("Created (UTC)", f"{version.created_at:%Y-%m-%d %H:%M}")
-    st.caption(f"{_task_name(version.task)} · from {_source(version.source)} · classes: "
-               + ", ".join(version.classes))
+    st.caption(f"{_task_name(version.task)} · from {_source(version.source)} · created "
+               f"{version.created_at:%Y-%m-%d %H:%M} UTC · classes: " + ", ".join(version.classes))
 
 
 def _source(source: str) -> str:
@@ -87,6 +86,8 @@ def _source(source: str) -> str:
     import read, since removed), or the path of their folder."""
     staging = _ui.settings().staging_dir.resolve()
     path = Path(source)
+    if not path.is_absolute():  # a description, such as the built-in samples'
+        return source
     if not path.is_relative_to(staging):
         return f"`{source}`"
     inside = path.relative_to(staging).parts[1:]  # below the upload's own temporary folder

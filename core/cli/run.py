@@ -101,7 +101,7 @@ def studio(
              for lane in ("training", "quick")]
     command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE),
                "--server.address", host, "--server.port", str(port), "--server.headless", "true",
-               "--browser.gatherUsageStats", "false"]
+               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     try:
         code = subprocess.call(command, cwd=APP_FILE.parent, env=os.environ.copy())
     finally:

@@ -47,6 +47,7 @@ class ImportOptions:
     validation_fraction: float = 0.2
     seed: int = 0
     validation_source: Path | None = None  # a job's validation_data: these images form the validation split
+    origin: str | None = None  # what the version says it came from, where the path read is a temporary copy
 
 
 def import_dataset(
@@ -210,7 +211,7 @@ def _new_version(items: list[LabelledImage], problems: list[Problem], task: Task
     stats = compute_stats(items)
     classes = sorted(stats["images_per_class"])
     return NewVersion(
-        name=options.name, task=task.value, format=fmt, source=str(source), classes=classes,
+        name=options.name, task=task.value, format=fmt, source=options.origin or str(source), classes=classes,
         stats=stats, warnings=version_warnings(len(items), stats["images_per_class"]) + _size_warnings(items),
         validation_fraction=options.validation_fraction,
         images=[_new_image(item) for item in items],

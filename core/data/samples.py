@@ -186,6 +186,7 @@ def register_samples(*, settings: Settings, engine: Engine) -> list[str]:
         with tempfile.TemporaryDirectory(dir=settings.staging_dir) as folder:
             # A seed per task, so the detection and segmentation samples differ.
             jsonl = write_sample(task, Path(folder), seed=seed)
-            import_dataset(jsonl, ImportOptions(name, task), settings=settings, engine=engine)
+            import_dataset(jsonl, ImportOptions(name, task, origin="Kestrel's built-in sample of drawn shapes"),
+                           settings=settings, engine=engine)
         imported.append(name)
     return imported
