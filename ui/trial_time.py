@@ -1,6 +1,6 @@
-"""The wizard's estimate of the time per trial on this machine (core.sweep.estimate, worded for the page), its
-warning when an epoch will not fit the job's time limit, and what both need from the job file: its dataset
-version's images and the models it will train."""
+"""The wizard's estimates of the time per trial and per job on this machine (core.sweep.estimate, worded for
+the page), its warning when an epoch will not fit the job's time limit, and what they need from the job file:
+its dataset version's images and the models it will train."""
 
 from __future__ import annotations
 
@@ -74,13 +74,66 @@ def estimates(doc: dict[str, Any], models: list[str], here: Here) -> dict[str, e
                                   train_images=here.train_images, epochs=epochs)
 
 
+def per_model(doc: dict[str, Any], here: Here) -> dict[str, estimate.Estimate] | None:
+    """Each planned model's time per trial of this job: from the trials that ran here, else a rough guess;
+    None before a dataset is chosen."""
+    if here.train_images is None:
+        return None
+    work = estimate.workload(doc, device=here.device, train_images=here.train_images,
+                             validation_images=here.validation_images, image_sizes=here.image_sizes)
+    with session_scope(_ui.engine()) as session:
+        return estimate.per_model(session=session, doc=doc, work=work)
+
+
 def time_per_trial(doc: dict[str, Any], here: Here) -> str:
-    """The planned models' estimated time per trial, in words."""
-    guesses = estimates(doc, planned_models(doc, here), here)
+    """The planned models' estimated time per trial, in words, each saying where its figure comes from."""
+    guesses = per_model(doc, here)
     if guesses is None:
         return "unknown until the dataset is chosen"
-    said = [f"{model} {estimate.say(guess.seconds)} (from {guess.trials} earlier trial{'s' if guess.trials > 1 else ''}"
-            " here)" for model, guess in guesses.items() if guess is not None]
-    if unknown := [model for model, guess in guesses.items() if guess is None]:
-        said.append(f"no estimate yet for {', '.join(unknown)}: the first trial of a model on this machine sets it")
-    return "; ".join(said)
+    return "; ".join(f"{model} {estimate.say(guess.seconds)} ({_source(guess)})" for model, guess in guesses.items())
+
+
+def _source(guess: estimate.Estimate) -> str:
+    if guess.trials:
+        return f"from {guess.trials} earlier trial{'s' if guess.trials > 1 else ''} here"
+    return "a rough guess: not run here yet"
+
+
+def estimate_line(doc: dict[str, Any], here: Here) -> str:
+    """The job's time on this machine in one line ("Estimated on this machine: ~5 min per trial, ~50 min
+    for the job …"), or why there is none yet."""
+    if doc.get("task") not in {t.value for t in Task}:
+        return "No time estimate: the job file's task is not one Kestrel knows."
+    if here.train_images is None:
+        return f"No time estimate yet: {_no_data(doc)}."
+    try:
+        guesses = per_model(doc, here) or {}
+        timing = estimate.job_time(doc, guesses)
+    except (KeyError, TypeError, ValueError):  # a value typed into an uploaded job file, refused on its step
+        return "No time estimate: the job file has a value this estimate cannot read."
+    if timing is None:
+        return "No time estimate yet: the sweep names no model."
+    low, high = (_short(s) for s in timing.trial_s)
+    runs = "one trial" if timing.trials == 1 else (
+        f"{timing.trials} trials, {'one' if timing.concurrent == 1 else timing.concurrent} at a time")
+    line = (f"Estimated on this machine: {low if low == high else f'{low} to {high}'} per trial, "
+            f"{_short(timing.job_s)} for the job ({runs})")
+    if timing.is_capped:
+        line += "; the job's timeout ends it before all its trials are done"
+    if rough := [model for model, guess in guesses.items() if not guess.trials]:
+        line += f". A rough guess for {', '.join(rough)}: not run here yet"
+    return line + "."
+
+
+def _no_data(doc: dict[str, Any]) -> str:
+    if not (doc.get("training_data") or {}).get("path"):
+        return "choose a dataset"
+    name, version = dataset_ref(doc)
+    if not name:
+        return "the training data is a folder; its images are counted when the job is submitted"
+    return f"no dataset {name}{f' version {version}' if version else ''} here"
+
+
+def _short(seconds: float) -> str:
+    """"~40 s", "~12 min", "~2.5 h"."""
+    return "~" + estimate.say(seconds).removeprefix("about ")

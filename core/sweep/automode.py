@@ -28,7 +28,7 @@ from core.base.params import resolve_params
 from core.base.tasks import Task
 from core.sweep.distributions import Choice, Uniform
 from core.train import recipe as recipes
-from core.zoo.catalog import automode_models
+from core.zoo.catalog import AUTOMODE_SAMPLING, automode_models
 from core.zoo.families import resolve
 
 LR_SPAN = 4.0
@@ -40,7 +40,7 @@ class Plan:
     space: list[dict[str, Any]]  # one sub-space per model, as a manual sweep's search_space
     first: list[dict[str, Any]]  # the configurations tried first, in order
     seed: int = SEED
-    algorithm: str = "bayesian"
+    algorithm: str = AUTOMODE_SAMPLING
 
 
 def plan(task: Task, train_images: int, gpu: bool, fixed: Mapping[str, Any], classes: int = 2) -> Plan:

@@ -9,11 +9,14 @@ machine would mislead more than it helps in a time shown as a forecast.
 
 The warning before a job starts is different: missing a timeout that ends every trial before its
 first epoch costs the whole job, so for a model that never ran here it uses a rough a-priori figure
-(`SPEEDS`, scaled by pixels and cores) and says it is one. Torch-free, for the studio's pages.
+(`SPEEDS`, scaled by pixels and cores) and says it is one. The wizard's estimate of a whole job
+(`per_model`, `job_time`) does the same, so a person sees a time from the first step; a rough figure
+is always labelled as such where it is shown. Torch-free, for the studio's pages.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from collections.abc import Mapping, Sequence
@@ -24,6 +27,7 @@ from sqlmodel import Session
 
 from core.base.params import TASK_DEFAULTS, TrainingParams
 from core.base.tasks import Task
+from core.sweep.jobspec import Limits
 from core.sweep.summary import duration_s
 from core.train import recipe
 from core.train.recipe import ImageSizes
@@ -34,6 +38,10 @@ from storage.tables import Trial
 MIN_EPOCHS = 3  # a time limit with room for fewer epochs (and fewer than asked for) is warned about
 REFERENCE_THREADS = 2  # the CPU figures below are for two threads (ENVIRONMENT.md's machine)
 VALIDATION_COST = 1 / 3  # a validation image (forward only) costs about a third of a training one
+# A rough trial's fixed cost beside its epochs: the process start, library imports, model build and
+# saving (importing torch and timm and building a ResNet-18 alone took ~11 s on two busy cores).
+TRIAL_START_S = 20
+DEFAULT_TIMEOUT_MIN = Limits.model_fields["timeout_minutes"].default  # a job file that sets none
 
 
 @dataclass(frozen=True)
@@ -174,17 +182,68 @@ def _choices(entry: Any) -> list[str]:
     return [str(entry)] if entry else []
 
 
+def workload(doc: Mapping[str, Any], *, device: str, train_images: int, validation_images: int,
+             image_sizes: ImageSizes | None = None) -> Workload:
+    """What one epoch of a job file's (as YAML data) trials works through on ``device``."""
+    params, limits = doc.get("training_parameters") or {}, doc.get("limits") or {}
+    concurrent = min(int(limits.get("max_concurrent_trials", 1)), int(limits.get("max_trials", 1)))
+    return Workload(Task(doc["task"]), train_images, validation_images, device, params, max(1, concurrent),
+                    image_sizes)
+
+
+def _epochs(doc: Mapping[str, Any]) -> int:
+    params = doc.get("training_parameters") or {}
+    return int(params.get("number_of_epochs", TrainingParams.model_fields["number_of_epochs"].default))
+
+
+def per_model(*, session: Session, doc: Mapping[str, Any], work: Workload) -> dict[str, Estimate]:
+    """Each model a job file (as YAML data) will train: the time of one of its trials, from the trials that
+    ran here when there are some, else a rough a-priori guess (``trials`` 0)."""
+    epochs = _epochs(doc)
+    models = planned_models(doc, gpu=on_gpu(work.device), train_images=work.train_images)
+    measured = per_trial(session=session, models=models, device=work.device, train_images=work.train_images,
+                         epochs=epochs)
+    return {model: measured[model] or Estimate(guess_epoch_s(model, work) * epochs + TRIAL_START_S, 0)
+            for model in models}
+
+
+@dataclass(frozen=True)
+class JobTime:
+    """How long a job's trials take: ``trials`` of them, ``concurrent`` at a time."""
+
+    trial_s: tuple[float, float]  # the quickest and the slowest planned model's trial
+    job_s: float  # at most the job's timeout
+    trials: int
+    concurrent: int
+    is_capped: bool  # the job's timeout ends it before its trials are done
+
+
+def job_time(doc: Mapping[str, Any], models: Mapping[str, Estimate]) -> JobTime | None:
+    """A job file's (as YAML data) duration from its models' trial times (`per_model`); None without models."""
+    if not models:
+        return None
+    limits = doc.get("limits") or {}
+    trial_cap = 60 * int(limits["trial_timeout_minutes"]) if limits.get("trial_timeout_minutes") else math.inf
+    seconds = [min(guess.seconds, trial_cap) for guess in models.values()]
+    trials = int(limits.get("max_trials", 1))
+    concurrent = max(1, min(int(limits.get("max_concurrent_trials", 1)), trials))
+    # The trials share out the planned models (AutoMode runs each at its defaults, then searches them all).
+    total = statistics.fmean(seconds) * math.ceil(trials / concurrent)
+    timeout = 60 * int(limits.get("timeout_minutes", DEFAULT_TIMEOUT_MIN))
+    return JobTime((min(seconds), max(seconds)), min(total, timeout), trials, concurrent, total > timeout)
+
+
 def timeout_warnings(*, session: Session, doc: Mapping[str, Any], device: str, train_images: int,
                      validation_images: int, image_sizes: ImageSizes | None = None) -> list[str]:
     """For a job file (as YAML data): each planned model whose estimated epoch does not fit the time a
     trial gets, or leaves room for fewer than `MIN_EPOCHS` of its epochs; one sentence each."""
-    params, limits = doc.get("training_parameters") or {}, doc.get("limits") or {}
-    work = Workload(Task(doc["task"]), train_images, validation_images, device, params,
-                    int(limits.get("max_concurrent_trials", 1)), image_sizes)
-    minutes, key = int(limits.get("timeout_minutes", 10080)), "timeout_minutes"
+    limits = doc.get("limits") or {}
+    work = workload(doc, device=device, train_images=train_images, validation_images=validation_images,
+                    image_sizes=image_sizes)
+    minutes, key = int(limits.get("timeout_minutes", DEFAULT_TIMEOUT_MIN)), "timeout_minutes"
     if limits.get("trial_timeout_minutes") and int(limits["trial_timeout_minutes"]) < minutes:
         minutes, key = int(limits["trial_timeout_minutes"]), "trial_timeout_minutes"
-    epochs = int(params.get("number_of_epochs", TrainingParams.model_fields["number_of_epochs"].default))
+    epochs = _epochs(doc)
     models = planned_models(doc, gpu=on_gpu(device), train_images=train_images)
     guesses = per_epoch(session=session, models=models, work=work)
     return [w for model, guess in guesses.items() if (w := _warning(model, guess, minutes, key, epochs))]

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from core.base.tasks import Task
 
 SMALL_DATA = 500  # AutoMode puts the lightest candidate first below this many training images
+# How AutoMode samples after its default trials, whatever a job file's sweep.sampling_algorithm says:
+# optuna's TPE (`core.sweep.samplers`). Kept here so the wizard can name it without loading the zoo.
+AUTOMODE_SAMPLING = "bayesian"
 
 
 @dataclass(frozen=True)

@@ -207,6 +207,36 @@ def test_planned_models_follow_the_mode_of_the_job():
     assert estimate.planned_models(auto, gpu=False, train_images=10) == ["resnet18", "mobilenetv3_large_100"]
 
 
+
+def test_a_job_lasts_its_trials_shared_out_over_the_concurrent_ones_at_most_its_timeout():
+    minute = estimate.Estimate(60, 1)
+    job = {"task": "image_classification", "limits": {"max_trials": 10, "max_concurrent_trials": 2}}
+    timing = estimate.job_time(job, {"resnet18": minute, "resnet50": estimate.Estimate(180, 0)})
+    assert timing is not None and timing.trial_s == (60, 180)
+    assert timing.job_s == pytest.approx(5 * 120) and not timing.is_capped  # 5 rounds of the mean trial
+    capped = estimate.job_time({**job, "limits": {**job["limits"], "timeout_minutes": 4}}, {"resnet18": minute})
+    assert capped is not None and capped.job_s == 240 and capped.is_capped  # 300 s of trials
+    per_trial_cap = {**job, "limits": {**job["limits"], "trial_timeout_minutes": 1}}
+    timing = estimate.job_time(per_trial_cap, {"resnet50": estimate.Estimate(180, 0)})
+    assert timing is not None and timing.trial_s == (60, 60)
+    assert estimate.job_time(job, {}) is None
+
+
+def test_a_model_that_never_ran_here_gets_a_rough_trial_of_its_epochs(engine):
+    from storage.db import session_scope
+
+    job = {"task": "image_classification", "limits": {"max_trials": 1},
+           "training_parameters": {"model_name": "resnet18", "number_of_epochs": 3, "training_crop_size": 224}}
+    work = estimate.workload(job, device="CPU, 2 cores", train_images=140, validation_images=0)
+    with session_scope(engine) as session:
+        (guess,) = estimate.per_model(session=session, doc=job, work=work).values()
+    assert guess.trials == 0 and guess.seconds == pytest.approx(3 * 10.0 + estimate.TRIAL_START_S)
+    finished_trial(engine, "resnet18", train_images=140, epochs=1, seconds=14)  # measured: 0.1 s per image-epoch
+    with session_scope(engine) as session:
+        (guess,) = estimate.per_model(session=session, doc=job, work=work).values()
+    assert guess.trials == 1 and guess.seconds == pytest.approx(42)
+
+
 def test_submit_says_per_model_where_its_weights_come_from_before_training(cli, engine, shapes, tmp_path,
                                                                            monkeypatch):
     from core.zoo import weights as hub
