@@ -198,7 +198,7 @@ def kestrel(*args: str) -> tuple[Any, str]:
     return json.loads(result.stdout), ""
 
 
-def submit_job_yaml(text: str) -> tuple[int | None, str]:
+def submit_job_yaml(text: str, file_name: str = "job.yml") -> tuple[int | None, str]:
     """Queue a job file as `kestrel job submit` does, in this process and in well under a second: the
     YAML, the data and the catalog's model names are checked here; a name only the model libraries
     know is checked by the worker before trial 1. Returns the job id, or the refusal to show."""
@@ -207,7 +207,7 @@ def submit_job_yaml(text: str) -> tuple[int | None, str]:
     from core.sweep.jobs import submit_job
 
     with tempfile.TemporaryDirectory() as folder:
-        file = Path(folder) / "job.yml"
+        file = Path(folder) / Path(file_name).name  # a job without a display_name takes the file's stem
         file.write_text(text, encoding="utf-8")
         try:
             job = submit_job(file, settings=settings(), engine=engine(), libraries=False)

@@ -135,12 +135,14 @@ def review_step(doc: dict[str, Any], problems: list[str]) -> None:
     here = _trial_time.Here.read(doc)
     st.markdown(_job.summary(doc, here))
     for warning in _trial_time.timeout_warnings(doc, here):  # before Submit: a timeout may keep nothing
-        st.warning(warning, icon="⏱️")
+        st.warning(warning, icon=":material/timer:")
     text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
     st.code(text, language="yaml")
     st.download_button("Download job YAML", text, file_name="job.yml", mime="application/x-yaml")
     if st.button("Submit job", type="primary", disabled=bool(problems)):
-        job_id, error = _ui.submit_job_yaml(text)
+        data = str((doc.get("training_data") or {}).get("path", "")).removeprefix("azureml:").split(":")[0]
+        with st.spinner("Checking and queueing the job…"):  # a job without a display_name is named after its data
+            job_id, error = _ui.submit_job_yaml(text, f"{data or 'job'}.yml")
         if error:
             st.error(error)
         else:
