@@ -218,11 +218,14 @@ def submit_job_yaml(text: str, file_name: str = "job.yml") -> tuple[int | None, 
 
 def url_selectbox(label: str, options: list[Any], *, key: str, param: str, on_change: Any = None,
           format_func: Any = str) -> Any:
-    """A selectbox that starts from the URL's ``param`` and writes its choice back to it."""
-    if st.session_state.get(key) not in options:
-        wanted = st.query_params.get(param)
-        match = [o for o in options if str(o) == wanted]
+    """A selectbox that follows the URL's ``param`` and writes its choice back to it. A URL this selectbox did
+    not write (a link to another dataset, a model just registered) wins over the choice kept in the session."""
+    wanted, written = st.query_params.get(param), st.session_state.get(f"{key}:url")
+    match = [o for o in options if str(o) == wanted]
+    if match and wanted != written:
+        st.session_state[key] = match[0]
+    elif st.session_state.get(key) not in options:
         st.session_state[key] = match[0] if match else options[0]
     value = st.selectbox(label, options, key=key, format_func=format_func, on_change=on_change)
-    st.query_params[param] = str(value)
+    st.query_params[param] = st.session_state[f"{key}:url"] = str(value)
     return value

@@ -203,3 +203,17 @@ def test_an_uploaded_version_names_the_upload_not_the_staging_copy(settings: Set
     assert not at.exception
     said = " ".join(c.value for c in at.caption)
     assert "from an upload (`fridge/annotations.jsonl`)" in said and "staging" not in said
+
+
+def test_a_link_to_another_dataset_opens_that_dataset_not_the_one_kept_in_the_session(settings: Settings) -> None:
+    add_dataset(settings, "first", Task.CLASSIFICATION, count=6)
+    add_dataset(settings, "second", Task.CLASSIFICATION, count=6)
+    at = run_app(dataset="first")
+    assert at.selectbox(key="datasets_name").value == "first"
+    at.query_params["dataset"] = "second"  # what a page link to ?dataset=second does within the session
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="datasets_name").value == "second"
+    at.selectbox(key="datasets_name").select("first").run()  # the person's own choice still sticks
+    at.run()
+    assert at.selectbox(key="datasets_name").value == "first" and at.query_params["dataset"] == "first"
