@@ -270,5 +270,5 @@ def _open_new_version(job: Job) -> None:
     st.session_state["datasets_name"], st.session_state["datasets_version"] = name, number
     st.query_params["dataset"], st.query_params["version"] = name, str(number)
     st.success(f"{job.message or 'Imported'}. Its import report is below.", icon=":material/check_circle:")
-    st.page_link("pages/datasets.py", label=f"Link to {name} version {number}", icon=":material/link:",
+    st.page_link("pages/datasets.py", label=f"Open {name} version {number}", icon=":material/link:",
                  query_params={"dataset": name, "version": str(number)})

@@ -312,7 +312,7 @@ class _Run:
         tested = self._test(best) if best is not None and not self.canceled else ""
         why = "canceled" if self.canceled else stopping.job_timeout(self.spec.limits.timeout_minutes) \
             if timed_out else "done"
-        summary = f"{why}: {len(rows)} trials"
+        summary = f"{why}: {len(rows)} trial{'s' if len(rows) != 1 else ''}"
         if best is not None and best.primary_metric_value is not None and not math.isnan(best.primary_metric_value):
             summary += f"; best trial {best.id} ({best.model_name}) {best.primary_metric} " \
                        f"{best.primary_metric_value:.4f}"

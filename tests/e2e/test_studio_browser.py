@@ -1,10 +1,13 @@
 """The whole studio in a real browser, by clicking and uploading only: Debian's Chromium driven by
 Playwright against `kestrel studio` on an empty KESTREL_HOME. Upload a dataset zip, build a job in
 the wizard, wait for it, open the leaderboard and the trial, register and deploy the model, and
-test-score an image. Screenshots of each step go to test-artifacts/e2e/ (ignored by git)."""
+test-score and explain an image, on the shared fridge photos; at each page what a person would check
+(texts, links that open what they name, pictures drawn). Screenshots of each page and the time from
+Submit to the job's page go to tests/e2e/output/ (ignored by git, kept by CI)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -18,11 +21,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from core.base.tasks import Task
-from core.data.samples import write_sample
-
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "test-artifacts" / "e2e"
+SHOTS = ROOT / "tests" / "e2e" / "output"  # a screenshot per page and the timings: CI's artifacts (ignored by git)
+SHARED = ROOT.parent / "shared" / "datasets"
+FRIDGE = (SHARED if SHARED.is_dir() else Path("/work/shared/datasets")) / "fridgeObjects_small150"
+CLASSES = ["can", "carton", "milk_bottle", "water_bottle"]
+MENU = ["Datasets", "Labelling", "Weights", "New job", "Jobs", "Models", "Endpoints", "Test-score"]
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
@@ -71,13 +75,12 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def dataset_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("upload")
-    jsonl = write_sample(Task.CLASSIFICATION, folder / "shapes", count=24, size=48, seed=7)
-    archive = folder / "shapes.zip"
+    """The shared fridge objects (134 photos of 4 classes, MLTable + JSONL) zipped as a person would."""
+    archive = tmp_path_factory.mktemp("upload") / "fridgeObjects.zip"
     with zipfile.ZipFile(archive, "w") as out:
-        for file in sorted(jsonl.parent.rglob("*")):
+        for file in sorted(FRIDGE.rglob("*")):
             if file.is_file():
-                out.write(file, file.relative_to(jsonl.parent))
+                out.write(file, file.relative_to(FRIDGE))
     return archive
 
 
@@ -139,29 +142,43 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     page.close()
 
 
-def test_upload_train_register_deploy_and_score_by_clicking(studio, page, dataset_zip):
+def test_upload_train_register_deploy_score_and_explain_by_clicking(studio, page, dataset_zip):
     page.goto(f"{studio}/datasets")  # a deep link as the server's first request still goes through app.py
     expect(page.get_by_role("heading", name="Datasets")).to_be_visible()
+    menu = page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]')
+    expect(menu).to_have_count(len(MENU))  # the pages only, in workflow order: no helper module, no file name
+    assert [m.split("\n")[-1].strip() for m in menu.all_inner_texts()] == MENU  # after the icon's name
     expect(page.get_by_text(re.compile(r"Training: (idle|running)"))).to_be_visible()
     expect(page.get_by_text("Imports & scoring: idle")).to_be_visible()
+    shot(page, "0-datasets")
 
-    # 1. Upload a dataset zip on the Datasets page.
+    # 1. Upload the fridge photos as a zip; the preview names format, task and classes before anything is stored.
     page.get_by_text("Upload a dataset or a new version").click()
     page.locator('input[type="file"]').first.set_input_files(str(dataset_zip))
     expect(page.get_by_text(re.compile(r"1 file, .* MB uploaded"))).to_be_visible()
-    page.get_by_role("textbox", name="New dataset name").fill("e2e-shapes")
+    page.get_by_role("textbox", name="New dataset name").fill("fridge")
     page.get_by_role("textbox", name="New dataset name").press("Enter")
     page.get_by_role("button", name="Preview").click()
-    expect(page.get_by_text("Check before importing")).to_be_visible()  # format, task, first images
+    expect(page.get_by_text("Check before importing")).to_be_visible()
+    for name in CLASSES:
+        expect(page.get_by_text(name).first).to_be_visible()
+    expect(page.locator('[data-testid="stImage"]').first).to_be_visible()  # first images with labels drawn
     shot(page, "1-dataset-preview")
     page.get_by_role("button", name="Import").click()
-    expect(page.get_by_text(re.compile(r"imported e2e-shapes:1"))).to_be_visible(timeout=SLOW)
+    expect(page.get_by_text(re.compile(r"imported fridge:1 \(134 images"))).to_be_visible(timeout=SLOW)
+    expect(page.get_by_text("Check before importing")).to_have_count(0)  # the preview is gone with the upload
+    page.get_by_role("link", name="Open fridge version 1").click()
+    expect(page.get_by_text("All 134 images imported; no items were skipped.")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"from an upload"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"staging"))).to_have_count(0)
     shot(page, "1-dataset-imported")
 
-    # 2. The wizard: one small model, one epoch.
+    # 2. The wizard: the estimate from the first step; one model, one epoch, a small crop, a name.
     go(page, "New job")
     expect(page.get_by_text("Step 1 of 5: Data")).to_be_visible()
-    choose(page, "Dataset", "e2e-shapes")
+    choose(page, "Dataset", "fridge")
+    expect(page.get_by_text("134 images, 4 classes", exact=False)).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Estimated on this machine"))).to_be_visible()
     page.get_by_role("button", name="Next").click()
     expect(page.get_by_text("Step 2 of 5: Task & metric")).to_be_visible()
     page.get_by_role("button", name="Next").click()
@@ -169,6 +186,8 @@ def test_upload_train_register_deploy_and_score_by_clicking(studio, page, datase
     page.get_by_text("One model", exact=True).click()
     choose(page, "Model", "resnet18")
     number(page, "Epochs", 1)
+    number(page, "Training crop (px)", 64)
+    number(page, "Validation crop (px)", 64)
     # Where the model's weights come from is said before training (it asks `kestrel weights list` first).
     expect(page.get_by_text(re.compile(r"resnet18: pretrained: "))).to_be_visible(timeout=SLOW)
     shot(page, "2-wizard-mode")
@@ -176,38 +195,50 @@ def test_upload_train_register_deploy_and_score_by_clicking(studio, page, datase
     expect(page.get_by_text("Step 4 of 5: Limits")).to_be_visible()
     page.get_by_role("button", name="Next").click()
     expect(page.get_by_text("Step 5 of 5: Review")).to_be_visible()
-    expect(page.locator("code").first).to_contain_text("azureml:e2e-shapes:1")
+    page.get_by_role("textbox", name="Job name").fill("fridge-e2e")
+    page.get_by_role("textbox", name="Job name").press("Enter")
+    code = page.locator("code").first
+    for text in ("azureml:fridge:1", "display_name: fridge-e2e", "training_crop_size: 64"):
+        expect(code).to_contain_text(text)
     shot(page, "3-wizard-review")
+    clicked = time.monotonic()
     page.get_by_role("button", name="Submit job").click()
 
-    # 3. The job runs in the worker; the Jobs page follows it live.
-    expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
-    expect(page.get_by_text(re.compile(r"completed — done: 1 trials; best trial"))).to_be_visible(timeout=SLOW)
-    shot(page, "4-leaderboard")
+    # 3. Submit lands on the job's page at once; the worker runs it; the page follows it live.
+    expect(page.get_by_role("heading", name=re.compile(r"Job \d+: fridge-e2e"))).to_be_visible()
+    submitted_s = time.monotonic() - clicked
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    (SHOTS / "timings.json").write_text(json.dumps({"submit_to_job_page_s": round(submitted_s, 2)}))
+    done = page.get_by_text(re.compile(r"completed — done: 1 trial; best trial \d+ \(resnet18\) accuracy"))
+    expect(done).to_be_visible(timeout=SLOW)
+    expect(page.get_by_text("waiting for a worker")).to_have_count(0)
+    shot(page, "4-job")
 
-    # 4. The trial page: a click on a cell of the confusion matrix shows that cell's images; register.
+    # 4. The trial page by its link: curves, the confusion matrix whose cells open their images; register.
     page.get_by_role("link", name=re.compile(r"Open trial \d+")).first.click()
-    click_another_confusion_cell(page, ["circle", "square", "triangle"])
-    page.get_by_role("textbox", name="Model name").fill("e2e-model")
+    expect(page.get_by_role("heading", name=re.compile(r"Trial \d+ · job \d+"))).to_be_visible()
+    click_another_confusion_cell(page, CLASSES)
+    page.get_by_role("textbox", name="Model name").fill("fridge-model")
     page.get_by_role("button", name="Register model").click()
-    expect(page.get_by_text("Registered as e2e-model:1.")).to_be_visible()
+    expect(page.get_by_text("Registered as fridge-model:1.")).to_be_visible()
     shot(page, "5-trial-registered")
 
-    # 5. The Models page: deploy it behind a new endpoint, then open that endpoint.
-    go(page, "Models")
-    expect(page.get_by_text("e2e-model version 1")).to_be_visible()
+    # 5. The link after Register opens that model; deploy it behind a new endpoint, then open that endpoint.
+    page.get_by_role("link", name="Open model fridge-model:1").click()
+    expect(page.get_by_role("heading", name="fridge-model version 1")).to_be_visible()
     page.get_by_role("textbox", name="New endpoint name").fill("e2e-endpoint")
     page.get_by_role("textbox", name="New endpoint name").press("Enter")
     page.get_by_role("button", name="Deploy").click()
-    expect(page.get_by_text(re.compile(r"Deploying e2e-model:1 as .* on e2e-endpoint"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Deploying fridge-model:1 as .* on e2e-endpoint"))).to_be_visible()
+    shot(page, "6-model")
     page.get_by_role("link", name="Open endpoint e2e-endpoint").click()
     expect(page.get_by_text("Endpoint e2e-endpoint")).to_be_visible()
     expect(page.get_by_text(re.compile(r"Scoring URL http://127\.0\.0\.1:\d+/score"))).to_be_visible()
-    shot(page, "6-deployed")
+    shot(page, "7-endpoint")
 
-    # 6. Test-score: upload an image and see the scored overlay (retrying while the model loads).
+    # 6. Test-score a photo (retrying while the model loads): probabilities; then explain it.
     go(page, "Test-score")
-    image = next((dataset_zip.parent / "shapes" / "images").iterdir())
+    image = next(iter(sorted((FRIDGE / "small-150").iterdir())))
     page.locator('input[type="file"]').first.set_input_files(str(image))
     raw = page.get_by_text("Raw JSON response")
     deadline = time.monotonic() + SLOW / 1000
@@ -220,10 +251,16 @@ def test_upload_train_register_deploy_and_score_by_clicking(studio, page, datase
             continue
     expect(raw).to_be_visible()
     expect(page.locator('[data-testid="stImage"]').first).to_be_visible()
-    shot(page, "7-scored")
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()  # the probabilities as bars
+    shot(page, "8-scored")
+    page.get_by_text("Explain", exact=True).click()
+    choose(page, "Algorithm", "guided gradcam")
+    page.get_by_role("button", name="Score", exact=True).click()
+    expect(page.get_by_text(re.compile(r"Explanation: the input, the attribution map"))).to_be_visible(timeout=SLOW)
+    shot(page, "9-explained")
 
     # 7. The Datasets page by its own address, now that it puts the dataset in the URL: no "Page not found".
     page.goto(f"{studio}/datasets")
-    expect(page.get_by_text("All 24 images imported; no items were skipped.")).to_be_visible()
+    expect(page.get_by_text("All 134 images imported; no items were skipped.")).to_be_visible()
     expect(page.get_by_text("Page not found")).to_have_count(0)
-    assert page.url.startswith(f"{studio}/datasets?dataset=e2e-shapes")
+    assert page.url.startswith(f"{studio}/datasets?dataset=fridge")
