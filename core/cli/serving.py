@@ -11,7 +11,6 @@ from rich.table import Table
 
 from core.base.errors import ConfigError
 from core.cli.common import JsonFlag, app, err, open_storage, out, reports_errors
-from core.serving.manage import check_name, endpoint_info
 from storage.db import session_scope
 
 model_app = typer.Typer(help="Register trained models and set their inference settings.", no_args_is_help=True)
@@ -38,6 +37,7 @@ def model_register(
 ) -> None:
     """Register a trial's model (or a job's best, or an MLflow model folder) as the next version of NAME."""
     from core.inference.models import register
+    from core.serving.manage import check_name
 
     settings, engine = open_storage()
     info = register(settings=settings, engine=engine, name=check_name(name, "--name"), trial_id=trial, job_id=job,
@@ -180,6 +180,7 @@ def endpoint_restart(name: str, as_json: JsonFlag = False) -> None:
 @reports_errors
 def endpoint_list(as_json: JsonFlag = False) -> None:
     """Endpoints with their URL, state, deployments and traffic."""
+    from core.serving.manage import endpoint_info
     from storage.repos import models
 
     _, engine = open_storage()
@@ -200,6 +201,7 @@ def endpoint_list(as_json: JsonFlag = False) -> None:
 def endpoint_show(name: str, as_json: JsonFlag = False) -> None:
     """An endpoint: scoring_uri, state, deployments and traffic."""
     from core.serving import runner
+    from core.serving.manage import endpoint_info
 
     settings, engine = open_storage()
     with session_scope(engine) as session:
@@ -246,7 +248,7 @@ def endpoint_update(
     as_json: JsonFlag = False,
 ) -> None:
     """Split traffic across deployments; it takes effect at the next request."""
-    from core.serving.manage import check_traffic, parse_traffic, set_traffic
+    from core.serving.manage import check_traffic, endpoint_info, parse_traffic, set_traffic
 
     split = check_traffic(parse_traffic(traffic))
     _, engine = open_storage()
@@ -319,6 +321,7 @@ def deployment_create(
 def _ready_info(settings: Any, engine: Any, name: str) -> dict[str, Any]:
     """What `endpoint show` prints, once the endpoint's server has loaded its models."""
     from core.serving import runner
+    from core.serving.manage import endpoint_info
 
     runner.wait_ready(settings, engine, name)
     with session_scope(engine) as session:
