@@ -1,6 +1,6 @@
-"""The Jobs page: every job with its status and progress; one job's live leaderboard of child runs,
-its primary metric per trial and a parallel-coordinates view of what the sweep tried; cancel; and
-submitting a job YAML (the same file `kestrel job submit` takes).
+"""The Jobs page: the jobs, 50 a page and newest first, with their status and progress; one job's live
+leaderboard of child runs, its primary metric per trial and a parallel-coordinates view of what the
+sweep tried; cancel; and submitting a job YAML (the same file `kestrel job submit` takes).
 
 ``?job=N`` selects the job, so a reload or a shared link lands on it. The page only reads the
 database; the worker does the work, so nothing here blocks.
