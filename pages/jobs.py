@@ -1,6 +1,6 @@
-"""The Jobs page: every job with its status and progress; one job's live leaderboard of child runs,
-its primary metric per trial and a parallel-coordinates view of what the sweep tried; cancel; and
-submitting a job YAML (the same file `kestrel job submit` takes).
+"""The Jobs page: the jobs, 50 a page and newest first, with their status and progress; one job's live
+leaderboard of child runs, its primary metric per trial and a parallel-coordinates view of what the
+sweep tried; cancel; and submitting a job YAML (the same file `kestrel job submit` takes).
 
 ``?job=N`` selects the job, so a reload or a shared link lands on it. The page only reads the
 database; the worker does the work, so nothing here blocks.
@@ -8,14 +8,15 @@ database; the worker does the work, so nothing here blocks.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pandas as pd
-import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
 from core.base.errors import NotFound
-from core.sweep.summary import job_summaries, job_summary
+from core.sweep.summary import PAGE_SIZE, job_summaries, job_summary
 from storage.db import session_scope
 from storage.repos import jobs
 from ui import common as _ui
@@ -26,7 +27,7 @@ STATUS_ICON = {"queued": "🕓", "running": "▶️", "completed": "✅", "faile
 STATUS_COLOUR = {"queued": "#e0e0e0", "running": "#cfe2ff", "completed": "#d1e7dd", "failed": "#f8d7da",
                  "canceled": "#fff3cd", "early_terminated": "#ffe5d0"}
 BEST_ROW_COLOUR = "#d1e7dd"
-LIVE_TRIAL = ("queued", "running")
+LIVE = ("queued", "running")  # a job or trial that may still change
 
 
 def _status(status: str) -> str:
@@ -60,16 +61,18 @@ def job_rows(summaries: list[dict[str, Any]]) -> pd.DataFrame:
     """The jobs list: one row per job, the id a link to its page. Non-AutoML jobs leave task and trials blank."""
     rows = []
     for s in summaries:
-        done = sum(t["status"] not in LIVE_TRIAL for t in s["trials"])
+        done = sum(t["status"] not in LIVE for t in s["trials"])
         rows.append({
             "job": f"jobs?job={s['job_id']}", "name": s["name"], "kind": s["kind"], "task": s["task"] or "",
             "status": _status(s["status"]), "progress": s["progress"],
             "trials": f"{done} / {s['max_trials']}" if s["max_trials"] else "",
             "best": _best_value(s),
             "primary metric": s["primary_metric"] or "",
-            "started": pd.to_datetime(s["started_at"], utc=True) if s["started_at"] else pd.NaT,
-            "duration": _clock(s["duration_s"]), "message": s["message"]})
-    return pd.DataFrame(rows)
+            "started": s["started_at"], "duration": _clock(s["duration_s"]), "message": s["message"]})
+    frame = pd.DataFrame(rows)
+    if not frame.empty:  # one conversion for the column: one per row was most of the list's time
+        frame["started"] = pd.to_datetime(frame["started"], utc=True, format="ISO8601")
+    return frame
 
 
 def leaderboard(summary: dict[str, Any]) -> pd.DataFrame:
@@ -113,15 +116,38 @@ def _submit(upload: Any) -> None:
     st.rerun()
 
 
-@st.fragment(run_every="2s")
-def job_list() -> None:
-    """Redrawn every two seconds, so statuses and trial counts move without a reload."""
+def _page_offset() -> int:
+    """The page picker (pages of PAGE_SIZE jobs, newest first); the offset of the chosen page's first job."""
     with session_scope(_ui.engine()) as session:
-        summaries = job_summaries(session=session)
-    if not summaries:
+        total = jobs.count(session=session)
+    return _ui.page_picker(total, PAGE_SIZE, "jobs-page") if total > PAGE_SIZE else 0
+
+
+@st.cache_data(ttl=60, max_entries=64, show_spinner=False)
+def _job_frame(db_url: str, offset: int, state: jobs.ListState, tick: int) -> pd.DataFrame:
+    """The jobs list's page at ``offset``, read again only when its state (or, while a shown job runs, the
+    clock's ``tick``) changes: every open tab refreshes it every two seconds, mostly to find nothing new.
+    ``db_url`` keeps databases apart (tests run many in one process)."""
+    with session_scope(_ui.engine()) as session:
+        return job_rows(job_summaries(session=session, limit=PAGE_SIZE, offset=offset))
+
+
+@st.fragment(run_every="2s")
+def job_list(offset: int) -> None:
+    """Redrawn every two seconds, so statuses and trial counts move without a reload; only the shown
+    page's state is queried, and the page itself only when that changed."""
+    engine = _ui.engine()
+    with session_scope(engine) as session:
+        state = jobs.list_state(session=session, limit=PAGE_SIZE, offset=offset)
+    if not state.total:
         st.info("No jobs yet. Upload a job YAML above, or run `kestrel job submit job.yml`.")
         return
-    frame = job_rows(summaries)
+    frame = _job_frame(str(engine.url), offset, state, int(time.time()) if state.is_running else 0)
+    if frame.empty:
+        st.info("No jobs on this page; pick an earlier page.")
+        return
+    if state.total > PAGE_SIZE:
+        st.caption(f"Jobs {offset + 1}–{offset + len(frame)} of {state.total}, newest first")
     st.dataframe(frame.style.map(_status_badge, subset=["status"]), hide_index=True, width="stretch",
                  key="job-list", column_config={
                      "job": st.column_config.LinkColumn("job", display_text=r"jobs\?job=(\d+)",
@@ -132,9 +158,11 @@ def job_list() -> None:
                      "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss")})
 
 
-def _job_picker(job_id: int | None) -> int | None:
+def _job_picker(job_id: int | None, offset: int) -> int | None:
+    """A choice among the shown page's jobs (and the one in the address, wherever it is): ids and names
+    only, in one query."""
     with session_scope(_ui.engine()) as session:
-        names = {j.id: j.name for j in jobs.list_jobs(session=session)}
+        names = dict(jobs.names(session=session, limit=PAGE_SIZE, offset=offset, also=job_id))
     if not names:
         return job_id
     ids = list(names)
@@ -202,9 +230,39 @@ def _show_leaderboard(board: pd.DataFrame) -> None:
         "duration (s)": st.column_config.NumberColumn("duration (s)", format="%.0f")})
 
 
-@st.fragment(run_every="2s")
-def job_view(job_id: int) -> None:
-    """Redrawn every two seconds from the database: progress, leaderboard, charts."""
+def _metric_bars(scored: pd.DataFrame, metric: str) -> go.Figure:
+    # Graph objects, not plotly express: express takes ~0.1 s a chart, and a live job redraws every two seconds.
+    figure = go.Figure(layout={"title": {"text": f"{metric} per trial"}, "xaxis_title": "trial",
+                               "yaxis_title": metric, "legend_title_text": "model"})
+    for model, rows in scored.sort_values("trial").groupby("model", sort=False):
+        figure.add_trace(go.Bar(x=rows["trial"], y=rows[metric], name=str(model)))
+    return figure
+
+
+def _tried(scored: pd.DataFrame, metric: str, numeric: list[str]) -> go.Figure:
+    line = {"color": scored[metric], "colorscale": "Plasma", "showscale": True, "colorbar": {"title": metric}}
+    return go.Figure(go.Parcoords(line=line, dimensions=[{"label": c, "values": scored[c]} for c in numeric]),
+                     layout={"title": {"text": "What the sweep tried"}})
+
+
+def _charts(summary: dict[str, Any], board: pd.DataFrame) -> None:
+    """The primary metric per trial, and each numeric hyperparameter against it."""
+    metric = summary["trials"][0]["primary_metric"]
+    scored = board.dropna(subset=[metric])
+    if scored.empty:
+        return
+    left, right = st.columns(2)
+    left.plotly_chart(_metric_bars(scored, metric), width="stretch")
+    tried = {k for t in summary["trials"] for k in t["params"]} | {metric}  # hyperparameters against the metric
+    numeric = [c for c in scored.columns if c in tried and pd.api.types.is_numeric_dtype(scored[c])
+               and scored[c].nunique() > 1]
+    if metric in numeric and len(numeric) > 1:
+        right.plotly_chart(_tried(scored, metric, numeric), width="stretch")
+
+
+def job_view(job_id: int, is_live: bool) -> None:
+    """Progress, leaderboard and charts from the database; a live job's view is redrawn every two seconds
+    (see :func:`show_job`), and drawn once more, whole, when it ends."""
     try:
         with session_scope(_ui.engine()) as session:
             summary = job_summary(session=session, job_id=job_id)
@@ -213,6 +271,8 @@ def job_view(job_id: int) -> None:
         if st.query_params.get("job") == str(job_id):
             del st.query_params["job"]
         return
+    if is_live and summary["status"] not in LIVE:
+        st.rerun()  # it just ended: the whole page again, now without the refresh
     st.subheader(f"Job {job_id}: {summary['name']}")
     st.progress(summary["progress"], text=f"{summary['status']} — {summary['message'] or 'waiting for a worker'}")
     if summary["kind"] == "automl":
@@ -220,7 +280,7 @@ def job_view(job_id: int) -> None:
     if summary["error"]:
         st.error(summary["error"])
     test_set(summary)
-    if summary["status"] in ("queued", "running") and st.button("Cancel job", key=f"cancel-{job_id}"):
+    if summary["status"] in LIVE and st.button("Cancel job", key=f"cancel-{job_id}"):
         with session_scope(_ui.engine()) as session:
             jobs.request_cancel(session=session, job_id=job_id)
         st.toast("Cancel requested: running trials stop within seconds and keep what they made.")
@@ -230,24 +290,23 @@ def job_view(job_id: int) -> None:
         return
     _show_leaderboard(board)
     models = {t["trial_id"]: t["model_name"] for t in summary["trials"]}  # in start order: stable as trials come
-    pick, go = st.columns([3, 1], vertical_alignment="bottom")
+    pick, link = st.columns([3, 1], vertical_alignment="bottom")
     trial_id = pick.selectbox("Trial", list(models), key=f"trial-pick-{job_id}",
                               format_func=lambda t: f"trial {t}: {models[t]}")
-    go.page_link("pages/trial.py", label=f"Open trial {trial_id}", icon=":material/query_stats:",
-                 query_params={"trial": str(trial_id)})
-    metric = summary["trials"][0]["primary_metric"]
-    scored = board.dropna(subset=[metric])
-    if scored.empty:
-        return
-    left, right = st.columns(2)
-    left.plotly_chart(px.bar(scored.sort_values("trial"), x="trial", y=metric, color="model",
-                             title=f"{metric} per trial"), width="stretch")
-    tried = {k for t in summary["trials"] for k in t["params"]} | {metric}  # hyperparameters against the metric
-    numeric = [c for c in scored.columns if c in tried and pd.api.types.is_numeric_dtype(scored[c])
-               and scored[c].nunique() > 1]
-    if metric in numeric and len(numeric) > 1:
-        right.plotly_chart(px.parallel_coordinates(scored, dimensions=numeric, color=metric,
-                                                   title="What the sweep tried"), width="stretch")
+    link.page_link("pages/trial.py", label=f"Open trial {trial_id}", icon=":material/query_stats:",
+                   query_params={"trial": str(trial_id)})
+    _charts(summary, board)
+
+
+def show_job(job_id: int) -> None:
+    """A queued or running job's view refreshes every two seconds; an ended job's does not change."""
+    with session_scope(_ui.engine()) as session:
+        job = jobs.get(session=session, job_id=job_id)
+        is_live = job is not None and job.status in LIVE
+    if is_live:
+        st.fragment(job_view, run_every="2s")(job_id, True)
+    else:
+        job_view(job_id, False)
 
 
 st.title("Jobs")
@@ -256,6 +315,7 @@ with st.expander("Submit a job YAML"):
     if upload is not None and st.button("Submit", type="primary"):
         _submit(upload)
 requested = _requested_job()
-job_list()
-if (selected := _job_picker(requested)) is not None:
-    job_view(selected)
+shown_from = _page_offset()
+job_list(shown_from)
+if (selected := _job_picker(requested, shown_from)) is not None:
+    show_job(selected)

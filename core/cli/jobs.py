@@ -122,22 +122,29 @@ def _show(job_id: int, engine: Any, as_json: bool, *, warnings: list[str] | None
 
 @job_app.command("list")
 @reports_errors
-def job_list(as_json: JsonFlag = False) -> None:
-    """Jobs, newest first, with their status and progress."""
+def job_list(
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many jobs.")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many of the newest jobs first.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Jobs, newest first, with their status and progress; --limit and --offset page through them."""
     from storage.repos import jobs
 
     _, engine = open_storage()
     with session_scope(engine) as session:
         rows = [{"job_id": j.id, "kind": j.kind, "name": j.name, "status": j.status, "progress": j.progress,
                  "message": j.message, "best_trial_id": j.best_trial_id, "created_at": j.created_at.isoformat()}
-                for j in jobs.list_jobs(session=session)]
+                for j in jobs.list_jobs(session=session, limit=limit, offset=offset)]
+        total = jobs.count(session=session)
     if as_json:
-        print(json.dumps({"jobs": rows}))
+        print(json.dumps({"jobs": rows, "total": total, "limit": limit, "offset": offset}))
         return
     table = Table("job", "kind", "name", "status", "progress", "message")
     for r in rows:
         table.add_row(str(r["job_id"]), r["kind"], r["name"], r["status"], f"{r['progress']:.0%}", r["message"])
     out.print(table)
+    if offset + len(rows) < total:
+        err.print(f"jobs {offset + 1}–{offset + len(rows)} of {total}; --offset {offset + limit} shows older ones")
 
 
 @job_app.command("show")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from sqlalchemy import Engine
@@ -65,12 +65,19 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine, libraries: boo
         stored = spec.model_copy(update={"training_data": DataRef(name=name, version=str(row.version)),
                                          "validation_data": None, "test_data": test})
         job = jobs.enqueue(session=session, kind=AUTOML, name=spec.display_name or spec.name or file.stem,
-                           spec={"yaml": stored.to_yaml(), "dataset": name, "version": row.version,
-                                 "source": str(file.resolve()), "notices": spec.notices,
+                           spec={"yaml": stored.to_yaml(), "facts": stored_facts(stored), "dataset": name,
+                                 "version": row.version, "source": str(file.resolve()), "notices": spec.notices,
                                  "test_data": f"{test.name}:{test.version}" if test else None})
         session.refresh(job)
         session.expunge(job)
         return job
+
+
+def stored_facts(spec: JobSpec) -> dict[str, Any]:
+    """What the jobs list and ``job show`` tell of the job's file (`core.sweep.summary.FACTS`), kept with
+    the job so that no refresh parses its YAML again."""
+    return {"task": spec.task.value, "primary_metric": spec.primary_metric,
+            "max_trials": spec.limits.max_trials, "timeout_minutes": spec.limits.timeout_minutes}
 
 
 def timeout_warnings(job: Job, *, engine: Engine, device: str) -> list[str]:

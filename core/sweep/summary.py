@@ -3,6 +3,7 @@ so the studio's pages can use it."""
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -17,17 +18,33 @@ from storage.tables import Job, Trial
 AUTOML = "automl"
 
 
+PAGE_SIZE = 50
+# What the jobs list shows of an AutoML job's file; stored with the job when it is submitted.
+FACTS = ("task", "primary_metric", "max_trials", "timeout_minutes")
+
+
 def job_summary(*, session: Session, job_id: int) -> dict[str, Any]:
     """The job, its trials (leaderboard order: as started) and its best child."""
     job = jobs.get(session=session, job_id=job_id)
     if job is None:
         raise NotFound(f"job {job_id} does not exist; `kestrel job list` shows the jobs")
-    children = trials.for_job(session=session, job_id=job_id)
+    return _summary(job, trials.for_job(session=session, job_id=job_id))
+
+
+def job_summaries(*, session: Session, limit: int = PAGE_SIZE, offset: int = 0) -> list[dict[str, Any]]:
+    """A page of jobs (newest first) as :func:`job_summary` gives each, for the jobs list: two queries
+    (the jobs, then all their trials), however many jobs the page holds."""
+    page = jobs.list_jobs(session=session, limit=limit, offset=offset)
+    children = trials.for_jobs(session=session, job_ids=[j.id for j in page if j.id is not None])
+    return [_summary(j, children.get(j.id or 0, [])) for j in page]
+
+
+def _summary(job: Job, children: list[Trial]) -> dict[str, Any]:
     return {
         "job_id": job.id, "name": job.name, "kind": job.kind, "status": job.status,
         "progress": job.progress, "message": job.message, "error": job.error,
         "dataset": f"{job.spec.get('dataset')}:{job.spec.get('version')}" if job.kind == AUTOML else None,
-        **_spec_facts(job),
+        **job_facts(job),
         "best_trial_id": job.best_trial_id,
         "test_data": job.spec.get("test_data"),
         "test_metrics": next((_scalar_metrics(t.metrics.get("test")) for t in children
@@ -40,10 +57,16 @@ def job_summary(*, session: Session, job_id: int) -> dict[str, Any]:
     }
 
 
-def job_summaries(*, session: Session, limit: int = 200) -> list[dict[str, Any]]:
-    """Every job (newest first) as :func:`job_summary` gives it, for the jobs list."""
-    return [job_summary(session=session, job_id=j.id) for j in jobs.list_jobs(session=session, limit=limit)
-            if j.id is not None]
+def job_facts(job: Job) -> dict[str, Any]:
+    """An AutoML job's task, primary metric and limits (None for other kinds): as stored at submission,
+    else (a job queued before they were stored) read from its YAML."""
+    if job.kind != AUTOML:
+        return dict.fromkeys(FACTS)
+    stored = job.spec.get("facts")
+    if isinstance(stored, dict):
+        return {key: stored.get(key) for key in FACTS}
+    text = job.spec.get("yaml")
+    return dict(_yaml_facts(text)) if isinstance(text, str) else dict.fromkeys(FACTS)
 
 
 def duration_s(started: datetime | None, finished: datetime | None) -> float | None:
@@ -59,18 +82,18 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _spec_facts(job: Job) -> dict[str, Any]:
-    """Task, primary metric and limits from an AutoML job's stored YAML; None for other kinds."""
-    facts: dict[str, Any] = {"task": None, "primary_metric": None, "max_trials": None, "timeout_minutes": None}
-    if job.kind != AUTOML or not isinstance(job.spec.get("yaml"), str):
-        return facts
+@functools.lru_cache(maxsize=1024)
+def _yaml_facts(text: str) -> tuple[tuple[str, Any], ...]:
+    # Parsed once per process: a job's YAML never changes, and parsing it was most of a refresh's time.
     try:
-        doc = yaml.safe_load(job.spec["yaml"]) or {}
+        doc = yaml.safe_load(text) or {}
     except yaml.YAMLError:
-        return facts
-    limits = doc.get("limits") or {}
-    return {"task": doc.get("task"), "primary_metric": doc.get("primary_metric"),
-            "max_trials": limits.get("max_trials", 1), "timeout_minutes": limits.get("timeout_minutes")}
+        doc = None
+    if not isinstance(doc, dict):
+        return tuple((key, None) for key in FACTS)
+    limits = doc.get("limits") if isinstance(doc.get("limits"), dict) else {}
+    return (("task", doc.get("task")), ("primary_metric", doc.get("primary_metric")),
+            ("max_trials", limits.get("max_trials", 1)), ("timeout_minutes", limits.get("timeout_minutes")))
 
 
 def _trial(t: Trial) -> dict[str, Any]:

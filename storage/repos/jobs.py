@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
 from storage.tables import Job, Trial, utcnow
@@ -119,13 +120,53 @@ def get(*, session: Session, job_id: int) -> Job | None:
 
 
 def list_jobs(*, session: Session, kind: str | None = None, statuses: tuple[str, ...] = (),
-              limit: int = 200) -> list[Job]:
-    query = select(Job).order_by(col(Job.id).desc()).limit(limit)
+              limit: int = 200, offset: int = 0) -> list[Job]:
+    """Jobs newest first, ``limit`` of them from ``offset`` on."""
+    query = select(Job).order_by(col(Job.id).desc()).offset(offset).limit(limit)
     if kind:
         query = query.where(Job.kind == kind)
     if statuses:
         query = query.where(col(Job.status).in_(statuses))
     return list(session.exec(query))
+
+
+def count(*, session: Session) -> int:
+    return session.exec(select(func.count()).select_from(Job)).one()
+
+
+def names(*, session: Session, limit: int, offset: int = 0, also: int | None = None) -> list[tuple[int, str]]:
+    """``(id, name)`` of a page of jobs (newest first), and of job ``also`` wherever it is: what a job
+    picker offers, without the jobs' specs."""
+    shown = select(Job.id).order_by(col(Job.id).desc()).offset(offset).limit(limit)
+    query = select(Job.id, Job.name).where(or_(col(Job.id).in_(shown.scalar_subquery()), Job.id == also))
+    return [(job_id, name) for job_id, name in session.exec(query.order_by(col(Job.id).desc()))]
+
+
+@dataclass(frozen=True)
+class ListState:
+    """A fingerprint of a page of the jobs list: the jobs' count and newest id, and per shown job what the
+    list tells of it, its trials' count and their latest write (a trial beats its heartbeat on each)."""
+
+    total: int
+    newest: int | None
+    rows: tuple[tuple[Any, ...], ...]
+
+    @property
+    def is_running(self) -> bool:
+        """Whether a shown job runs (its duration moves even when nothing is written)."""
+        return any(row[2] == "running" for row in self.rows)
+
+
+def list_state(*, session: Session, limit: int, offset: int = 0) -> ListState:
+    """The :class:`ListState` of the jobs list's page at ``offset``, in two small queries; a page whose
+    state has not changed need not be read again."""
+    total, newest = session.exec(select(func.count(), func.max(Job.id)).select_from(Job)).one()
+    shown = (select(Job.id, Job.name, Job.status, Job.progress, Job.message, Job.best_trial_id, Job.started_at,
+                    Job.finished_at).order_by(col(Job.id).desc()).offset(offset).limit(limit).subquery())
+    query = (select(*shown.c, func.count(col(Trial.id)), func.max(Trial.heartbeat_at), func.max(Trial.finished_at))
+             .select_from(shown).outerjoin(Trial, col(Trial.job_id) == shown.c.id)
+             .group_by(*shown.c).order_by(shown.c.id.desc()))
+    return ListState(total, newest, tuple(tuple(row) for row in session.exec(query)))
 
 
 def _get(session: Session, job_id: int) -> Job:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -84,6 +84,17 @@ def get(*, session: Session, trial_id: int) -> Trial | None:
 
 def for_job(*, session: Session, job_id: int) -> list[Trial]:
     return list(session.exec(select(Trial).where(Trial.job_id == job_id).order_by(col(Trial.number))))
+
+
+def for_jobs(*, session: Session, job_ids: Collection[int]) -> dict[int, list[Trial]]:
+    """The trials of each of ``job_ids`` (as :func:`for_job` orders them), in one query."""
+    out: dict[int, list[Trial]] = {job_id: [] for job_id in job_ids}
+    query = select(Trial).where(col(Trial.job_id).in_(list(job_ids))).order_by(col(Trial.job_id),
+                                                                              col(Trial.number), col(Trial.id))
+    for trial in session.exec(query):
+        if trial.job_id is not None:
+            out[trial.job_id].append(trial)
+    return out
 
 
 def history(*, session: Session, job_id: int, metric: str) -> dict[int, list[tuple[int, float]]]:

@@ -165,3 +165,66 @@ def test_the_best_models_test_metrics_show_beside_its_validation_metrics(setting
     table = next(d.value for d in at.dataframe if "test" in d.value.columns)
     assert table.to_dict("list") == {"metric": ["accuracy", "log_loss"], "test": [0.75, 0.5],
                                      "validation": [0.9, 0.3]}
+
+
+def _queue(engine, count: int, **spec: object) -> list[int]:  # type: ignore[no-untyped-def]
+    with session_scope(engine) as session:
+        return [jobs.enqueue(session=session, kind="automl", name=f"job {k}", spec=dict(spec)).id
+                for k in range(count)]
+
+
+def _listed(at: AppTest) -> list[str]:
+    return list(at.dataframe[0].value["job"])
+
+
+def test_the_list_shows_fifty_jobs_a_page_newest_first_and_page_two_the_older_ones(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    ids = _queue(engine, 55)
+    at = _open()
+    assert not at.exception
+    assert _listed(at) == [f"jobs?job={i}" for i in ids[:4:-1]]
+    picker = next(s for s in at.selectbox if s.label == "Job")
+    assert len(picker.options) == 50 and picker.value == ids[-1]  # the shown page's jobs only
+    at.number_input(key="jobs-page").set_value(2).run()
+    assert not at.exception
+    assert _listed(at) == [f"jobs?job={i}" for i in ids[4::-1]]
+    assert any("Jobs 51–55 of 55" in c.value for c in at.caption)
+
+
+def test_a_job_in_the_address_is_shown_from_any_page(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    ids = _queue(engine, 55)
+    at = _open(ids[0])
+    assert not at.exception
+    assert next(s for s in at.selectbox if s.label == "Job").value == ids[0]
+    assert at.subheader[0].value == f"Job {ids[0]}: job 0"
+
+
+def test_facts_stored_with_a_job_are_listed_even_when_its_file_cannot_be_read(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    _queue(engine, 1, yaml="task: [unclosed", facts={"task": "image_object_detection", "max_trials": 5,
+                                                       "primary_metric": "mean_average_precision",
+                                                       "timeout_minutes": 30})
+    row = _open().dataframe[0].value.iloc[0]
+    assert row["task"] == "image_object_detection" and row["trials"] == "0 / 5"
+    assert row["primary metric"] == "mean_average_precision"
+
+
+def test_an_unchanged_list_is_not_read_again(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import Engine, event
+
+    _sweep(engine, ["completed", "completed"], finish_job=True)
+    reads: list[str] = []
+
+    def seen(_connection, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if "trial.job_id IN" in statement:  # the list's one query of its jobs' trials
+            reads.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        at = _open()
+        assert len(reads) == 1
+        at.run()
+        assert len(reads) == 1
+        _sweep(engine, ["completed"], finish_job=True)
+        at.run()
+        assert len(reads) == 2 and len(at.dataframe[0].value) == 2
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)

@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlmodel import SQLModel
 
 import storage.tables  # noqa: F401
-from storage.db import make_engine, session_scope, upgrade
+from storage.db import alembic_config, head_revision, is_current, make_engine, session_scope, upgrade
 from storage.tables import Dataset
 
 
@@ -28,6 +28,19 @@ def test_upgrade_keeps_existing_rows(tmp_path):
     upgrade(engine)
     with session_scope(engine) as session:
         assert session.get(Dataset, 1).name == "kept"
+
+
+def test_a_database_at_the_newest_migration_is_known_without_alembic(tmp_path):
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'k.db'}")
+    assert head_revision() == ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    assert not is_current(engine)  # empty
+    command.upgrade(alembic_config(engine), "0004")
+    assert not is_current(engine)
+    upgrade(engine)
+    assert is_current(engine)
 
 
 def test_sqlite_uses_wal_and_foreign_keys(engine):
