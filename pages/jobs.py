@@ -21,8 +21,9 @@ from storage.db import session_scope
 from storage.repos import jobs
 from ui import common as _ui
 
-STATUS_ICON = {"queued": "🕓", "running": "▶️", "completed": "✅", "failed": "❌", "canceled": "⏹️",
-               "early_terminated": "✂️"}
+# Symbols every system font has (emoji render as boxes where no emoji font is installed).
+STATUS_ICON = {"queued": "…", "running": "▶", "completed": "✓", "failed": "✗", "canceled": "■",
+               "early_terminated": "✂"}
 # The badge colour behind each status cell (light tints, readable in both themes' dark text).
 STATUS_COLOUR = {"queued": "#e0e0e0", "running": "#cfe2ff", "completed": "#d1e7dd", "failed": "#f8d7da",
                  "canceled": "#fff3cd", "early_terminated": "#ffe5d0"}
@@ -82,9 +83,13 @@ def leaderboard(summary: dict[str, Any]) -> pd.DataFrame:
     metric = metric or "primary metric"
     rows = []
     for t in summary["trials"]:
+        # A running trial shows what it reported last; a finished one, its best epoch's evaluation.
+        shown = t["metrics"] if t["status"] != "running" else t.get("latest_metrics") or {}
+        value = t["primary_metric_value"] if t["primary_metric_value"] is not None else shown.get(metric)
         row = {"trial": t["trial_id"], "best": "★" if t["trial_id"] == summary["best_trial_id"] else "",
-               "status": _status(t["status"]), "model": t["model_name"], metric: t["primary_metric_value"]}
-        row.update({k: v for k, v in t["metrics"].items() if k != metric})
+               "status": _status(t["status"]), "model": t["model_name"], metric: value,
+               "trained": _trained(t)}
+        row.update({k: v for k, v in shown.items() if k != metric})
         row.update({"epoch": t["epoch"], "duration (s)": t["duration_s"], "note": t["error"] or t["stop_reason"]})
         row.update({k: v for k, v in t["params"].items() if k != "model_name" and k not in row})
         rows.append(row)
@@ -92,6 +97,16 @@ def leaderboard(summary: dict[str, Any]) -> pd.DataFrame:
     if frame.empty:
         return frame
     return frame.sort_values(metric, ascending=False, na_position="last").reset_index(drop=True)
+
+
+def _trained(trial: dict[str, Any]) -> float | None:
+    """The share of its planned epochs a trial has trained (within the running epoch too); None when unknown."""
+    planned = trial.get("planned_epochs") or 0
+    if trial["status"] == "queued":
+        return 0.0
+    if not planned:
+        return None
+    return min(1.0, (trial["epoch_progress"] if trial["status"] == "running" else trial["epoch"]) / planned)
 
 
 def _requested_job() -> int | None:
@@ -108,7 +123,8 @@ def _requested_job() -> int | None:
 
 
 def _submit(upload: Any) -> None:
-    job_id, error = _ui.submit_job_yaml(upload.getvalue().decode("utf-8", errors="replace"))
+    with st.spinner("Checking and queueing the job…"):
+        job_id, error = _ui.submit_job_yaml(upload.getvalue().decode("utf-8", errors="replace"), upload.name)
     if error:
         st.error(error)
         return
@@ -227,6 +243,8 @@ def _show_leaderboard(board: pd.DataFrame) -> None:
     st.dataframe(styled, hide_index=True, width="stretch", column_config={
         "trial": st.column_config.LinkColumn("trial", display_text=r"trial\?trial=(\d+)",
                                              help="Open the trial's page"),
+        "trained": st.column_config.ProgressColumn("trained", min_value=0, max_value=1, format="percent",
+                                                   help="Share of the trial's planned epochs trained so far"),
         "duration (s)": st.column_config.NumberColumn("duration (s)", format="%.0f")})
 
 
@@ -274,7 +292,8 @@ def job_view(job_id: int, is_live: bool) -> None:
     if is_live and summary["status"] not in LIVE:
         st.rerun()  # it just ended: the whole page again, now without the refresh
     st.subheader(f"Job {job_id}: {summary['name']}")
-    st.progress(summary["progress"], text=f"{summary['status']} — {summary['message'] or 'waiting for a worker'}")
+    said = summary["message"] or ("waiting for a worker" if summary["status"] == "queued" else "")
+    st.progress(summary["progress"], text=summary["status"] + (f" — {said}" if said else ""))
     if summary["kind"] == "automl":
         progress_header(summary)
     if summary["error"]:

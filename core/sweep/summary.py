@@ -28,7 +28,9 @@ def job_summary(*, session: Session, job_id: int) -> dict[str, Any]:
     job = jobs.get(session=session, job_id=job_id)
     if job is None:
         raise NotFound(f"job {job_id} does not exist; `kestrel job list` shows the jobs")
-    return _summary(job, trials.for_job(session=session, job_id=job_id))
+    children = trials.for_job(session=session, job_id=job_id)
+    running = [t.id for t in children if t.status == "running" and t.id is not None]
+    return _summary(job, children, trials.latest(session=session, trial_ids=running) if running else {})
 
 
 def job_summaries(*, session: Session, limit: int = PAGE_SIZE, offset: int = 0) -> list[dict[str, Any]]:
@@ -39,12 +41,13 @@ def job_summaries(*, session: Session, limit: int = PAGE_SIZE, offset: int = 0) 
     return [_summary(j, children.get(j.id or 0, [])) for j in page]
 
 
-def _summary(job: Job, children: list[Trial]) -> dict[str, Any]:
+def _summary(job: Job, children: list[Trial], latest: dict[int, dict[str, float]] | None = None) -> dict[str, Any]:
+    facts = job_facts(job)
     return {
         "job_id": job.id, "name": job.name, "kind": job.kind, "status": job.status,
-        "progress": job.progress, "message": job.message, "error": job.error,
+        "progress": _progress(job, children, facts["max_trials"]), "message": job.message, "error": job.error,
         "dataset": f"{job.spec.get('dataset')}:{job.spec.get('version')}" if job.kind == AUTOML else None,
-        **job_facts(job),
+        **facts,
         "best_trial_id": job.best_trial_id,
         "test_data": job.spec.get("test_data"),
         "test_metrics": next((_scalar_metrics(t.metrics.get("test")) for t in children
@@ -53,8 +56,19 @@ def _summary(job: Job, children: list[Trial]) -> dict[str, Any]:
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "duration_s": duration_s(job.started_at, job.finished_at),
-        "trials": [_trial(t) for t in children],
+        "trials": [_trial(t, (latest or {}).get(t.id or 0, {})) for t in children],
     }
+
+
+def _progress(job: Job, children: list[Trial], max_trials: int | None) -> float:
+    """How far the job is: what its worker said, or more while trials are part-way through their epochs
+    (the worker moves a sweep's fraction only when a trial ends)."""
+    if job.status != "running" or not max_trials:
+        return job.progress
+    done = sum(t.status not in ("queued", "running") for t in children)
+    partial = sum(min(1.0, t.epoch_progress / planned) for t in children
+                  if t.status == "running" and (planned := int(t.metrics.get("epochs") or 0)))
+    return max(job.progress, min(1.0, (done + partial) / max_trials))
 
 
 def job_facts(job: Job) -> dict[str, Any]:
@@ -96,12 +110,15 @@ def _yaml_facts(text: str) -> tuple[tuple[str, Any], ...]:
             ("max_trials", limits.get("max_trials", 1)), ("timeout_minutes", limits.get("timeout_minutes")))
 
 
-def _trial(t: Trial) -> dict[str, Any]:
+def _trial(t: Trial, latest: dict[str, float]) -> dict[str, Any]:
+    """A trial as the leaderboard and ``--json`` show it; a running one with its epoch so far (fractional),
+    its planned epochs and the metrics it last reported (``latest_metrics``)."""
     return {"trial_id": t.id, "number": t.number, "status": t.status, "model_name": t.model_name,
             "params": t.params, "primary_metric": t.primary_metric,
             "primary_metric_value": t.primary_metric_value, "metrics": _scalar_metrics(t.metrics.get("final")),
             "test_metrics": _scalar_metrics(t.metrics.get("test")),
-            "epoch": t.epoch, "stop_reason": t.stop_reason, "error": t.error, "device": t.device,
+            "epoch": t.epoch, "epoch_progress": t.epoch_progress, "planned_epochs": t.metrics.get("epochs"),
+            "latest_metrics": latest, "stop_reason": t.stop_reason, "error": t.error, "device": t.device,
             "artifact_dir": t.artifact_dir,
             "started_at": t.started_at.isoformat() if t.started_at else None,
             "finished_at": t.finished_at.isoformat() if t.finished_at else None,

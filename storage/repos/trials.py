@@ -109,6 +109,17 @@ def history(*, session: Session, job_id: int, metric: str) -> dict[int, list[tup
     return out
 
 
+def latest(*, session: Session, trial_ids: Collection[int]) -> dict[int, dict[str, float]]:
+    """Each trial's most recent value of every metric it reported (what a running trial has shown so far)."""
+    out: dict[int, dict[str, float]] = {trial_id: {} for trial_id in trial_ids}
+    query = (select(MetricPoint.trial_id, MetricPoint.name, MetricPoint.value)
+             .where(col(MetricPoint.trial_id).in_(list(trial_ids)))
+             .order_by(col(MetricPoint.step), col(MetricPoint.id)))
+    for trial_id, name, value in session.exec(query):
+        out[trial_id][name] = value
+    return out
+
+
 def best(trials: list[Trial]) -> Trial | None:
     """The best scored trial by its primary metric (higher is better); ties go to the earlier finished."""
     scored = [t for t in trials if t.primary_metric_value is not None and t.finished_at is not None]

@@ -228,3 +228,23 @@ def test_an_unchanged_list_is_not_read_again(settings, engine) -> None:  # type:
         assert len(reads) == 2 and len(at.dataframe[0].value) == 2
     finally:
         event.remove(Engine, "before_cursor_execute", seen)
+
+
+def test_a_running_trial_shows_its_latest_metric_and_how_far_it_has_trained(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    with session_scope(engine) as session:
+        job_id = jobs.enqueue(session=session, kind="automl", name="live", spec={
+            "dataset": "fridge", "version": 1, "facts": {"task": "image_classification", "primary_metric": "accuracy",
+                                                         "max_trials": 2, "timeout_minutes": 60}}).id
+        jobs.claim_next(session=session, worker_id="w")
+        trial = trials.create(session=session, job_id=job_id, number=0, model_name="resnet18",
+                              params={"model_name": "resnet18"}, primary_metric="accuracy")
+        trials.start(session=session, trial_id=trial.id, device="CPU", pid=1, artifact_dir="", software={}, epochs=4)
+        trials.append_metrics(session=session, trial_id=trial.id, step=1, metrics={"accuracy": 0.7, "val_loss": 0.9})
+        trials.progress(session=session, trial_id=trial.id, epochs=1.5)
+    at = _open(job_id)
+    assert not at.exception
+    board = at.dataframe[1].value
+    assert board["accuracy"].iloc[0] == 0.7 and board["val_loss"].iloc[0] == 0.9  # not None after epoch 1
+    assert board["trained"].iloc[0] == 1.5 / 4
+    bar = at.get("progress")[0].proto
+    assert bar.text == "running" and bar.value == int(100 * 1.5 / 4 / 2)  # half-way through 1 of 2 trials
