@@ -6,6 +6,8 @@ The UI process never imports torch; training and scoring happen in the worker.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from storage.db import session_scope
@@ -27,28 +29,29 @@ def _start() -> None:
 
 # Each url_path is its file's name: until st.navigation first runs, Streamlit routes a URL to pages/NAME.py
 # by that name (see ui/common.py), and the two must agree for a deep link to land on the same page.
+MENU = [  # the sidebar's menu, in the order of the workflow: (file, title, icon)
+    ("pages/datasets.py", "Datasets", ":material/photo_library:"),
+    ("pages/labelling.py", "Labelling", ":material/label:"),
+    ("pages/weights.py", "Weights", ":material/download:"),
+    ("pages/wizard.py", "New job", ":material/add_circle:"),
+    ("pages/jobs.py", "Jobs", ":material/model_training:"),
+    ("pages/models.py", "Models", ":material/deployed_code:"),
+    ("pages/endpoints.py", "Endpoints", ":material/api:"),
+    ("pages/score.py", "Test-score", ":material/image_search:"),
+]
 PAGES = [
     st.Page(_start, title="Kestrel", url_path="start", default=True, visibility="hidden"),
-    st.Page("pages/datasets.py", title="Datasets", icon=":material/photo_library:", url_path="datasets"),
-    st.Page("pages/labelling.py", title="Labelling", icon=":material/label:", url_path="labelling"),
-    st.Page("pages/weights.py", title="Weights", icon=":material/download:", url_path="weights"),
-    st.Page("pages/wizard.py", title="New job", icon=":material/add_circle:", url_path="wizard"),
-    st.Page("pages/jobs.py", title="Jobs", icon=":material/model_training:", url_path="jobs"),
+    *(st.Page(file, title=title, icon=icon, url_path=Path(file).stem) for file, title, icon in MENU),
     # Reached from a job's leaderboard or a shared ?trial= link, so it stays out of the menu.
     st.Page("pages/trial.py", title="Trial", icon=":material/query_stats:", url_path="trial", visibility="hidden"),
-    st.Page("pages/models.py", title="Models", icon=":material/deployed_code:", url_path="models"),
-    st.Page("pages/endpoints.py", title="Endpoints", icon=":material/api:", url_path="endpoints"),
-    st.Page("pages/score.py", title="Test-score", icon=":material/image_search:", url_path="score"),
 ]
 
 # The menu is drawn here rather than by st.navigation: until st.navigation first runs in a server, Streamlit's
 # own menu would list every file of pages/ by its file name (config: client.showSidebarNavigation = false).
-MENU = ("datasets", "labelling", "weights", "wizard", "jobs", "models", "endpoints", "score")
 page = st.navigation(PAGES, position="hidden")
 with st.sidebar:
-    for listed in PAGES:
-        if listed.url_path in MENU:
-            st.page_link(listed, label=listed.title, icon=listed.icon)
+    for file, title, icon in MENU:
+        st.page_link(file, label=title, icon=icon)
     with session_scope(_ui.engine()) as session:
         live = workers.live(session=session, grace_s=30)
     for line in _ui.lane_lines(live):

@@ -169,7 +169,7 @@ def test_upload_train_register_deploy_score_and_explain_by_clicking(studio, page
     expect(page.get_by_text("Check before importing")).to_have_count(0)  # the preview is gone with the upload
     page.get_by_role("link", name="Open fridge version 1").click()
     expect(page.get_by_text("All 134 images imported; no items were skipped.")).to_be_visible()
-    expect(page.get_by_text(re.compile(r"from an upload"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"from an upload")).first).to_be_visible()
     expect(page.get_by_text(re.compile(r"staging"))).to_have_count(0)
     shot(page, "1-dataset-imported")
 
