@@ -20,6 +20,7 @@ from core.sweep.summary import PAGE_SIZE, job_summaries, job_summary
 from storage.db import session_scope
 from storage.repos import jobs
 from ui import common as _ui
+from ui import pareto as _pareto
 
 # Symbols every system font has (emoji render as boxes where no emoji font is installed).
 STATUS_ICON = {"queued": "…", "running": "▶", "completed": "✓", "failed": "✗", "canceled": "■",
@@ -315,6 +316,7 @@ def job_view(job_id: int, is_live: bool) -> None:
     link.page_link("pages/trial.py", label=f"Open trial {trial_id}", icon=":material/query_stats:",
                    query_params={"trial": str(trial_id)})
     _charts(summary, board)
+    _pareto.pareto_section(summary)
 
 
 def show_job(job_id: int) -> None:

@@ -17,6 +17,7 @@ import streamlit as st
 
 from core.base.errors import KestrelError
 from core.inference import models
+from core.sweep import rerun
 from core.zoo.base import PARAMS_FILE, SETTINGS_FILE
 from storage.db import session_scope
 from storage.repos import trials
@@ -199,6 +200,49 @@ def _register(trial: Trial) -> None:
                  query_params={"model": ref})
 
 
+def _rerun(trial: Trial) -> None:
+    """Train this trial again from its manifest, to see that it reproduces."""
+    st.subheader("Reproduce")
+    if not trial.metrics.get("manifest"):
+        st.caption("This trial ran before Kestrel kept a manifest of its data, parameters and software, so it "
+                   "cannot be re-run exactly.")
+        return
+    st.caption("Trains the trial again with the same data version, every parameter and the same seed, as a job "
+               "of its own; its page then compares the two results.")
+    if not st.button("Re-run this trial", key="trial_rerun", icon=":material/replay:"):
+        return
+    try:
+        with st.spinner("Queueing the re-run…"):
+            job = rerun.submit_rerun(trial_id=trial.id, settings=_ui.settings(), engine=_ui.engine())
+    except KestrelError as exc:
+        st.error(f"Not queued: {exc}")
+        return
+    st.success(f"Queued as job {job.id}.")
+    st.page_link("pages/jobs.py", label=f"Open job {job.id}", icon=":material/model_training:",
+                 query_params={"job": str(job.id)})
+
+
+def _compared(trial: Trial) -> None:
+    """On a re-run's page: its primary metric against the original's, and what differed."""
+    if trial.job_id is None:
+        return
+    with session_scope(_ui.engine()) as session:
+        said = rerun.comparison(session=session, job_id=trial.job_id)
+    if not said or said.get("delta") is None:
+        return
+    text = (f"Re-run of trial {said['original_trial']}: {said['metric']} {said['rerun']:.4f} against "
+            f"{said['original']:.4f}, a difference of {said['delta']:+.4f}")
+    if said["reproduced"]:
+        st.success(f"{text}: reproduced (within ±{said['tolerance']}).", icon=":material/verified:")
+    else:
+        st.warning(f"{text}: more than ±{said['tolerance']}.", icon=":material/difference:")
+    st.page_link("pages/trial.py", label=f"Open trial {said['original_trial']}", icon=":material/query_stats:",
+                 query_params={"trial": str(said["original_trial"])})
+    if said["differences"]:
+        with st.expander("What differed between the two runs"):
+            st.code("\n".join(said["differences"]))
+
+
 def main() -> None:
     raw = st.query_params.get("trial", "")
     trial = _trial(int(raw)) if raw.isdigit() else None
@@ -227,8 +271,10 @@ def main() -> None:
     artifacts = Artifacts.read(trial.artifact_dir)
     _trial_evaluation.evaluation(artifacts.evaluation, artifacts.classes, trial.id)
     _trial_evaluation.samples(trial, artifacts.evaluation, artifacts.classes)
+    _compared(trial)
     _parameters(trial, artifacts.params)
     _register(trial)
+    _rerun(trial)
 
 
 main()

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # Each trial log (trial.log, console.log) rotates to one ``.1`` file at this size: at most twice it
     # per log, while a runaway print loop cannot fill the disk.
     max_log_bytes: int = 20 * 1024**2
+    # A finished trial's model is timed on this machine (batch 1, a batch, ONNX Runtime) for the job's
+    # accuracy-against-latency chart: seconds per trial; the test suite turns it off but for its own tests.
+    measure_latency: bool = True
 
     @property
     def db_url(self) -> str:

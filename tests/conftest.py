@@ -1,9 +1,11 @@
 """Each test gets a fresh KESTREL_HOME with a migrated SQLite database (migrated once per
-session into a template file, copied per test)."""
+session into a template file, copied per test). Trained models are not timed (seconds a trial) except
+in the tests of that timing, which turn it on."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from typer.testing import CliRunner
 
 from storage.db import make_engine, upgrade
 from storage.settings import Settings
+
+os.environ.setdefault("KESTREL_MEASURE_LATENCY", "0")  # inherited by the processes tests start
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 if not SHARED.is_dir():  # CI checks main out beside shared/ as well; fall back to the known place

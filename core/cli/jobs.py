@@ -219,3 +219,37 @@ def trial_run(
         settings, engine = open_storage()
         result = run_job_trial(trial_id, settings, engine, timeout_s=timeout_s, threads=threads)
     out.print(f"trial {trial_id} {result.status}")
+
+
+@trial_app.command("rerun")
+@reports_errors
+def trial_rerun(
+    trial_id: int,
+    wait: Annotated[bool, typer.Option(help="Wait for the re-run and compare; runs it here when no worker is up.")]
+    = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train a trial again from its manifest (same data version, parameters and seed) as a one-trial job;
+    with --wait, show the primary metric's difference and what differed between the two runs."""
+    from core.sweep.rerun import comparison, submit_rerun
+
+    settings, engine = open_storage()
+    job = submit_rerun(trial_id=trial_id, settings=settings, engine=engine)
+    assert job.id is not None
+    if not as_json:
+        out.print(f"job {job.id} queued: {job.name}")
+    if wait:
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            _wait(job.id, settings, engine, quiet=as_json)
+    with session_scope(engine) as session:
+        compared = comparison(session=session, job_id=job.id) or {}
+    if as_json:
+        print(json.dumps({"job_id": job.id, **compared}, default=str))
+        return
+    if compared.get("delta") is not None:
+        verdict = "reproduced" if compared["reproduced"] else "NOT reproduced"
+        out.print(f"trial {compared['trial']}: {compared['metric']} {compared['rerun']:.4f} against "
+                  f"{compared['original']:.4f} (trial {trial_id}), delta {compared['delta']:+.4f}: {verdict} "
+                  f"within ±{compared['tolerance']}")
+        for line in compared["differences"]:
+            out.print(f"  differs: {line}")

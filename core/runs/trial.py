@@ -12,7 +12,6 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from core.base.params import TrainingParams, resolve_params
 from core.base.tasks import Task
 from core.base.tasks import spec as task_spec
 from core.data.view import VersionData, load_version
+from core.runs import manifest as manifests
 from core.runs import stopping
 from core.runs.stopping import Policy
 from core.train import recipe as recipes
@@ -36,7 +36,6 @@ from storage.repos import jobs, trials
 from storage.settings import Settings
 
 log = logging.getLogger(__name__)
-SOFTWARE = ("torch", "torchvision", "timm", "ultralytics", "kestrel")
 FINISHED = ("completed", "early_terminated", "canceled")
 LOGGERS = ("core", "ultralytics")  # what the trial log collects
 
@@ -144,10 +143,14 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
     handler = _log_to(out_dir / "trial.log", settings.max_log_bytes)
     try:
         use_all_cores(threads)
+        manifest = manifests.build(data, params, model, family.weights(model, params), describe(device))
+        write_atomic(out_dir / manifests.MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
         with session_scope(engine) as session:
             trials.start(session=session, trial_id=trial_id, device=describe(device), pid=os.getpid(),
-                         artifact_dir=str(out_dir), software=_software(), model_name=params.model_name or "",
-                         train_images=len(data.train), epochs=params.number_of_epochs)
+                         artifact_dir=str(out_dir), software=manifest["software"],
+                         model_name=params.model_name or "", train_images=len(data.train),
+                         epochs=params.number_of_epochs)
+            trials.set_metrics(session=session, trial_id=trial_id, key="manifest", values=manifest)
             job_id = trials.get(session=session, trial_id=trial_id).job_id  # type: ignore[union-attr]
         log.info("trial %d: %s (%s) on %s, dataset %s:%d", trial_id, model.display_name or
                  model.architecture, model.family, describe(device), data.name, data.version)
@@ -164,7 +167,7 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
                               primary_metric_value=None, error=f"{type(exc).__name__}: {exc}")
             raise
         return _store(engine, trial_id, out_dir, data, params, model, trained,
-                      ctx.reason or trained.stop_reason or None, device, primary)
+                      ctx.reason or trained.stop_reason or None, device, primary, settings.measure_latency)
     finally:
         for name in LOGGERS:
             logging.getLogger(name).removeHandler(handler)
@@ -197,7 +200,7 @@ def trial_params(engine: Engine, data: VersionData, overrides: Mapping[str, Any]
 
 def _store(engine: Engine, trial_id: int, out_dir: Path, data: VersionData, params: TrainingParams,
            model: ModelSpec, trained: TrainedModel, stop_reason: str | None, device: str,
-           primary: str) -> TrialResult:
+           primary: str, measure: bool) -> TrialResult:
     settings_json = {**trained.settings, "task": data.task.value, "classes": data.classes,
                      "family": model.family, "architecture": model.architecture,
                      "size": model.size, "model_name": params.model_name}
@@ -215,6 +218,7 @@ def _store(engine: Engine, trial_id: int, out_dir: Path, data: VersionData, para
             write_atomic(files[key], json.dumps(content, indent=2).encode())
     for notice in trained.notices:
         log.warning(notice)
+    latency = _latency(out_dir, data, device) if kept and measure else None
     # A trial stopped early keeps its model and metrics; the reason says why it stopped. Early
     # stopping on a flat metric is a normal completion, as in the reference.
     status = {None: "completed", "early_stopping": "completed", stopping.CANCELED: "canceled"}.get(
@@ -226,11 +230,27 @@ def _store(engine: Engine, trial_id: int, out_dir: Path, data: VersionData, para
     with session_scope(engine) as session:
         trials.finish(session=session, trial_id=trial_id, status=status,
                       metrics={"final": trained.metrics, "notices": trained.notices,
-                               "epochs_run": trained.epochs_run},
+                               "epochs_run": trained.epochs_run, **({"latency": latency} if latency else {})},
                       primary_metric_value=trained.metrics.get(primary), stop_reason=stop_reason or "",
                       error=error)
     return TrialResult(trial_id, status, primary, trained.metrics, describe(device), trained.epochs_run,
                        {k: str(v) for k, v in files.items()}, trained.notices, stop_reason or "")
+
+
+def _latency(out_dir: Path, data: VersionData, device: str) -> dict[str, Any] | None:
+    """The trained model's cost to run here (`core.inference.latency`), on validation images; None when it
+    cannot be measured (the trial stands without it)."""
+    from PIL import Image
+
+    from core.inference.latency import SCORING_BATCH, measure
+
+    items = (data.validation or data.train)[:SCORING_BATCH]
+    try:
+        images = [Image.open(item.path).convert("RGB") for item in items]
+        return measure(out_dir, images, device) if images else None
+    except Exception:  # a timing is a bonus: the trial's model and metrics are kept regardless
+        log.exception("could not time the trained model")
+        return None
 
 
 def checkpoint_weights(engine: Engine, run_id: str, task: Task) -> Path:
@@ -258,13 +278,3 @@ def _log_to(file: Path, max_bytes: int) -> logging.Handler:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     return handler
-
-
-def _software() -> dict[str, str]:
-    versions = {}
-    for package in SOFTWARE:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions

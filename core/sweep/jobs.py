@@ -39,9 +39,11 @@ if TYPE_CHECKING:
     from core.zoo.pretrained import ModelWeights
 
 
-def submit_job(file: Path, *, settings: Settings, engine: Engine, libraries: bool = True) -> Job:
+def submit_job(file: Path, *, settings: Settings, engine: Engine, libraries: bool = True,
+               origin: dict[str, Any] | None = None) -> Job:
     """Check ``file`` (a job YAML), import its data given by path, and queue the job. With ``libraries``
-    off, model names the catalog does not know are left to the worker (the studio never loads torch)."""
+    off, model names the catalog does not know are left to the worker (the studio never loads torch).
+    ``origin`` is kept with the job (``rerun_of``: the trial it re-runs)."""
     text = _read(file, settings.max_job_file_bytes)
     try:
         spec = parse_job(text, file.resolve().parent)
@@ -67,7 +69,7 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine, libraries: boo
         job = jobs.enqueue(session=session, kind=AUTOML, name=spec.display_name or spec.name or file.stem,
                            spec={"yaml": stored.to_yaml(), "facts": stored_facts(stored), "dataset": name,
                                  "version": row.version, "source": str(file.resolve()), "notices": spec.notices,
-                                 "test_data": f"{test.name}:{test.version}" if test else None})
+                                 "test_data": f"{test.name}:{test.version}" if test else None, **(origin or {})})
         session.refresh(job)
         session.expunge(job)
         return job

@@ -56,8 +56,24 @@ def _summary(job: Job, children: list[Trial], latest: dict[int, dict[str, float]
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "duration_s": duration_s(job.started_at, job.finished_at),
-        "trials": [_trial(t, (latest or {}).get(t.id or 0, {})) for t in children],
+        "trials": _with_pareto([_trial(t, (latest or {}).get(t.id or 0, {})) for t in children]),
     }
+
+
+def pareto(points: dict[int, tuple[float, float]]) -> set[int]:
+    """The keys of ``points`` (``key: (metric, latency)``; a higher metric and a lower latency are better)
+    that no other point beats on both."""
+    return {key for key, (metric, latency) in points.items()
+            if not any(m >= metric and t <= latency and (m, t) != (metric, latency) for m, t in points.values())}
+
+
+def _with_pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each trial's ``pareto`` flag: on the frontier of primary metric against batch-1 latency (None for a
+    trial without both)."""
+    points = {r["trial_id"]: (r["primary_metric_value"], r["latency"]["batch1_ms"]) for r in rows
+              if r["primary_metric_value"] is not None and r["latency"]}
+    front = pareto(points)
+    return [{**r, "pareto": (r["trial_id"] in front) if r["trial_id"] in points else None} for r in rows]
 
 
 def _progress(job: Job, children: list[Trial], max_trials: int | None) -> float:
@@ -118,7 +134,8 @@ def _trial(t: Trial, latest: dict[str, float]) -> dict[str, Any]:
             "primary_metric_value": t.primary_metric_value, "metrics": _scalar_metrics(t.metrics.get("final")),
             "test_metrics": _scalar_metrics(t.metrics.get("test")),
             "epoch": t.epoch, "epoch_progress": t.epoch_progress, "planned_epochs": t.metrics.get("epochs"),
-            "latest_metrics": latest, "stop_reason": t.stop_reason, "error": t.error, "device": t.device,
+            "latest_metrics": latest, "latency": t.metrics.get("latency"),
+            "stop_reason": t.stop_reason, "error": t.error, "device": t.device,
             "artifact_dir": t.artifact_dir,
             "started_at": t.started_at.isoformat() if t.started_at else None,
             "finished_at": t.finished_at.isoformat() if t.finished_at else None,

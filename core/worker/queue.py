@@ -176,6 +176,8 @@ class Worker:
         finally:
             self.stopping.set()
             beat.join(timeout=HEARTBEAT_S + 1)
+            with session_scope(self.engine) as session:
+                workers.retire(session=session, worker_id=self.worker_id)
         return done
 
     @property

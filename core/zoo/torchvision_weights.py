@@ -40,9 +40,8 @@ def weights_status(architecture: str) -> WeightsStatus:
             return WeightsStatus(CACHED, str(folder / Path(url).name))
     if not published:
         return WeightsStatus(UNAVAILABLE, f"torchvision publishes none for {architecture}")
-    if not hub.reachable(HOSTS["torchvision"]):
-        return WeightsStatus(UNAVAILABLE, f"none in torch's hub cache ({folder}) and {HOSTS['torchvision']} "
-                             "cannot be reached")
+    if why := hub.unreachable(HOSTS["torchvision"]):
+        return WeightsStatus(UNAVAILABLE, f"none in torch's hub cache ({folder}) and {why}")
     return WeightsStatus(DOWNLOADABLE, published[0][0])
 
 

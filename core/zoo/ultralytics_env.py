@@ -49,6 +49,14 @@ def offline_ultralytics() -> None:
             shutil.copyfile(font, USER_CONFIG_DIR / name)
 
 
+def fonts() -> list[Path]:
+    """The fonts ultralytics would download for its plots, each in place (copied from matplotlib's)."""
+    offline_ultralytics()
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    return [USER_CONFIG_DIR / name for name in ("Arial.ttf", "Arial.Unicode.ttf")]
+
+
 @contextlib.contextmanager
 def keep_threads() -> Iterator[None]:
     """ultralytics sets torch to min(8, cores - 1) threads on CPU, for good; keep the caller's count."""

@@ -36,9 +36,9 @@ def weights_status(architecture: str) -> WeightsStatus:
     file = weights_file(architecture)
     if file.is_file():
         return WeightsStatus(CACHED, str(file))
-    if not hub.reachable(HOSTS["ultralytics"]):
+    if why := hub.unreachable(HOSTS["ultralytics"]):
         return WeightsStatus(UNAVAILABLE, f"{file.name} is not in ultralytics' weights folder ({file.parent}) "
-                             f"and {HOSTS['ultralytics']} cannot be reached")
+                             f"and {why}")
     return WeightsStatus(DOWNLOADABLE, f"{file.name} from ultralytics' releases")
 
 

@@ -6,6 +6,7 @@ and say so — before training (`WeightsStatus`, shown by the wizard and `job su
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -68,8 +69,8 @@ def pretrained_source(architecture: str) -> tuple[str | None, str]:
             return str(cached_url), ""
     if constants.is_offline_mode():
         return None, "not in the local cache and HF_HUB_OFFLINE is set"
-    if not reachable(HOSTS["timm"]):
-        return None, "not in the local cache and huggingface.co cannot be reached"
+    if why := unreachable(HOSTS["timm"]):
+        return None, f"not in the local cache and {why}"
     return "hub", ""
 
 
@@ -90,9 +91,25 @@ def user_status(params_file: str | None) -> WeightsStatus | None:
 _answers: dict[str, tuple[float, bool]] = {}
 
 
+def offline() -> bool:
+    """KESTREL_OFFLINE=1: the network is never asked, not even whether a weights host answers; weights come
+    from the libraries' caches and people's files only (`kestrel doctor` lists what that leaves)."""
+    return os.environ.get("KESTREL_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def unreachable(host: str) -> str | None:
+    """Why ``host`` cannot be asked for weights ("… cannot be reached", "KESTREL_OFFLINE is set"); None
+    when it answers."""
+    if offline():
+        return "KESTREL_OFFLINE is set"
+    return None if reachable(host) else f"{host} cannot be reached"
+
+
 def reachable(host: str, ttl_s: float = 60.0) -> bool:
     """Whether ``host`` answers on HTTPS, asked at most once a minute; offline, a name that does not
     resolve fails at once."""
+    if offline():
+        return False
     now = time.monotonic()
     asked = _answers.get(host)
     if asked is None or now - asked[0] > ttl_s:

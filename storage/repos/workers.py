@@ -30,6 +30,13 @@ def heartbeat(*, session: Session, worker_id: str, current_job_id: int | None) -
         session.add(state)
 
 
+def retire(*, session: Session, worker_id: str) -> None:
+    """A worker that stops cleanly leaves the list at once (a killed one drops out when its heartbeat stops)."""
+    state = session.exec(select(WorkerState).where(WorkerState.worker_id == worker_id)).first()
+    if state is not None:
+        session.delete(state)
+
+
 def live(*, session: Session, grace_s: float) -> list[WorkerState]:
     """Workers whose last heartbeat is younger than ``grace_s`` seconds."""
     since = utcnow() - timedelta(seconds=grace_s)

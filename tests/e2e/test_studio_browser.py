@@ -44,7 +44,7 @@ def _free_port() -> int:
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("e2e") / "home"
     port = _free_port()
-    env = {**os.environ, "KESTREL_HOME": str(home)}
+    env = {**os.environ, "KESTREL_HOME": str(home), "KESTREL_MEASURE_LATENCY": "1"}
     env.pop("KESTREL_DATABASE_URL", None)
     log = open(home.parent / "studio.log", "wb")  # noqa: SIM115 - open for the fixture's lifetime
     process = subprocess.Popen([sys.executable, "-m", "core.cli", "studio", "--port", str(port)], cwd=ROOT, env=env,
@@ -212,6 +212,8 @@ def test_upload_train_register_deploy_score_and_explain_by_clicking(studio, page
     done = page.get_by_text(re.compile(r"completed — done: 1 trial; best trial \d+ \(resnet18\) accuracy"))
     expect(done).to_be_visible(timeout=SLOW)
     expect(page.get_by_text("waiting for a worker")).to_have_count(0)
+    expect(page.get_by_role("heading", name="Accuracy against latency")).to_be_visible()  # the model was timed
+    expect(page.get_by_text(re.compile(r"trial \d+: resnet18 — accuracy [\d.]+, [\d.]+ ms"))).to_be_visible()
     shot(page, "4-job")
 
     # 4. The trial page by its link: curves, the confusion matrix whose cells open their images; register.

@@ -39,8 +39,7 @@ def test_worker_process_runs_import_jobs_and_survives_a_failing_one(settings, en
         assert ok.status == "completed" and ok.progress == 1.0
         assert ok.message.startswith("imported shapes:1 (12 images")
         assert get_version(session=session, name="shapes").task == "image_object_detection"
-        [state] = workers.live(session=session, grace_s=600)
-        assert re.fullmatch(r"CPU, \d+ cores|GPU: .+", state.device)  # what the studio's sidebar shows
+        assert workers.live(session=session, grace_s=600) == []  # it stopped cleanly: not listed as alive
 
 
 def test_a_job_left_running_by_a_dead_worker_is_run_again(settings, engine, tmp_path):
@@ -99,5 +98,28 @@ def test_the_quick_lane_imports_while_training_waits_for_its_own_lane(settings, 
         assert jobs.get(session=session, job_id=importing).status == "completed"
         assert jobs.get(session=session, job_id=training).status == "queued"
         assert jobs.get(session=session, job_id=orphan).status == "running"  # the training lane's to take back
-        assert [w.lane for w in workers.live(session=session, grace_s=600)] == ["quick"]
-        assert workers.serving(workers.live(session=session, grace_s=600), "automl") == []
+
+
+
+def test_a_running_worker_is_listed_with_its_lane_and_device_until_it_stops(settings, engine):
+    import threading
+
+    runner = Worker(settings, engine, lane="quick")
+    thread = threading.Thread(target=runner.run, kwargs={"poll_s": 0.1})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with session_scope(engine) as session:
+                listed = workers.live(session=session, grace_s=600)
+            if listed:
+                break
+            time.sleep(0.1)
+        [state] = listed
+        assert state.lane == "quick" and re.fullmatch(r"CPU, \d+ cores|GPU: .+", state.device)  # the sidebar's
+        assert workers.serving(listed, "automl") == [] and workers.serving(listed, "import") == [state]
+    finally:
+        runner.stopping.set()
+        thread.join(timeout=30)
+    with session_scope(engine) as session:
+        assert workers.live(session=session, grace_s=600) == []
