@@ -9,7 +9,6 @@ from typing import Any
 from rich.table import Table
 
 from core.cli.common import JsonFlag, app, out, reports_errors
-from core.zoo.weights import HOSTS
 
 STATE_COLOURS = {"cached": "green", "downloadable": "cyan", "unavailable": "yellow", "in place": "green",
                  "off": "green", "ok": "green"}
@@ -88,7 +87,7 @@ def _database(url: str) -> dict[str, Any]:
 def _network() -> list[dict[str, str]]:
     """What a run could ask the network for, beside pretrained weights (listed per model), and its state here."""
     from core.zoo.ultralytics_env import fonts
-    from core.zoo.weights import offline
+    from core.zoo.weights import HOSTS, offline
 
     rows = [{"what": f"font {font.name} for ultralytics' plots", "state": "in place" if font.is_file() else "missing",
              "where": f"{font} (copied from matplotlib's DejaVu Sans, never downloaded)"} for font in fonts()]

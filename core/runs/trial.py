@@ -167,7 +167,7 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
                               primary_metric_value=None, error=f"{type(exc).__name__}: {exc}")
             raise
         return _store(engine, trial_id, out_dir, data, params, model, trained,
-                      ctx.reason or trained.stop_reason or None, device, primary, settings.measure_latency)
+                      ctx.reason or trained.stop_reason or None, device, primary)
     finally:
         for name in LOGGERS:
             logging.getLogger(name).removeHandler(handler)
@@ -200,7 +200,7 @@ def trial_params(engine: Engine, data: VersionData, overrides: Mapping[str, Any]
 
 def _store(engine: Engine, trial_id: int, out_dir: Path, data: VersionData, params: TrainingParams,
            model: ModelSpec, trained: TrainedModel, stop_reason: str | None, device: str,
-           primary: str, measure: bool) -> TrialResult:
+           primary: str) -> TrialResult:
     settings_json = {**trained.settings, "task": data.task.value, "classes": data.classes,
                      "family": model.family, "architecture": model.architecture,
                      "size": model.size, "model_name": params.model_name}
@@ -218,7 +218,6 @@ def _store(engine: Engine, trial_id: int, out_dir: Path, data: VersionData, para
             write_atomic(files[key], json.dumps(content, indent=2).encode())
     for notice in trained.notices:
         log.warning(notice)
-    latency = _latency(out_dir, data, device) if kept and measure else None
     # A trial stopped early keeps its model and metrics; the reason says why it stopped. Early
     # stopping on a flat metric is a normal completion, as in the reference.
     status = {None: "completed", "early_stopping": "completed", stopping.CANCELED: "canceled"}.get(
@@ -230,27 +229,11 @@ def _store(engine: Engine, trial_id: int, out_dir: Path, data: VersionData, para
     with session_scope(engine) as session:
         trials.finish(session=session, trial_id=trial_id, status=status,
                       metrics={"final": trained.metrics, "notices": trained.notices,
-                               "epochs_run": trained.epochs_run, **({"latency": latency} if latency else {})},
+                               "epochs_run": trained.epochs_run},
                       primary_metric_value=trained.metrics.get(primary), stop_reason=stop_reason or "",
                       error=error)
     return TrialResult(trial_id, status, primary, trained.metrics, describe(device), trained.epochs_run,
                        {k: str(v) for k, v in files.items()}, trained.notices, stop_reason or "")
-
-
-def _latency(out_dir: Path, data: VersionData, device: str) -> dict[str, Any] | None:
-    """The trained model's cost to run here (`core.inference.latency`), on validation images; None when it
-    cannot be measured (the trial stands without it)."""
-    from PIL import Image
-
-    from core.inference.latency import SCORING_BATCH, measure
-
-    items = (data.validation or data.train)[:SCORING_BATCH]
-    try:
-        images = [Image.open(item.path).convert("RGB") for item in items]
-        return measure(out_dir, images, device) if images else None
-    except Exception:  # a timing is a bonus: the trial's model and metrics are kept regardless
-        log.exception("could not time the trained model")
-        return None
 
 
 def checkpoint_weights(engine: Engine, run_id: str, task: Task) -> Path:

@@ -38,6 +38,7 @@ from core.sweep.jobs import check_models
 from core.sweep.jobspec import JobSpec, parse_job
 from core.sweep.samplers import Sweeper
 from core.sweep.termination import make_policy
+from core.sweep.timing import time_trial
 from core.train.device import cpu_cores
 from storage.db import session_scope
 from storage.repos import jobs, trials
@@ -371,7 +372,9 @@ def run_job_trial(trial_id: int, settings: Settings, engine: Engine, *, timeout_
         raise NotFound(f"trial {trial_id} is not a trial of a job")
     spec = parse_job(job.spec["yaml"], settings.home)
     policy = spec.sweep.early_termination if spec.sweep else None
-    return run_trial(settings=settings, engine=engine, dataset=job.spec["dataset"], version=job.spec["version"],
-                     overrides={**spec.training_parameters, **row.params}, timeout_s=timeout_s, trial_id=trial_id,
-                     primary_metric=spec.primary_metric, threads=threads,
-                     policy=make_policy(policy.model_dump() if policy else None))
+    result = run_trial(settings=settings, engine=engine, dataset=job.spec["dataset"], version=job.spec["version"],
+                       overrides={**spec.training_parameters, **row.params}, timeout_s=timeout_s,
+                       trial_id=trial_id, primary_metric=spec.primary_metric, threads=threads,
+                       policy=make_policy(policy.model_dump() if policy else None))
+    time_trial(result, settings=settings, engine=engine, dataset=job.spec["dataset"], version=job.spec["version"])
+    return result
