@@ -1,4 +1,10 @@
-"""AutoMode against one default trial, each given the same time budget, on a real dataset.
+"""The budget of AutoML jobs on a real dataset: the pre-flight estimate against the time taken, and AutoMode
+against one default trial given the same time.
+
+Pre-flight: four jobs that end on their own (not by a timeout), run one after another in one KESTREL_HOME,
+so that later estimates draw on the trials that ran before them, as on a person's machine. For each it
+prints the time predicted at submission with its range, the time the job took, their ratio, and whether
+it fell in the range. Goal: within ±25% once a model has run here (a first run is a rough guess).
 
 Both run as `kestrel job submit … --wait --json` in a fresh KESTREL_HOME on the shared
 fridgeObjects classification set (150 images, 4 classes): the AutoMode job gets
@@ -6,7 +12,7 @@ fridgeObjects classification set (150 images, 4 classes): the AutoMode job gets
 model and the same budget as its trial timeout (a trial stopped by its timeout keeps its best
 model). Prints both best primary-metric values. Goal: AutoMode ≥ the single run.
 
-    .venv/bin/python bench/automl_budget.py [--minutes 5] [--data PATH]
+    .venv/bin/python bench/automl_budget.py [--only preflight|automode] [--minutes 5] [--data PATH]
 """
 
 from __future__ import annotations
@@ -44,13 +50,37 @@ def best(summary: dict) -> tuple[float, str]:
     return trial["primary_metric_value"], trial["model_name"]
 
 
+def preflight(base: dict) -> None:
+    plan = [("resnet18", 3, 1), ("resnet18", 6, 1), ("mobilenetv2", 2, 2), ("mobilenetv2", 4, 1)]
+    print("pre-flight: predicted at submission against the time the job took (same home, one after another)")
+    with tempfile.TemporaryDirectory() as folder:
+        home = Path(folder) / "home"
+        home.mkdir()
+        for number, (model, epochs, trials) in enumerate(plan, start=1):
+            space = [{"learning_rate": {"type": "choice", "values": [0.001, 0.003][:trials]}}] if trials > 1 else None
+            job = {**base, "experiment_name": f"preflight-{number}", "limits": {"max_trials": trials},
+                   "training_parameters": {"model_name": model, "number_of_epochs": epochs},
+                   **({"search_space": space, "sweep": {"sampling_algorithm": "grid"}} if space else {})}
+            summary, _ = run(job, home)
+            predicted, (low, high), took = summary["predicted_s"], summary["predicted_range_s"], summary["duration_s"]
+            inside = "in range" if low <= took <= high else "OUT of range"
+            print(f"  {model:12s} {epochs} epochs × {trials} trial(s): predicted {predicted:6.0f} s "
+                  f"({low:.0f}–{high:.0f}), took {took:6.0f} s, actual/predicted {took / predicted:.2f} ({inside}; "
+                  f"{'within' if abs(took / predicted - 1) <= 0.25 else 'beyond'} ±25%)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=int, default=5)
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--only", choices=["preflight", "automode"])
     args = parser.parse_args()
     base = {"type": "automl", "task": "image_classification", "primary_metric": "accuracy",
             "training_data": {"path": str(args.data.resolve()), "type": "mltable"}}
+    if args.only != "automode":
+        preflight(base)
+    if args.only == "preflight":
+        return
     jobs = {
         "automode": {**base, "experiment_name": "automode",
                      "limits": {"max_trials": 20, "timeout_minutes": args.minutes}},

@@ -218,6 +218,19 @@ def progress_header(summary: dict[str, Any]) -> None:
                     if summary["timeout_minutes"] else None)
 
 
+def _predicted_against_actual(summary: dict[str, Any]) -> None:
+    """The time estimated before the job started, with its range, against the time it took (or takes so far)."""
+    predicted, span = summary.get("predicted_s"), summary.get("predicted_range_s")
+    if not predicted or not span:
+        return
+    said = f"Predicted before it started: {_clock(predicted)} (likely {_clock(span[0])} to {_clock(span[1])})"
+    took = summary["duration_s"]
+    if summary["finished_at"] and took:
+        verdict = "within the range" if span[0] <= took <= span[1] else "outside the range"
+        said += f"; it took {_clock(took)}, {took / predicted - 1:+.0%} against the prediction, {verdict}."
+    st.caption(said)
+
+
 def test_set(summary: dict[str, Any]) -> None:
     """The best model's metrics on the job's test data, beside its validation metrics."""
     if not summary.get("test_data"):
@@ -297,6 +310,7 @@ def job_view(job_id: int, is_live: bool) -> None:
     st.progress(summary["progress"], text=summary["status"] + (f" — {said}" if said else ""))
     if summary["kind"] == "automl":
         progress_header(summary)
+        _predicted_against_actual(summary)
     if summary["error"]:
         st.error(summary["error"])
     test_set(summary)

@@ -117,7 +117,8 @@ def estimate_line(doc: dict[str, Any], here: Here) -> str:
     runs = "one trial" if timing.trials == 1 else (
         f"{timing.trials} trials, {'one' if timing.concurrent == 1 else timing.concurrent} at a time")
     line = (f"Estimated on this machine: {low if low == high else f'{low} to {high}'} per trial, "
-            f"{_short(timing.job_s)} for the job ({runs})")
+            f"{_short(timing.job_s)} for the job ({runs}; likely between {_short(timing.range_s[0])} and "
+            f"{_short(timing.range_s[1])})")
     if timing.is_capped:
         line += "; the job's timeout ends it before all its trials are done"
     if rough := [model for model, guess in guesses.items() if not guess.trials]:

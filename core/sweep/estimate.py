@@ -17,6 +17,7 @@ is always labelled as such where it is shown. Torch-free, for the studio's pages
 from __future__ import annotations
 
 import math
+import os
 import re
 import statistics
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,7 @@ from core.sweep.summary import duration_s
 from core.train import recipe
 from core.train.recipe import ImageSizes
 from core.zoo.catalog import automode_models
-from storage.repos import trials
+from storage.repos import trials, workers
 from storage.tables import Trial
 
 MIN_EPOCHS = 3  # a time limit with room for fewer epochs (and fewer than asked for) is warned about
@@ -105,6 +106,13 @@ class Workload:
     params: Mapping[str, Any]  # the job's training_parameters (sizes, model_size)
     concurrent: int = 1  # trials sharing the CPU cores
     image_sizes: ImageSizes | None = None  # the typical image: the sizes a trial picks when the job sets none
+
+
+def planned_device(session: Session) -> str:
+    """Where a job will train, as the worker names it: the live training worker's device, else this
+    machine's cores (a GPU is known once a worker has run here)."""
+    live = workers.serving(workers.live(session=session, grace_s=30), "automl")
+    return next((w.device for w in live if w.device), f"CPU, {len(os.sched_getaffinity(0))} cores")
 
 
 def on_gpu(device: str) -> bool:
@@ -216,6 +224,12 @@ class JobTime:
     trials: int
     concurrent: int
     is_capped: bool  # the job's timeout ends it before its trials are done
+    range_s: tuple[float, float] = (0.0, 0.0)  # where the job's time is expected to fall (`SPREAD`)
+
+
+# How far a job's time may fall from its estimate: a quarter either way when every model has run here
+# (bench/automl_budget.py checks that), a factor of two from the rough a-priori speeds.
+SPREAD = {"measured": 0.25, "rough": 1.0}
 
 
 def job_time(doc: Mapping[str, Any], models: Mapping[str, Estimate]) -> JobTime | None:
@@ -230,7 +244,10 @@ def job_time(doc: Mapping[str, Any], models: Mapping[str, Estimate]) -> JobTime 
     # The trials share out the planned models (AutoMode runs each at its defaults, then searches them all).
     total = statistics.fmean(seconds) * math.ceil(trials / concurrent)
     timeout = 60 * int(limits.get("timeout_minutes", DEFAULT_TIMEOUT_MIN))
-    return JobTime((min(seconds), max(seconds)), min(total, timeout), trials, concurrent, total > timeout)
+    spread = SPREAD["measured"] if all(guess.trials for guess in models.values()) else SPREAD["rough"]
+    low, high = total / (1 + spread), total * (1 + spread)
+    return JobTime((min(seconds), max(seconds)), min(total, timeout), trials, concurrent, total > timeout,
+                   (min(low, timeout), min(high, timeout)))
 
 
 def timeout_warnings(*, session: Session, doc: Mapping[str, Any], device: str, train_images: int,

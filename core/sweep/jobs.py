@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from core.base.errors import ConfigError, InputError
 from core.base.params import resolve_params
@@ -66,8 +67,9 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine, libraries: boo
     with session_scope(engine) as session:
         stored = spec.model_copy(update={"training_data": DataRef(name=name, version=str(row.version)),
                                          "validation_data": None, "test_data": test})
+        facts = stored_facts(stored) | predicted(session, yaml.safe_load(stored.to_yaml()), row)
         job = jobs.enqueue(session=session, kind=AUTOML, name=spec.display_name or spec.name or file.stem,
-                           spec={"yaml": stored.to_yaml(), "facts": stored_facts(stored), "dataset": name,
+                           spec={"yaml": stored.to_yaml(), "facts": facts, "dataset": name,
                                  "version": row.version, "source": str(file.resolve()), "notices": spec.notices,
                                  "test_data": f"{test.name}:{test.version}" if test else None, **(origin or {})})
         session.refresh(job)
@@ -80,6 +82,20 @@ def stored_facts(spec: JobSpec) -> dict[str, Any]:
     the job so that no refresh parses its YAML again."""
     return {"task": spec.task.value, "primary_metric": spec.primary_metric,
             "max_trials": spec.limits.max_trials, "timeout_minutes": spec.limits.timeout_minutes}
+
+
+def predicted(session: Session, doc: dict[str, Any], row: DatasetVersion) -> dict[str, Any]:
+    """The job's time as estimated before it starts (`core.sweep.estimate.job_time`) and the range it is
+    expected to fall in, on the device it will train on; the job page sets it beside the actual time."""
+    device = estimate.planned_device(session)
+    work = estimate.workload(doc, device=device, train_images=row.image_count - row.validation_count,
+                             validation_images=row.validation_count,
+                             image_sizes=ImageSizes.from_stats((row.stats or {}).get("image_sizes", {})))
+    timing = estimate.job_time(doc, estimate.per_model(session=session, doc=doc, work=work))
+    if timing is None:
+        return {}
+    return {"predicted_s": round(timing.job_s, 1), "predicted_range_s": [round(s, 1) for s in timing.range_s],
+            "predicted_device": device}
 
 
 def timeout_warnings(job: Job, *, engine: Engine, device: str) -> list[str]:

@@ -20,7 +20,7 @@ AUTOML = "automl"
 
 PAGE_SIZE = 50
 # What the jobs list shows of an AutoML job's file; stored with the job when it is submitted.
-FACTS = ("task", "primary_metric", "max_trials", "timeout_minutes")
+FACTS = ("task", "primary_metric", "max_trials", "timeout_minutes", "predicted_s", "predicted_range_s")
 
 
 def job_summary(*, session: Session, job_id: int) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def job_facts(job: Job) -> dict[str, Any]:
     if isinstance(stored, dict):
         return {key: stored.get(key) for key in FACTS}
     text = job.spec.get("yaml")
-    return dict(_yaml_facts(text)) if isinstance(text, str) else dict.fromkeys(FACTS)
+    return dict.fromkeys(FACTS) | (dict(_yaml_facts(text)) if isinstance(text, str) else {})
 
 
 def duration_s(started: datetime | None, finished: datetime | None) -> float | None:

@@ -248,3 +248,23 @@ def test_a_running_trial_shows_its_latest_metric_and_how_far_it_has_trained(sett
     assert board["trained"].iloc[0] == 1.5 / 4
     bar = at.get("progress")[0].proto
     assert bar.text == "running" and bar.value == int(100 * 1.5 / 4 / 2)  # half-way through 1 of 2 trials
+
+
+def test_a_finished_job_sets_its_time_against_the_time_predicted_before_it_started(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from storage.tables import Job, utcnow
+
+    with session_scope(engine) as session:
+        job = Job(kind="automl", name="timed", status="completed", started_at=utcnow() - timedelta(seconds=110),
+                  finished_at=utcnow(), spec={"dataset": "d", "version": 1, "facts": {
+                      "task": "image_classification", "primary_metric": "accuracy", "max_trials": 1,
+                      "timeout_minutes": 60, "predicted_s": 100.0, "predicted_range_s": [80.0, 125.0]}})
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    at = _open(job_id)
+    assert not at.exception
+    said = next(c.value for c in at.caption if c.value.startswith("Predicted before it started"))
+    assert said == ("Predicted before it started: 1m 40s (likely 1m 20s to 2m 05s); it took 1m 50s, +10% against "
+                    "the prediction, within the range.")

@@ -97,8 +97,12 @@ def test_submit_stores_the_facts_of_the_job_file(cli, engine, tmp_path):
     job_id = cli.json("job", "submit", str(file))["job_id"]
     with session_scope(engine) as session:
         job = jobs.get(session=session, job_id=job_id)
-        assert job.spec["facts"] == {"task": "image_classification", "primary_metric": "accuracy",
-                                     "max_trials": 4, "timeout_minutes": 10080}
+        facts = job.spec["facts"]
+        assert {k: facts[k] for k in ("task", "primary_metric", "max_trials", "timeout_minutes")} == {
+            "task": "image_classification", "primary_metric": "accuracy", "max_trials": 4, "timeout_minutes": 10080}
+        # Predicted before it starts, from the rough speeds (nothing ran here): a range of a factor of two.
+        low, high = facts["predicted_range_s"]
+        assert 0 < low < facts["predicted_s"] < high and abs(high - 4 * low) < 1 and facts["predicted_device"]
         stored = yaml.safe_load(job.spec["yaml"])
     assert stored["task"] == "image_classification" and stored["limits"]["timeout_minutes"] == 10080
 
