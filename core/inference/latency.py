@@ -18,6 +18,7 @@ import psutil
 from PIL import Image
 
 from core.inference.predict import load_predictor
+from core.train.device import choose_device, describe
 from core.zoo.base import WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,14 @@ def measure(artifact_dir: Path, images: Sequence[Image.Image], device: str = "cp
     with the reason, where export fails), the weights in MB and the memory the loaded model added."""
     process = psutil.Process()
     before = process.memory_info().rss
+    device = choose_device(device)
     predictor = load_predictor(artifact_dir, device)
     one, batch = [images[0]], [images[i % len(images)] for i in range(SCORING_BATCH)]
     batch1_ms = _median_ms(lambda: predictor.predict(one))
     batch_ms = _median_ms(lambda: predictor.predict(batch)) / SCORING_BATCH
     memory_mb = max(0, process.memory_info().rss - before) / 2**20
     figures: dict[str, Any] = {
-        "device": device, "batch1_ms": round(batch1_ms, 2), "batch_size": SCORING_BATCH,
+        "device": describe(device), "batch1_ms": round(batch1_ms, 2), "batch_size": SCORING_BATCH,
         "batch_ms_per_image": round(batch_ms, 2), "model_mb": round(_size_mb(artifact_dir), 2),
         "memory_mb": round(memory_mb, 1), "onnx_batch1_ms": None, "onnx_note": "not measured"}
     if onnx:

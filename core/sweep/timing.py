@@ -36,6 +36,7 @@ def time_trial(result: Any, *, settings: Settings, engine: Engine, dataset: str,
     except Exception:  # a timing is a bonus (see the module's docstring)
         log.exception("trial %d: its model could not be timed", result.trial_id)
         return
-    log.info("trial %d: %.1f ms an image at batch 1 (%s)", result.trial_id, figures["batch1_ms"], figures["device"])
+    log.info("trial %d: %.1f ms an image at batch 1 on %s, %s ms in ONNX Runtime", result.trial_id,
+             figures["batch1_ms"], figures["device"], figures["onnx_batch1_ms"])
     with session_scope(engine) as session:
         trials.set_metrics(session=session, trial_id=result.trial_id, key="latency", values=figures)
