@@ -76,9 +76,11 @@ class StorageContext:
         self._polled = self._progressed = 0.0
 
     def report(self, step: int, metrics: Mapping[str, float]) -> None:
-        log.info("epoch %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         with session_scope(self.engine) as session:
+            if trials.has_step(session=session, trial_id=self.trial_id, step=step):
+                return
             trials.append_metrics(session=session, trial_id=self.trial_id, step=step, metrics=metrics)
+        log.info("epoch %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if self.policy is not None and self.job_id is not None and self.primary_metric in metrics:
             self._judge()
 

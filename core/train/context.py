@@ -13,7 +13,8 @@ class TrialContext(Protocol):
     device: str  # "cuda", "cuda:1", "mps" or "cpu", already chosen
 
     def report(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Record metrics at an epoch (``step``); e.g. train_loss, val_loss, accuracy."""
+        """Record metrics at an epoch (``step``); e.g. train_loss, val_loss, accuracy. A step already
+        recorded is not recorded again (a resumed trial says its last evaluation once more)."""
         ...
 
     def should_stop(self) -> str | None:
@@ -36,7 +37,8 @@ class MemoryContext:
     positions: list[float] = field(default_factory=list)  # what progress() was told, in order
 
     def report(self, step: int, metrics: Mapping[str, float]) -> None:
-        self.reports.append((step, dict(metrics)))
+        if all(step != done for done, _ in self.reports):
+            self.reports.append((step, dict(metrics)))
 
     def should_stop(self) -> str | None:
         return self.stop_reason

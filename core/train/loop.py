@@ -214,8 +214,10 @@ def fit(setup: FitSetup, params: TrainingParams, ctx: TrialContext, *, resume: b
     stopper = EarlyStopping(params.early_stopping_patience, params.early_stopping_delay)
     best, epoch_done, reason = _Best(), 0, None
     if resume and (ctx.out_dir / CHECKPOINT_FILE).is_file():
-        epoch_done = _load_checkpoint(ctx.out_dir, model, optimizer, scheduler, amp, stopper, best)
+        epoch_done, saved_report = _load_checkpoint(ctx.out_dir, model, optimizer, scheduler, amp, stopper, best)
         log.info("resuming after epoch %d", epoch_done)
+        if saved_report is not None:  # killed between the checkpoint and its report: say it now (once)
+            ctx.report(*saved_report)
     saved_best = best.epoch
     for epoch in range(epoch_done + 1, params.number_of_epochs + 1):
         train_loss = train_one_epoch(model, setup.train_loader, setup.loss_fn, optimizer, scheduler,
@@ -239,7 +241,7 @@ def fit(setup: FitSetup, params: TrainingParams, ctx: TrialContext, *, resume: b
             # After the last epoch only the best weights matter: no model or optimizer state to write.
             last = epoch_done == params.number_of_epochs
             _save_checkpoint(ctx.out_dir, epoch_done, None if last else (model, optimizer, scheduler, amp),
-                             stopper, best)
+                             stopper, best, (epoch, point))
             ctx.report(epoch, point)
             reason = reason or ctx.should_stop()  # the report may have triggered a termination policy
         if reason is not None:
@@ -266,11 +268,13 @@ Training = tuple[nn.Module, Optimizer, LRScheduler, torch.amp.GradScaler | None]
 
 
 def _save_checkpoint(out_dir: Path, epoch: int, training: Training | None, stopper: EarlyStopping,
-                     best: _Best) -> None:
+                     best: _Best, report: tuple[int, dict[str, float]]) -> None:
     """Tensors, numbers and plain containers only: it loads with ``weights_only=True``. Without
-    ``training`` (all epochs done) it records only where the trial stands."""
+    ``training`` (all epochs done) it records only where the trial stands. ``report`` is the evaluation
+    about to be reported, said again on resume in case the process died before it was."""
     state: dict[str, Any] = {
-        "epoch": epoch, "early_stopping": {"best": stopper.best, "stale": stopper.stale},
+        "epoch": epoch, "report": {"step": report[0], "metrics": report[1]},
+        "early_stopping": {"best": stopper.best, "stale": stopper.stale},
         "best": {"value": best.value, "epoch": best.epoch, "metrics": best.metrics, "details": best.details}}
     if training is not None:
         model, optimizer, scheduler, amp = training
@@ -280,7 +284,9 @@ def _save_checkpoint(out_dir: Path, epoch: int, training: Training | None, stopp
 
 
 def _load_checkpoint(out_dir: Path, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
-                     amp: torch.amp.GradScaler | None, stopper: EarlyStopping, best: _Best) -> int:
+                     amp: torch.amp.GradScaler | None, stopper: EarlyStopping, best: _Best
+                     ) -> tuple[int, tuple[int, dict[str, float]] | None]:
+    """The epoch the checkpoint ends with, and the evaluation it was saved with (step, metrics)."""
     state = torch.load(out_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     if "model" in state:  # absent once every epoch was done: nothing is trained again
         model.load_state_dict(state["model"])
@@ -294,7 +300,8 @@ def _load_checkpoint(out_dir: Path, model: nn.Module, optimizer: Optimizer, sche
                                                           saved["metrics"], saved["details"])
     if (out_dir / BEST_FILE).is_file():
         best.weights = torch.load(out_dir / BEST_FILE, map_location="cpu", weights_only=True)
-    return int(state["epoch"])
+    report = state.get("report")
+    return int(state["epoch"]), (int(report["step"]), dict(report["metrics"])) if report else None
 
 
 def remove_checkpoints(out_dir: Path) -> None:

@@ -58,6 +58,12 @@ def progress(*, session: Session, trial_id: int, epochs: float) -> None:
     session.add(trial)
 
 
+def has_step(*, session: Session, trial_id: int, step: int) -> bool:
+    """Whether the trial recorded an evaluation at ``step`` already."""
+    query = select(MetricPoint.id).where(MetricPoint.trial_id == trial_id, MetricPoint.step == step).limit(1)
+    return session.exec(query).first() is not None
+
+
 def finish(*, session: Session, trial_id: int, status: str, metrics: dict[str, Any],
            primary_metric_value: float | None, stop_reason: str = "", error: str = "") -> Trial:
     trial = _get(session, trial_id)

@@ -213,7 +213,8 @@ def test_upload_train_register_deploy_score_and_explain_by_clicking(studio, page
     expect(done).to_be_visible(timeout=SLOW)
     expect(page.get_by_text("waiting for a worker")).to_have_count(0)
     expect(page.get_by_role("heading", name="Accuracy against latency")).to_be_visible()  # the model was timed
-    expect(page.get_by_text(re.compile(r"trial \d+: resnet18 — accuracy [\d.]+, [\d.]+ ms"))).to_be_visible()
+    expect(page.get_by_role("combobox", name="A trial on the frontier")).to_be_visible()
+    expect(page.get_by_role("button", name=re.compile(r"Register trial \d+ as fridge-e2e-trial-\d+"))).to_be_visible()
     shot(page, "4-job")
 
     # 4. The trial page by its link: curves, the confusion matrix whose cells open their images; register.

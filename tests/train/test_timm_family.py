@@ -322,13 +322,14 @@ def test_a_checkpoint_loads_safely_and_resumes_after_its_epoch(tmp_path):
             self.stop_reason = "canceled"
 
     params = TrainingParams(number_of_epochs=4, early_stopping=False)
-    first = fit(_flat_setup(), params, StopAfterFirstReport(tmp_path))
+    stopped = StopAfterFirstReport(tmp_path)
+    first = fit(_flat_setup(), params, stopped)
     assert first.epochs_run == 1
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     assert state["epoch"] == 1 and {"model", "optimizer", "scheduler"} <= set(state)
-    ctx = MemoryContext(tmp_path)
+    ctx = MemoryContext(tmp_path, reports=stopped.reports)  # what was recorded lives on, as in the database
     second = fit(_flat_setup(), params, ctx)
-    assert [step for step, _ in ctx.reports] == [2, 3, 4] and second.epochs_run == 4
+    assert [step for step, _ in ctx.reports] == [1, 2, 3, 4] and second.epochs_run == 4
 
 
 
@@ -340,16 +341,33 @@ def test_an_epoch_once_reported_is_never_trained_again_after_a_crash(tmp_path):
                 raise KeyboardInterrupt  # the process dies right after the studio saw epoch 2
 
     params = TrainingParams(number_of_epochs=3, early_stopping=False)
+    killed = KilledAfterSecondReport(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        fit(_flat_setup(), params, KilledAfterSecondReport(tmp_path))
-    ctx = MemoryContext(tmp_path)
+        fit(_flat_setup(), params, killed)
+    ctx = MemoryContext(tmp_path, reports=killed.reports)
     resumed = fit(_flat_setup(), params, ctx)
-    assert resumed.epochs_run == 3 and [step for step, _ in ctx.reports] == [3]
+    assert resumed.epochs_run == 3 and [step for step, _ in ctx.reports] == [1, 2, 3]
     # Killed after the last report: the run is over; its best result comes back and nothing retrains.
-    again = MemoryContext(tmp_path)
+    again = MemoryContext(tmp_path, reports=list(ctx.reports))
     result = fit(_flat_setup(), params, again)
-    assert again.reports == [] and result.epochs_run == 3
+    assert again.reports == ctx.reports and result.epochs_run == 3
     assert (result.best_epoch, result.metrics) == (resumed.best_epoch, resumed.metrics)
+
+
+def test_an_epoch_checkpointed_but_not_yet_reported_is_reported_on_resume(tmp_path):
+    class KilledBeforeSecondReport(MemoryContext):
+        def report(self, step: int, metrics: Mapping[str, float]) -> None:
+            if step == 2:
+                raise KeyboardInterrupt  # dies after epoch 2's checkpoint, before the studio saw epoch 2
+            super().report(step, metrics)
+
+    params = TrainingParams(number_of_epochs=3, early_stopping=False)
+    killed = KilledBeforeSecondReport(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_flat_setup(), params, killed)
+    ctx = MemoryContext(tmp_path, reports=killed.reports)
+    resumed = fit(_flat_setup(), params, ctx)
+    assert resumed.epochs_run == 3 and [step for step, _ in ctx.reports] == [1, 2, 3]  # epoch 2 not lost
 
 
 # --- metrics and data ----------------------------------------------------------------------------
