@@ -126,13 +126,18 @@ def per_trial(*, session: Session, models: Sequence[str], device: str, train_ima
     """Each model's expected duration of one trial on ``train_images`` images for ``epochs``; None for a
     model with no finished trial on this kind of device."""
     speeds: dict[str, list[float]] = {model: [] for model in models}
+    overheads: dict[str, list[float]] = {model: [] for model in models}
     for t in trials.trained(session=session):
         mine = speeds.get(t.model_name)
         if (mine is not None and len(mine) < sample and on_gpu(t.device) == on_gpu(device)
                 and (speed := _seconds_per_image_epoch(t)) is not None):
             mine.append(speed)
+            if (extra := _overhead_s(t)) is not None:
+                overheads[t.model_name].append(extra)
     scale = max(1, train_images) * max(1, epochs)
-    return {model: Estimate(statistics.median(s) * scale, len(s)) if s else None for model, s in speeds.items()}
+    return {model: Estimate(statistics.median(s) * scale + (statistics.median(overheads[model]) if overheads[model]
+                                                            else TRIAL_START_S), len(s)) if s else None
+            for model, s in speeds.items()}
 
 
 def per_epoch(*, session: Session, models: Sequence[str], work: Workload) -> dict[str, Estimate]:
@@ -287,6 +292,14 @@ def _seconds_per_image_epoch(trial: Trial) -> float | None:
     if not isinstance(images, int) or images <= 0 or not took:
         return None
     return took / (images * trial.epoch)
+
+
+def _overhead_s(trial: Trial) -> float | None:
+    """What a job's trial took beside its epochs: its process's time (starting, loading, timing the model)
+    less the trial's own."""
+    process = (trial.metrics.get("process") or {}).get("seconds")
+    took = duration_s(trial.started_at, trial.finished_at)
+    return max(0.0, float(process) - took) if isinstance(process, int | float) and took else None
 
 
 def say(seconds: float) -> str:

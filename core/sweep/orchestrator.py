@@ -71,6 +71,7 @@ class Child:
     deadline: float  # monotonic: when the trial should have stopped on its own
     reason: str  # why it is signalled at its deadline: its time limit in words, or "canceled"
     signalled: int = 0
+    started: float = field(default_factory=time.monotonic)  # when its process was launched
 
 
 @dataclass
@@ -255,6 +256,10 @@ class _Run:
                     trials.finish(session=session, trial_id=trial_id, status=status, metrics={},
                                   primary_metric_value=None, stop_reason=reason, error=error)
                     session.flush()
+                # The process's whole time (imports, loading, timing the model) against the trial's own:
+                # later estimates add what a trial costs beside its epochs.
+                trials.set_metrics(session=session, trial_id=trial_id, key="process",
+                                   values={"seconds": round(time.monotonic() - child.started, 1)})
                 log.info("trial %d %s%s", trial_id, row.status,
                          f": {row.primary_metric} {row.primary_metric_value:.4f}"
                          if row.primary_metric_value is not None else f" {row.error}".rstrip())

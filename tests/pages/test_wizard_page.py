@@ -342,10 +342,10 @@ def test_the_estimate_shows_from_the_first_step_and_follows_the_choices(settings
     at.number_input[0].set_value(10)  # epochs: 1.875 × 16 × 10 = 300 s a trial
     at = at.run()
     assert _estimate(at) == ("Estimated on this machine: ~5 min per trial, ~5 min for the job (one trial; likely "
-                             "between ~4 min and ~6 min).")  # measured here: a quarter either way
+                             "between ~4 min and ~7 min).")  # measured here: a quarter either way
     at = _next(at)
     assert _estimate(at) == ("Estimated on this machine: ~5 min per trial, ~5 min for the job (one trial; likely "
-                             "between ~4 min and ~6 min).")  # measured here: a quarter either way
+                             "between ~4 min and ~7 min).")  # measured here: a quarter either way
     _button(at, "Back").click()
     at = at.run()
     at.radio[0].set_value("AutoMode")

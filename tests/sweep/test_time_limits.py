@@ -234,7 +234,13 @@ def test_a_model_that_never_ran_here_gets_a_rough_trial_of_its_epochs(engine):
     finished_trial(engine, "resnet18", train_images=140, epochs=1, seconds=14)  # measured: 0.1 s per image-epoch
     with session_scope(engine) as session:
         (guess,) = estimate.per_model(session=session, doc=job, work=work).values()
-    assert guess.trials == 1 and guess.seconds == pytest.approx(42)
+    assert guess.trials == 1 and guess.seconds == pytest.approx(42 + estimate.TRIAL_START_S)  # epochs + start
+    with session_scope(engine) as session:  # the worker saw its process take 19 s: 5 s beside the 14 s trial
+        [trial] = trials.trained(session=session)
+        trials.set_metrics(session=session, trial_id=trial.id, key="process", values={"seconds": 19.0})
+    with session_scope(engine) as session:
+        (guess,) = estimate.per_model(session=session, doc=job, work=work).values()
+    assert guess.seconds == pytest.approx(42 + 5)
 
 
 def test_submit_says_per_model_where_its_weights_come_from_before_training(cli, engine, shapes, tmp_path,
