@@ -50,18 +50,6 @@ def software() -> dict[str, str]:
     return versions
 
 
-def differences(first: dict[str, Any], second: dict[str, Any]) -> list[str]:
-    """What differs between two manifests, as ``field: a → b`` lines (the parameters one by one)."""
-    out = []
-    for key in sorted(set(first) | set(second)):
-        a, b = first.get(key), second.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += [f"{key}.{line}" for line in differences(a, b)]
-        elif a != b:
-            out.append(f"{key}: {a!r} → {b!r}")
-    return out
-
-
 def _content_hash(items: list[Item]) -> str:
     """The images (their blobs are named by content) and their labels, in a stable order."""
     digest = hashlib.sha256()

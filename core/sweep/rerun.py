@@ -49,8 +49,6 @@ def submit_rerun(*, trial_id: int, settings: Settings, engine: Engine) -> Job:
 def comparison(*, session: Session, job_id: int) -> dict[str, Any] | None:
     """For a re-run job: the original's and the re-run's primary metric, their difference, whether it is
     within :data:`TOLERANCE`, and what differs between the two manifests (None for any other job)."""
-    from core.runs.manifest import differences
-
     job = jobs.get(session=session, job_id=job_id)
     original_id = job.spec.get("rerun_of") if job else None
     if original_id is None:
@@ -72,3 +70,15 @@ def comparison(*, session: Session, job_id: int) -> dict[str, Any] | None:
             else [],
             "machines": [(original.metrics.get("manifest") or {}).get("device"),
                          ((rerun.metrics.get("manifest") if rerun else None) or {}).get("device")]}
+
+
+def differences(first: dict[str, Any], second: dict[str, Any]) -> list[str]:
+    """What differs between two manifests, as ``field: a → b`` lines (the parameters one by one)."""
+    out = []
+    for key in sorted(set(first) | set(second)):
+        a, b = first.get(key), second.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{line}" for line in differences(a, b)]
+        elif a != b:
+            out.append(f"{key}: {a!r} → {b!r}")
+    return out
