@@ -216,6 +216,8 @@ def test_upload_train_register_deploy_score_and_explain_by_clicking(studio, page
     expect(page.get_by_role("combobox", name="A trial on the frontier")).to_be_visible()
     expect(page.get_by_role("button", name=re.compile(r"Register trial \d+ as fridge-e2e-trial-\d+"))).to_be_visible()
     shot(page, "4-job")
+    page.get_by_role("heading", name="Accuracy against latency").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "4-job-pareto.png"))  # the page scrolls inside: the viewport shows the chart
 
     # 4. The trial page by its link: curves, the confusion matrix whose cells open their images; register.
     page.get_by_role("link", name=re.compile(r"Open trial \d+")).first.click()
