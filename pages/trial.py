@@ -189,15 +189,8 @@ def _register(trial: Trial) -> None:
     if not MODEL_NAME.fullmatch(name):
         st.error("Give the model a name of letters, digits, '-', '_' or '.', starting with a letter or digit.")
         return
-    try:
-        version = models.register(settings=_ui.settings(), engine=_ui.engine(), name=name, trial_id=trial.id)
-    except (KestrelError, OSError) as exc:
-        st.error(f"Not registered: {exc}")
-        return
-    ref = f"{version['name']}:{version['version']}"
-    st.success(f"Registered as **{ref}**.")
-    st.page_link("pages/models.py", label=f"Open model {ref}", icon=":material/deployed_code:",
-                 query_params={"model": ref})
+    assert trial.id is not None
+    _ui.register_trial(trial.id, name)
 
 
 def _rerun(trial: Trial) -> None:

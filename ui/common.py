@@ -84,6 +84,21 @@ def device_of(live: Sequence[WorkerState]) -> str:
     return next((w.device for w in live if w.device), f"CPU, {len(os.sched_getaffinity(0))} cores")
 
 
+def register_trial(trial_id: int, name: str, said: str = "") -> None:
+    """Register a trial's model as the next version of ``name``; say so with a link to it, or why not."""
+    from core.inference import models
+
+    try:
+        version = models.register(settings=settings(), engine=engine(), name=name, trial_id=trial_id)
+    except (KestrelError, OSError) as exc:
+        st.error(f"Not registered: {exc}")
+        return
+    ref = f"{version['name']}:{version['version']}"
+    st.success(f"Registered as **{ref}**{said}.")
+    st.page_link("pages/models.py", label=f"Open model {ref}", icon=":material/deployed_code:",
+                 query_params={"model": ref})
+
+
 def lane_lines(live: Sequence[WorkerState]) -> list[str]:
     """The sidebar's word on the workers: one line per lane ("Training: running job 5", "Imports & scoring:
     idle"), a lane nobody serves "down"; a worker serving every lane gives one "Worker: …" line."""

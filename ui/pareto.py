@@ -10,8 +10,6 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.base.errors import KestrelError
-from core.inference import models
 from ui import common as _ui
 
 
@@ -32,15 +30,7 @@ def pareto_section(summary: dict[str, Any]) -> None:
     name = _model_name(summary["name"], choice)
     if st.button(f"Register trial {choice} as {name}", key=f"pareto-register-{summary['job_id']}",
                  icon=":material/deployed_code:"):
-        try:
-            version = models.register(settings=_ui.settings(), engine=_ui.engine(), name=name, trial_id=choice)
-        except (KestrelError, OSError) as exc:
-            st.error(f"Not registered: {exc}")
-            return
-        ref = f"{version['name']}:{version['version']}"
-        st.success(f"Registered as **{ref}**; deploy it from its page.")
-        st.page_link("pages/models.py", label=f"Open model {ref}", icon=":material/deployed_code:",
-                     query_params={"model": ref})
+        _ui.register_trial(choice, name, "; deploy it from its page")
 
 
 def _figure(timed: list[dict[str, Any]], metric: str) -> go.Figure:
