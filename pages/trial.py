@@ -15,15 +15,14 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.base.errors import KestrelError
 from core.inference import models
-from core.sweep import rerun
 from core.zoo.base import PARAMS_FILE, SETTINGS_FILE
 from storage.db import session_scope
 from storage.repos import trials
 from storage.tables import Trial
 from ui import common as _ui
 from ui import trial_evaluation as _trial_evaluation
+from ui import trial_followup as _followup
 
 LIVE = ("queued", "running")
 # Material icons: Streamlit ships their font, where emoji would be boxes on a machine without an emoji font.
@@ -98,7 +97,7 @@ def _status(trial: Trial, latest: float | None) -> None:
         st.warning(notice)
 
 
-def _line(frame: pd.DataFrame, names: list[str], title: str, key: str) -> None:
+def _line(frame: pd.DataFrame, names: list[str], title: str, key: str, since: int | None) -> None:
     chosen = frame[frame["metric"].isin(names)]
     if chosen.empty:
         return
@@ -106,10 +105,12 @@ def _line(frame: pd.DataFrame, names: list[str], title: str, key: str) -> None:
     figure = px.line(chosen, x="epoch", y="value", color="metric", markers=True, title=title)
     if chosen["value"].between(0, 1).all() and "loss" not in title.lower():  # a score: show it on 0..1
         figure.update_yaxes(range=[0, 1.05])
+    if since:  # an extension: the epochs before the line are the trial it goes on from
+        figure.add_vline(x=since + 0.5, line_dash="dot", annotation_text="extended here")
     st.plotly_chart(figure.update_xaxes(dtick=1 if chosen["epoch"].max() <= 20 else None), key=key)
 
 
-def _curves(curves: dict[str, list[tuple[int, float]]], primary: str) -> None:
+def _curves(curves: dict[str, list[tuple[int, float]]], primary: str, since: int | None) -> None:
     if not curves:
         st.caption("No epoch has been reported yet; the curves appear after the first evaluation.")
         return
@@ -120,10 +121,10 @@ def _curves(curves: dict[str, list[tuple[int, float]]], primary: str) -> None:
     others = [n for n in curves if n not in losses and n not in main]
     left, right = st.columns(2)
     with left:
-        _line(frame, losses, "Loss (train and validation)", "trial_chart_loss")
+        _line(frame, losses, "Loss (train and validation)", "trial_chart_loss", since)
     with right:
-        _line(frame, main, f"{primary} (validation)", "trial_chart_primary")
-    _line(frame, others, "Other validation metrics (click a legend entry to hide it)", "trial_chart_metrics")
+        _line(frame, main, f"{primary} (validation)", "trial_chart_primary", since)
+    _line(frame, others, "Other validation metrics (click a legend entry to hide it)", "trial_chart_metrics", since)
 
 
 def _overview(trial_id: int, started_live: bool) -> None:
@@ -135,7 +136,8 @@ def _overview(trial_id: int, started_live: bool) -> None:
         curves = trials.curves(session=session, trial_id=trial_id)
     points = curves.get(trial.primary_metric) or []
     _status(trial, points[-1][1] if points else None)
-    _curves(curves, trial.primary_metric)
+    extends = _followup.continued(trial)
+    _curves(curves, trial.primary_metric, extends["epoch"] if extends else None)
     if started_live and trial.status not in LIVE:
         st.rerun()  # it just finished: draw the whole page again, now with its evaluation
 
@@ -193,49 +195,6 @@ def _register(trial: Trial) -> None:
     _ui.register_trial(trial.id, name)
 
 
-def _rerun(trial: Trial) -> None:
-    """Train this trial again from its manifest, to see that it reproduces."""
-    st.subheader("Reproduce")
-    if not trial.metrics.get("manifest"):
-        st.caption("This trial ran before Kestrel kept a manifest of its data, parameters and software, so it "
-                   "cannot be re-run exactly.")
-        return
-    st.caption("Trains the trial again with the same data version, every parameter and the same seed, as a job "
-               "of its own; its page then compares the two results.")
-    if not st.button("Re-run this trial", key="trial_rerun", icon=":material/replay:"):
-        return
-    try:
-        with st.spinner("Queueing the re-run…"):
-            job = rerun.submit_rerun(trial_id=trial.id, settings=_ui.settings(), engine=_ui.engine())
-    except KestrelError as exc:
-        st.error(f"Not queued: {exc}")
-        return
-    st.success(f"Queued as job {job.id}.")
-    st.page_link("pages/jobs.py", label=f"Open job {job.id}", icon=":material/model_training:",
-                 query_params={"job": str(job.id)})
-
-
-def _compared(trial: Trial) -> None:
-    """On a re-run's page: its primary metric against the original's, and what differed."""
-    if trial.job_id is None:
-        return
-    with session_scope(_ui.engine()) as session:
-        said = rerun.comparison(session=session, job_id=trial.job_id)
-    if not said or said.get("delta") is None:
-        return
-    text = (f"Re-run of trial {said['original_trial']}: {said['metric']} {said['rerun']:.4f} against "
-            f"{said['original']:.4f}, a difference of {said['delta']:+.4f}")
-    if said["reproduced"]:
-        st.success(f"{text}: reproduced (within ±{said['tolerance']}).", icon=":material/verified:")
-    else:
-        st.warning(f"{text}: more than ±{said['tolerance']}.", icon=":material/difference:")
-    st.page_link("pages/trial.py", label=f"Open trial {said['original_trial']}", icon=":material/query_stats:",
-                 query_params={"trial": str(said["original_trial"])})
-    if said["differences"]:
-        with st.expander("What differed between the two runs"):
-            st.code("\n".join(said["differences"]))
-
-
 def main() -> None:
     raw = st.query_params.get("trial", "")
     trial = _trial(int(raw)) if raw.isdigit() else None
@@ -264,10 +223,10 @@ def main() -> None:
     artifacts = Artifacts.read(trial.artifact_dir)
     _trial_evaluation.evaluation(artifacts.evaluation, artifacts.classes, trial.id)
     _trial_evaluation.samples(trial, artifacts.evaluation, artifacts.classes)
-    _compared(trial)
+    _followup.compared(trial)
     _parameters(trial, artifacts.params)
     _register(trial)
-    _rerun(trial)
+    _followup.reproduce_or_extend(trial)
 
 
 main()

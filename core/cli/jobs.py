@@ -221,6 +221,46 @@ def trial_run(
     out.print(f"trial {trial_id} {result.status}")
 
 
+def _queued(job: Any, wait: bool, as_json: bool, settings: Any, engine: Any) -> Any:
+    """Say that ``job`` is queued and, with ``wait``, see it through (on stderr under --json)."""
+    assert job.id is not None
+    if not as_json:
+        out.print(f"job {job.id} queued: {job.name}")
+    if wait:
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            _wait(job.id, settings, engine, quiet=as_json)
+    return job
+
+
+@trial_app.command("extend")
+@reports_errors
+def trial_extend(
+    trial_id: int,
+    epochs: Annotated[int, typer.Option(help="How many more epochs to train.")],
+    wait: Annotated[bool, typer.Option(help="Wait for the new trial; runs it here when no worker is up.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train a finished trial N more epochs, from its last checkpoint with its optimizer's state and the
+    learning-rate schedule planned for the longer run, as a new trial linked to it (a one-trial job)."""
+    from core.sweep.rerun import submit_extension
+    from storage.repos import trials
+
+    settings, engine = open_storage()
+    job = _queued(submit_extension(trial_id=trial_id, epochs=epochs, settings=settings, engine=engine),
+                  wait, as_json, settings, engine)
+    with session_scope(engine) as session:
+        trial = next(iter(trials.for_job(session=session, job_id=job.id)), None)
+        result = {"job_id": job.id, "extends": trial_id, "epochs": epochs,
+                  "trial": trial.id if trial else None, "status": trial.status if trial else "queued",
+                  "metric": trial.primary_metric if trial else None,
+                  "value": trial.primary_metric_value if trial else None,
+                  "curves": trials.curves(session=session, trial_id=trial.id) if trial else {}}
+    if as_json:
+        print(json.dumps(result, default=str))
+    elif result["value"] is not None:
+        out.print(f"trial {result['trial']} (extends trial {trial_id}): {result['metric']} {result['value']:.4f}")
+
+
 @trial_app.command("rerun")
 @reports_errors
 def trial_rerun(
@@ -234,13 +274,7 @@ def trial_rerun(
     from core.sweep.rerun import comparison, submit_rerun
 
     settings, engine = open_storage()
-    job = submit_rerun(trial_id=trial_id, settings=settings, engine=engine)
-    assert job.id is not None
-    if not as_json:
-        out.print(f"job {job.id} queued: {job.name}")
-    if wait:
-        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
-            _wait(job.id, settings, engine, quiet=as_json)
+    job = _queued(submit_rerun(trial_id=trial_id, settings=settings, engine=engine), wait, as_json, settings, engine)
     with session_scope(engine) as session:
         compared = comparison(session=session, job_id=job.id) or {}
     if as_json:

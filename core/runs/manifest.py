@@ -32,7 +32,7 @@ def build(data: VersionData, params: TrainingParams, model: ModelSpec, weights: 
         "params": params.model_dump(mode="json"),
         "seed": params.seed,
         "model": {"family": model.family, "architecture": model.architecture},
-        "weights": {"state": weights.state, "where": weights.where, "sha256": _file_hash(weights.where)},
+        "weights": {"state": weights.state, "where": weights.where, "sha256": file_sha256(weights.where)},
         "software": software(),
         "python": platform.python_version(),
         "device": device,
@@ -72,9 +72,9 @@ def _item_line(item: Item) -> str:
     return f"{item.path.name}\t{','.join(sorted(item.tags))}\t{boxes}\n"
 
 
-def _file_hash(where: str) -> str | None:
+def file_sha256(where: str | Path) -> str | None:
     path = Path(where)
-    if not where or not path.is_file():
+    if not str(where) or not path.is_file():
         return None
     digest = hashlib.sha256()
     with path.open("rb") as f:

@@ -9,6 +9,7 @@ import json
 import logging
 import logging.handlers
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from core.base.errors import ConfigError
+from core.base.errors import ConfigError, KestrelError
 from core.base.params import TrainingParams, resolve_params
 from core.base.tasks import Task
 from core.base.tasks import spec as task_spec
@@ -27,6 +28,7 @@ from core.runs import stopping
 from core.runs.stopping import Policy
 from core.train import recipe as recipes
 from core.train.device import choose_device, describe, use_all_cores
+from core.train.loop import CHECKPOINT_FILE, RESUME_FILE
 from core.train.recipe import Recipe
 from core.zoo.base import PARAMS_FILE, SETTINGS_FILE, WEIGHTS_FILE, ModelFamily, ModelSpec, TrainedModel
 from core.zoo.families import resolve
@@ -123,11 +125,13 @@ class StorageContext:
 def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int | None,
               overrides: Mapping[str, Any], timeout_s: float | None = None, trial_id: int | None = None,
               primary_metric: str | None = None, policy: Policy | None = None,
-              threads: int | None = None) -> TrialResult:
+              threads: int | None = None, extends: int | None = None) -> TrialResult:
     """Train one model on a dataset version with ``overrides`` over the defaults.
 
     A job's trial comes with its row (``trial_id``, created queued by the job), the job's primary
-    metric and termination policy, and its share of the CPU cores (``threads``)."""
+    metric and termination policy, and its share of the CPU cores (``threads``). A trial that
+    ``extends`` another goes on from that one's resume state (its ``number_of_epochs`` counts the
+    other's epochs too)."""
     with session_scope(engine) as session:
         data = load_version(session=session, blobs=BlobStore(settings.blobs_dir), name=dataset,
                             version=version)
@@ -146,6 +150,8 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
     try:
         use_all_cores(threads)
         manifest = manifests.build(data, params, model, family.weights(model, params), describe(device))
+        if extends is not None:
+            manifest["extends"] = _continue_from(engine, extends, trial_id, out_dir)
         write_atomic(out_dir / manifests.MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
         with session_scope(engine) as session:
             trials.start(session=session, trial_id=trial_id, device=describe(device), pid=os.getpid(),
@@ -174,6 +180,26 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
         for name in LOGGERS:
             logging.getLogger(name).removeHandler(handler)
         handler.close()
+
+
+def _continue_from(engine: Engine, parent_id: int, trial_id: int, out_dir: Path) -> dict[str, Any]:
+    """Start trial ``trial_id`` where finished trial ``parent_id`` stopped: its resume state becomes this
+    trial's checkpoint (unless this trial has one of its own, after a crash) and its curves this trial's
+    first points. What it started from, for the manifest."""
+    with session_scope(engine) as session:
+        parent = trials.get(session=session, trial_id=parent_id)
+        epoch = int(((parent.metrics if parent else {}).get("resume") or {}).get("epoch", 0))
+        source = Path(parent.artifact_dir) / RESUME_FILE if parent and parent.artifact_dir else None
+        if source is None or not epoch or not source.is_file():
+            raise KestrelError(f"trial {parent_id} kept no resume state to go on from ({source or 'no folder'}); "
+                               f"start a job with checkpoint_run_id: {parent_id} to train on from its weights")
+        trials.continue_curves(session=session, source=parent_id, target=trial_id, up_to=epoch)
+    if not (out_dir / CHECKPOINT_FILE).is_file():
+        copy = out_dir / (CHECKPOINT_FILE + ".tmp")
+        shutil.copyfile(source, copy)
+        os.replace(copy, out_dir / CHECKPOINT_FILE)
+    log.info("going on from trial %d after its epoch %d", parent_id, epoch)
+    return {"trial": parent_id, "epoch": epoch, "sha256": manifests.file_sha256(source)}
 
 
 def trial_params(engine: Engine, data: VersionData, overrides: Mapping[str, Any]
@@ -209,10 +235,12 @@ def _store(engine: Engine, trial_id: int, out_dir: Path, data: VersionData, para
     files = {"weights": trained.weights, "settings": out_dir / SETTINGS_FILE,
              "params": out_dir / PARAMS_FILE, "evaluation": out_dir / "evaluation.json",
              "log": out_dir / "trial.log"}
-    # Stopped before its first epoch ended (a time limit or a cancel): no model to keep or register.
-    kept = not (stop_reason and trained.epochs_run == 0)
+    # Stopped before its first epoch ended (a time limit or a cancel; for an extension, its first new
+    # epoch): no model to keep or register.
+    kept = not (stop_reason and (trained.epochs_run == 0 or not trained.metrics))
     if not kept:
         trained.weights.unlink(missing_ok=True)
+        (out_dir / RESUME_FILE).unlink(missing_ok=True)
         files = {k: v for k, v in files.items() if k in ("params", "log")}
     for key, content in (("settings", settings_json), ("params", params.model_dump(mode="json")),
                          ("evaluation", trained.evaluation)):
@@ -231,7 +259,8 @@ def _store(engine: Engine, trial_id: int, out_dir: Path, data: VersionData, para
     with session_scope(engine) as session:
         trials.finish(session=session, trial_id=trial_id, status=status,
                       metrics={"final": trained.metrics, "notices": trained.notices,
-                               "epochs_run": trained.epochs_run},
+                               "epochs_run": trained.epochs_run,
+                               "resume": {"epoch": trained.resume_epoch} if kept and trained.resume_epoch else None},
                       primary_metric_value=trained.metrics.get(primary), stop_reason=stop_reason or "",
                       error=error)
     return TrialResult(trial_id, status, primary, trained.metrics, describe(device), trained.epochs_run,

@@ -44,7 +44,8 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine, libraries: boo
                origin: dict[str, Any] | None = None) -> Job:
     """Check ``file`` (a job YAML), import its data given by path, and queue the job. With ``libraries``
     off, model names the catalog does not know are left to the worker (the studio never loads torch).
-    ``origin`` is kept with the job (``rerun_of``: the trial it re-runs)."""
+    ``origin`` is kept with the job (``rerun_of``: the trial it re-runs; ``extends``: the trial it goes on
+    from, with ``extend_epochs`` more epochs)."""
     text = _read(file, settings.max_job_file_bytes)
     try:
         spec = parse_job(text, file.resolve().parent)
@@ -67,7 +68,10 @@ def submit_job(file: Path, *, settings: Settings, engine: Engine, libraries: boo
     with session_scope(engine) as session:
         stored = spec.model_copy(update={"training_data": DataRef(name=name, version=str(row.version)),
                                          "validation_data": None, "test_data": test})
-        facts = stored_facts(stored) | predicted(session, yaml.safe_load(stored.to_yaml()), row)
+        planned = yaml.safe_load(stored.to_yaml())
+        if origin and "extend_epochs" in origin:  # an extension trains only its new epochs
+            planned["training_parameters"]["number_of_epochs"] = origin["extend_epochs"]
+        facts = stored_facts(stored) | predicted(session, planned, row)
         job = jobs.enqueue(session=session, kind=AUTOML, name=spec.display_name or spec.name or file.stem,
                            spec={"yaml": stored.to_yaml(), "facts": facts, "dataset": name,
                                  "version": row.version, "source": str(file.resolve()), "notices": spec.notices,

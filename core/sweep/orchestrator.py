@@ -380,6 +380,6 @@ def run_job_trial(trial_id: int, settings: Settings, engine: Engine, *, timeout_
     result = run_trial(settings=settings, engine=engine, dataset=job.spec["dataset"], version=job.spec["version"],
                        overrides={**spec.training_parameters, **row.params}, timeout_s=timeout_s,
                        trial_id=trial_id, primary_metric=spec.primary_metric, threads=threads,
-                       policy=make_policy(policy.model_dump() if policy else None))
+                       policy=make_policy(policy.model_dump() if policy else None), extends=job.spec.get("extends"))
     time_trial(result, settings=settings, engine=engine, dataset=job.spec["dataset"], version=job.spec["version"])
     return result

@@ -1,6 +1,6 @@
-"""Re-running a trial: a one-trial job built from the trial's manifest (the same dataset version, every
-resolved parameter, the same seed), and how the re-run's result compares with the original's. Torch-free,
-so the studio's Re-run button can queue one."""
+"""Re-running a trial and extending one: one-trial jobs built from the trial's manifest (the same dataset
+version, every resolved parameter, the same seed); how a re-run's result compares with the original's.
+Torch-free, so the studio's Re-run and "Train N more epochs" buttons can queue them."""
 
 from __future__ import annotations
 
@@ -17,33 +17,77 @@ from core.sweep.jobs import submit_job
 from storage.db import session_scope
 from storage.repos import jobs, trials
 from storage.settings import Settings
-from storage.tables import Job
+from storage.tables import Job, Trial
 
 # The primary metric may move this much between two runs on one machine and still count as reproduced:
 # seeded data order and initialisation repeat exactly, but some CPU and GPU kernels sum in a varying order.
 TOLERANCE = 0.02
+MAX_EXTRA_EPOCHS = 1000
+FINISHED = ("completed", "early_terminated", "canceled")
 
 
 def submit_rerun(*, trial_id: int, settings: Settings, engine: Engine) -> Job:
-    """Queue a job that trains trial ``trial_id`` again as its manifest describes it."""
+    """Queue a job that trains trial ``trial_id`` again as its manifest describes it (an extension again
+    from the same trial's resume state)."""
+    trial, manifest = _with_manifest(trial_id, engine, "re-run exactly; submit its job file again instead")
+    origin: dict[str, Any] = {"rerun_of": trial_id}
+    if "extends" in manifest:
+        origin["extends"] = manifest["extends"]["trial"]
+    return _one_trial_job(manifest, trial.primary_metric, f"re-run of trial {trial_id}", {}, origin,
+                          settings=settings, engine=engine)
+
+
+def submit_extension(*, trial_id: int, epochs: int, settings: Settings, engine: Engine) -> Job:
+    """Queue a job whose one trial goes on training trial ``trial_id`` for ``epochs`` more epochs, from its
+    last checkpoint with the optimizer's state (`core.train.loop.fit`); the new trial links to the first."""
+    if not 1 <= epochs <= MAX_EXTRA_EPOCHS:
+        raise KestrelError(f"--epochs {epochs}: give a whole number of epochs from 1 to {MAX_EXTRA_EPOCHS}")
+    trial, manifest = _with_manifest(trial_id, engine, "be extended; start a job with checkpoint_run_id: "
+                                     f"{trial_id} to train on from its weights")
+    if why := why_not_extendable(trial):
+        raise KestrelError(f"trial {trial_id} ({trial.model_name}) cannot be extended: {why}")
+    done = int(trial.metrics["resume"]["epoch"])
+    return _one_trial_job(manifest, trial.primary_metric, f"trial {trial_id} + {epochs} epochs",
+                          {"number_of_epochs": done + epochs},
+                          {"extends": trial_id, "extend_epochs": epochs}, settings=settings, engine=engine)
+
+
+def why_not_extendable(trial: Trial) -> str | None:
+    """Why ``trial`` cannot be trained on, and what to do instead; None when it can."""
+    if trial.status not in FINISHED:
+        return f"it is {trial.status}; extend it once it has finished"
+    if (trial.metrics.get("resume") or {}).get("epoch"):
+        return None
+    family = ((trial.metrics.get("manifest") or {}).get("model") or {}).get("family")
+    why = ("ultralytics keeps no state Kestrel can go on from" if family == "ultralytics"
+           else "it kept no resume state (it ran before Kestrel kept one, or stopped before its first epoch)")
+    return f"{why}; start a job with checkpoint_run_id: {trial.id} to train on from its weights"
+
+
+def _with_manifest(trial_id: int, engine: Engine, otherwise: str) -> tuple[Trial, dict[str, Any]]:
     with session_scope(engine) as session:
         trial = trials.get(session=session, trial_id=trial_id)
         if trial is None:
             raise NotFound(f"trial {trial_id} does not exist; `kestrel job show ID` lists a job's trials")
-        manifest, metric = trial.metrics.get("manifest"), trial.primary_metric
+        session.expunge(trial)
+    manifest = trial.metrics.get("manifest")
     if not manifest:
-        raise KestrelError(f"trial {trial_id} has no manifest (it ran before Kestrel kept them), so it cannot be "
-                           "re-run exactly; submit its job file again instead")
+        raise KestrelError(f"trial {trial_id} has no manifest (it ran before Kestrel kept them), so it cannot "
+                           + otherwise)
+    return trial, manifest
+
+
+def _one_trial_job(manifest: dict[str, Any], metric: str, name: str, params: dict[str, Any],
+                   origin: dict[str, Any], *, settings: Settings, engine: Engine) -> Job:
     data = manifest["dataset"]
-    doc = {"type": "automl", "task": data["task"], "display_name": f"re-run of trial {trial_id}",
-           "primary_metric": metric,
+    doc = {"type": "automl", "task": data["task"], "display_name": name, "primary_metric": metric,
            "training_data": {"type": "mltable", "path": f"azureml:{data['name']}:{data['version']}"},
-           "training_parameters": {k: v for k, v in manifest["params"].items() if v is not None},
+           "training_parameters": {k: v for k, v in (manifest["params"] | params).items() if v is not None},
            "limits": {"max_trials": 1}}
     with tempfile.TemporaryDirectory() as folder:
-        file = Path(folder) / f"rerun-of-trial-{trial_id}.yml"
+        file = Path(folder) / f"{name.replace(' ', '-').replace('+', 'plus')}.yml"
         file.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-        return submit_job(file, settings=settings, engine=engine, libraries=False, origin={"rerun_of": trial_id})
+        return submit_job(file, settings=settings, engine=engine, libraries=False, origin=origin)
 
 
 def comparison(*, session: Session, job_id: int) -> dict[str, Any] | None:

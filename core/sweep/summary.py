@@ -128,13 +128,17 @@ def _yaml_facts(text: str) -> tuple[tuple[str, Any], ...]:
 
 def _trial(t: Trial, latest: dict[str, float]) -> dict[str, Any]:
     """A trial as the leaderboard and ``--json`` show it; a running one with its epoch so far (fractional),
-    its planned epochs and the metrics it last reported (``latest_metrics``)."""
+    its planned epochs and the metrics it last reported (``latest_metrics``); an extension with the trial and
+    epoch it goes on from (``extends``), a finished trial with the epoch it can be extended from
+    (``resume_epoch``)."""
     return {"trial_id": t.id, "number": t.number, "status": t.status, "model_name": t.model_name,
             "params": t.params, "primary_metric": t.primary_metric,
             "primary_metric_value": t.primary_metric_value, "metrics": _scalar_metrics(t.metrics.get("final")),
             "test_metrics": _scalar_metrics(t.metrics.get("test")),
             "epoch": t.epoch, "epoch_progress": t.epoch_progress, "planned_epochs": t.metrics.get("epochs"),
             "latest_metrics": latest, "latency": t.metrics.get("latency"),
+            "extends": (t.metrics.get("manifest") or {}).get("extends"),
+            "resume_epoch": (t.metrics.get("resume") or {}).get("epoch"),
             "stop_reason": t.stop_reason, "error": t.error, "device": t.device,
             "artifact_dir": t.artifact_dir,
             "started_at": t.started_at.isoformat() if t.started_at else None,

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import warnings
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,9 @@ StopCheck = Callable[[], str | None]
 # never trained again after a crash (about 0.5 s for resnet18 with AdamW's state on two cores).
 CHECKPOINT_FILE = "checkpoint.pt"  # last state, to resume after a crash (with BEST_FILE)
 BEST_FILE = "best.pt"  # best weights so far, written when they change
+# A finished trial's last checkpoint (weights, optimizer and schedule state), kept so that it can be
+# extended by more epochs (`kestrel trial extend`): about 2-3x the model's size on disk.
+RESUME_FILE = "resume.pt"
 
 
 @dataclass
@@ -64,6 +68,7 @@ class FitResult:
     best_epoch: int
     epochs_run: int  # completed epochs
     stop_reason: str | None  # the context's reason, "early_stopping", or None (all epochs ran)
+    checkpoint_epoch: int = 0  # the epoch the last checkpoint ends with (0: none was written)
 
 
 def seed_everything(seed: int) -> None:
@@ -203,8 +208,10 @@ def fit(setup: FitSetup, params: TrainingParams, ctx: TrialContext, *, resume: b
     ``train_loss``, ``val_loss`` and the metrics at each; stops when ``ctx.should_stop()`` gives
     a reason or early stopping fires (stopped before the first epoch ended: no evaluation, no
     metrics, ``epochs_run`` 0). With ``resume``, continues from ``ctx.out_dir``'s
-    checkpoint when one is there. Freeze layers before calling: only trainable parameters
-    are optimised.
+    checkpoint when one is there: after a crash, as if nothing happened; from another trial's
+    checkpoint planned for fewer epochs (an extension), with its weights and optimizer state, the
+    schedule planned again for the new number of epochs, and best weights and early stopping counted
+    afresh. Freeze layers before calling: only trainable parameters are optimised.
     """
     model, device = setup.model.to(ctx.device), ctx.device
     steps = math.ceil(len(setup.train_loader) / params.gradient_accumulation_step)  # type: ignore[arg-type]
@@ -212,12 +219,19 @@ def fit(setup: FitSetup, params: TrainingParams, ctx: TrialContext, *, resume: b
     scheduler = build_scheduler(optimizer, params, steps)
     amp = torch.amp.GradScaler("cuda") if device.startswith("cuda") else None
     stopper = EarlyStopping(params.early_stopping_patience, params.early_stopping_delay)
-    best, epoch_done, reason = _Best(), 0, None
+    best, epoch_done, checkpointed, reason = _Best(), 0, 0, None
     if resume and (ctx.out_dir / CHECKPOINT_FILE).is_file():
-        epoch_done, saved_report = _load_checkpoint(ctx.out_dir, model, optimizer, scheduler, amp, stopper, best)
-        log.info("resuming after epoch %d", epoch_done)
-        if saved_report is not None:  # killed between the checkpoint and its report: say it now (once)
-            ctx.report(*saved_report)
+        state = torch.load(ctx.out_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        epoch_done = checkpointed = int(state["epoch"])
+        if state.get("epochs", params.number_of_epochs) == params.number_of_epochs:
+            _restore(state, ctx.out_dir, model, optimizer, scheduler, amp, stopper, best)
+            log.info("resuming after epoch %d", epoch_done)
+            if report := state.get("report"):  # killed between the checkpoint and its report: say it now (once)
+                ctx.report(int(report["step"]), dict(report["metrics"]))
+        else:
+            scheduler = _extend(state, model, optimizer, amp, params, steps)
+            log.info("continuing after epoch %d for %d more epochs (the learning-rate schedule planned for %d)",
+                     epoch_done, params.number_of_epochs - epoch_done, params.number_of_epochs)
     saved_best = best.epoch
     for epoch in range(epoch_done + 1, params.number_of_epochs + 1):
         train_loss = train_one_epoch(model, setup.train_loader, setup.loss_fn, optimizer, scheduler,
@@ -229,7 +243,7 @@ def fit(setup: FitSetup, params: TrainingParams, ctx: TrialContext, *, resume: b
         due = epoch % params.evaluation_frequency == 0 or epoch == params.number_of_epochs
         # A stopped trial still leaves a scored model: evaluate once if it never was. Before its first
         # epoch ended there is nothing worth scoring, and a full validation would only delay the stop.
-        if (due and reason is None) or (reason is not None and best.weights is None and epoch_done > 0):
+        if (due and reason is None) or (reason is not None and best.weights is None and epoch_done > checkpointed):
             value, point = _evaluate(setup, epoch, train_loss, best)
             if reason is None and params.early_stopping and stopper.update(epoch, value):
                 log.info("early stopping after epoch %d: no %s improvement in %d evaluations",
@@ -238,17 +252,16 @@ def fit(setup: FitSetup, params: TrainingParams, ctx: TrialContext, *, resume: b
             if best.weights is not None and best.epoch != saved_best:
                 _save_atomic(best.weights, ctx.out_dir / BEST_FILE)
                 saved_best = best.epoch
-            # After the last epoch only the best weights matter: no model or optimizer state to write.
-            last = epoch_done == params.number_of_epochs
-            _save_checkpoint(ctx.out_dir, epoch_done, None if last else (model, optimizer, scheduler, amp),
+            _save_checkpoint(ctx.out_dir, epoch_done, params.number_of_epochs, (model, optimizer, scheduler, amp),
                              stopper, best, (epoch, point))
+            checkpointed = epoch_done
             ctx.report(epoch, point)
             reason = reason or ctx.should_stop()  # the report may have triggered a termination policy
         if reason is not None:
             break
     if best.weights is not None:
         model.load_state_dict(best.weights)
-    return FitResult(best.metrics, best.details, best.epoch, epoch_done, reason)
+    return FitResult(best.metrics, best.details, best.epoch, epoch_done, reason, checkpointed)
 
 
 def _evaluate(setup: FitSetup, epoch: int, train_loss: float, best: _Best) -> tuple[float, dict[str, float]]:
@@ -267,47 +280,68 @@ def _evaluate(setup: FitSetup, epoch: int, train_loss: float, best: _Best) -> tu
 Training = tuple[nn.Module, Optimizer, LRScheduler, torch.amp.GradScaler | None]
 
 
-def _save_checkpoint(out_dir: Path, epoch: int, training: Training | None, stopper: EarlyStopping,
+def _save_checkpoint(out_dir: Path, epoch: int, planned: int, training: Training, stopper: EarlyStopping,
                      best: _Best, report: tuple[int, dict[str, float]]) -> None:
-    """Tensors, numbers and plain containers only: it loads with ``weights_only=True``. Without
-    ``training`` (all epochs done) it records only where the trial stands. ``report`` is the evaluation
+    """Tensors, numbers and plain containers only: it loads with ``weights_only=True``. ``planned`` is the
+    trial's number of epochs (another number on loading means an extension); ``report`` is the evaluation
     about to be reported, said again on resume in case the process died before it was."""
+    model, optimizer, scheduler, amp = training
     state: dict[str, Any] = {
-        "epoch": epoch, "report": {"step": report[0], "metrics": report[1]},
+        "epoch": epoch, "epochs": planned, "report": {"step": report[0], "metrics": report[1]},
         "early_stopping": {"best": stopper.best, "stale": stopper.stale},
-        "best": {"value": best.value, "epoch": best.epoch, "metrics": best.metrics, "details": best.details}}
-    if training is not None:
-        model, optimizer, scheduler, amp = training
-        state |= {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                  "scheduler": scheduler.state_dict(), "amp": amp.state_dict() if amp is not None else {}}
+        "best": {"value": best.value, "epoch": best.epoch, "metrics": best.metrics, "details": best.details},
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "amp": amp.state_dict() if amp is not None else {}}
     _save_atomic(state, out_dir / CHECKPOINT_FILE)
 
 
-def _load_checkpoint(out_dir: Path, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
-                     amp: torch.amp.GradScaler | None, stopper: EarlyStopping, best: _Best
-                     ) -> tuple[int, tuple[int, dict[str, float]] | None]:
-    """The epoch the checkpoint ends with, and the evaluation it was saved with (step, metrics)."""
-    state = torch.load(out_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    if "model" in state:  # absent once every epoch was done: nothing is trained again
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if amp is not None and state["amp"]:
-            amp.load_state_dict(state["amp"])
+def _restore(state: dict[str, Any], out_dir: Path, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
+             amp: torch.amp.GradScaler | None, stopper: EarlyStopping, best: _Best) -> None:
+    """Everything as it was when ``state`` was saved, to go on after a crash."""
+    _restore_training(state, model, optimizer, amp)
+    scheduler.load_state_dict(state["scheduler"])
     stopper.best, stopper.stale = state["early_stopping"]["best"], state["early_stopping"]["stale"]
     saved = state["best"]
     best.value, best.epoch, best.metrics, best.details = (saved["value"], saved["epoch"],
                                                           saved["metrics"], saved["details"])
     if (out_dir / BEST_FILE).is_file():
         best.weights = torch.load(out_dir / BEST_FILE, map_location="cpu", weights_only=True)
-    report = state.get("report")
-    return int(state["epoch"]), (int(report["step"]), dict(report["metrics"])) if report else None
 
 
-def remove_checkpoints(out_dir: Path) -> None:
-    """Drop the loop's files once the family has saved the final weights."""
-    for name in (CHECKPOINT_FILE, BEST_FILE):
-        (out_dir / name).unlink(missing_ok=True)
+def _extend(state: dict[str, Any], model: nn.Module, optimizer: Optimizer, amp: torch.amp.GradScaler | None,
+            params: TrainingParams, steps: int) -> LRScheduler:
+    """Weights and optimizer state from ``state``, and a schedule planned for ``params.number_of_epochs``
+    standing where ``state``'s epoch ends: the learning rate a trial planned that long from the start
+    would have there (as ultralytics does when it trains a finished run on), not the old schedule's
+    end, where the rate is near zero and more epochs would learn little."""
+    _restore_training(state, model, optimizer, amp)
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"]  # the recursive schedules start from the base rate
+    scheduler = build_scheduler(optimizer, params, steps)
+    with warnings.catch_warnings():  # "step() before optimizer.step()": the optimizer stepped in the first trial
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(int(state["epoch"]) * steps):
+            scheduler.step()
+    return scheduler
+
+
+def _restore_training(state: dict[str, Any], model: nn.Module, optimizer: Optimizer,
+                      amp: torch.amp.GradScaler | None) -> None:
+    if "model" not in state:
+        raise KestrelError("the checkpoint holds no training state (it was written before Kestrel kept one "
+                           "after the last epoch); it cannot be trained on")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if amp is not None and state["amp"]:
+        amp.load_state_dict(state["amp"])
+
+
+def keep_resume_state(out_dir: Path) -> None:
+    """Once the family has saved the final weights: the last checkpoint becomes the trial's resume state
+    (:data:`RESUME_FILE`), the best weights' copy goes."""
+    if (out_dir / CHECKPOINT_FILE).is_file():
+        os.replace(out_dir / CHECKPOINT_FILE, out_dir / RESUME_FILE)
+    (out_dir / BEST_FILE).unlink(missing_ok=True)
 
 
 def _save_atomic(obj: Any, path: Path) -> None:

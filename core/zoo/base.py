@@ -52,6 +52,7 @@ class TrainedModel:
     evaluation: dict[str, Any] = field(default_factory=dict)  # confusion matrix, PR curves, per class
     notices: list[str] = field(default_factory=list)  # e.g. "no pretrained weights: from scratch"
     stop_reason: str | None = None  # why training ended before number_of_epochs, if it did
+    resume_epoch: int = 0  # the epoch its kept resume state ends with; 0: none kept, it cannot be extended
 
 
 class Predictor(Protocol):

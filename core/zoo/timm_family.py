@@ -39,7 +39,7 @@ from core.train.loop import (
     child_layers,
     fit,
     freeze_layers,
-    remove_checkpoints,
+    keep_resume_state,
     seed_everything,
 )
 from core.zoo.base import (
@@ -123,13 +123,13 @@ class TimmFamily:
         result = fit(setup, params, ctx)
         weights = ctx.out_dir / WEIGHTS_FILE
         save_model(model, str(weights), force_contiguous=True)
-        remove_checkpoints(ctx.out_dir)
+        keep_resume_state(ctx.out_dir)
         settings: dict[str, float | int] = {"valid_resize_size": params.validation_resize_size,
                                             "valid_crop_size": params.validation_crop_size}
         if multilabel:
             settings["multilabel_threshold"] = params.multilabel_threshold
         return TrainedModel(weights, result.metrics, result.epochs_run, settings, result.details,
-                            notices, result.stop_reason)
+                            notices, result.stop_reason, result.checkpoint_epoch)
 
     def weights(self, spec: ModelSpec, params: TrainingParams) -> WeightsStatus:
         return user_status(params.checkpoint_path or params.pretrained_weights) or timm_status(spec.architecture)

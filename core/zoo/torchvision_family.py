@@ -41,7 +41,7 @@ from core.train.loop import (
     child_layers,
     fit,
     freeze_layers,
-    remove_checkpoints,
+    keep_resume_state,
     seed_everything,
     to_device,
 )
@@ -152,11 +152,11 @@ class TorchvisionFamily:
                               task_spec(spec.task).primary_metric), params, ctx)
         weights = ctx.out_dir / WEIGHTS_FILE
         save_model(model, str(weights), force_contiguous=True)
-        remove_checkpoints(ctx.out_dir)
+        keep_resume_state(ctx.out_dir)
         if result.stop_reason:
             notices.append(f"stopped after epoch {result.epochs_run}: {result.stop_reason}")
         return TrainedModel(weights, result.metrics, result.epochs_run, settings.to_json(spec.task),
-                            result.details, weight_notices + notices, result.stop_reason)
+                            result.details, weight_notices + notices, result.stop_reason, result.checkpoint_epoch)
 
     def weights(self, spec: ModelSpec, params: TrainingParams) -> WeightsStatus:
         return user_status(params.checkpoint_path or params.pretrained_weights) or weights_status(spec.architecture)

@@ -134,6 +134,15 @@ def best(trials: list[Trial]) -> Trial | None:
     return min(scored, key=lambda t: (-(t.primary_metric_value or 0.0), t.finished_at, t.id))
 
 
+def continue_curves(*, session: Session, source: int, target: int, up_to: int) -> None:
+    """Give trial ``target`` the metric points of trial ``source`` up to step ``up_to`` (those it lacks), so
+    that an extension's curves start where the trial it extends stopped."""
+    have = set(session.exec(select(MetricPoint.step).where(MetricPoint.trial_id == target)))
+    query = select(MetricPoint).where(MetricPoint.trial_id == source, MetricPoint.step <= up_to)
+    session.add_all(MetricPoint(trial_id=target, step=p.step, name=p.name, value=p.value, created_at=p.created_at)
+                    for p in session.exec(query).all() if p.step not in have)
+
+
 def curves(*, session: Session, trial_id: int) -> dict[str, list[tuple[int, float]]]:
     """Each metric's (step, value) points in step order."""
     out: dict[str, list[tuple[int, float]]] = {}

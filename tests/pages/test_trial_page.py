@@ -137,6 +137,31 @@ def test_finished_trial_shows_status_curves_evaluation_samples_and_log(home, tra
     assert "learning_rate" in list(next(d.value for d in at.dataframe if "parameter" in d.value.columns)["parameter"])
 
 
+def test_train_more_epochs_queues_an_extension_whose_page_marks_where_it_went_on(home, trained) -> None:  # type: ignore[no-untyped-def]
+    at = _open(trained["trial_id"])
+    at.number_input(key="trial_extend_epochs").set_value(2).run()
+    assert at.button(key="trial_extend").label == "Train 2 more epochs"
+    at.button(key="trial_extend").click().run()
+    assert not at.exception and at.success[-1].value.startswith("Queued as job")
+    engine = make_engine(home.db_url)
+    with session_scope(engine) as session:
+        job = jobs.list_jobs(session=session)[0]
+        assert (job.spec["extends"], job.spec["extend_epochs"]) == (trained["trial_id"], 2)
+        assert "number_of_epochs: 3" in job.spec["yaml"]  # the first trial's one epoch and two more
+        extension = trials.create(session=session, job_id=job.id, model_name="test_resnet", params={},
+                                  primary_metric="accuracy").id
+        trials.set_metrics(session=session, trial_id=extension, key="manifest",
+                           values={"extends": {"trial": trained["trial_id"], "epoch": 1}})
+        for step in (1, 2, 3):
+            trials.append_metrics(session=session, trial_id=extension, step=step,
+                                  metrics={"train_loss": 1 / step, "accuracy": step / 4})
+    engine.dispose()
+    page = _open(extension)
+    assert f"Goes on from trial {trained['trial_id']} after its epoch 1" in page.info[0].value
+    loss = _charts(page)["Loss (train and validation)"]
+    assert [shape.x0 for shape in loss.layout.shapes] == [1.5]  # the dotted line between the two trials' epochs
+
+
 def test_the_images_of_a_confusion_cell_are_shown_most_frequent_mistake_first(home, trained) -> None:  # type: ignore[no-untyped-def]
     evaluation = json.loads((trained["artifacts"] / "evaluation.json").read_text())
     matrix = evaluation["confusion_matrix"]["matrix"]

@@ -28,12 +28,14 @@ from core.train.context import MemoryContext
 from core.train.device import use_all_cores
 from core.train.loop import (
     CHECKPOINT_FILE,
+    RESUME_FILE,
     EarlyStopping,
     Evaluation,
     FitSetup,
     child_layers,
     fit,
     freeze_layers,
+    keep_resume_state,
     train_one_epoch,
 )
 from core.train.optim import build_optimizer, build_scheduler
@@ -119,7 +121,9 @@ def test_multiclass_trial_reports_each_epoch_and_its_model_reloads_to_predict(sh
         assert math.isfinite(point[name]), name
     assert trained.epochs_run == 2 and trained.weights == ctx.out_dir / WEIGHTS_FILE
     assert trained.settings == {"valid_resize_size": 32, "valid_crop_size": 32}
-    assert sorted(p.name for p in ctx.out_dir.iterdir()) == [WEIGHTS_FILE]  # checkpoints cleaned up
+    # The crash checkpoint and best weights' copy gone; the last state kept to extend the trial.
+    assert sorted(p.name for p in ctx.out_dir.iterdir()) == [WEIGHTS_FILE, RESUME_FILE]
+    assert trained.resume_epoch == 2
     evaluation = json.loads(json.dumps(trained.evaluation, allow_nan=False))
     assert [row["class"] for row in evaluation["per_class"]] == shapes.classes
     assert len(evaluation["confusion_matrix"]["matrix"]) == 3
@@ -331,6 +335,45 @@ def test_a_checkpoint_loads_safely_and_resumes_after_its_epoch(tmp_path):
     second = fit(_flat_setup(), params, ctx)
     assert [step for step, _ in ctx.reports] == [1, 2, 3, 4] and second.epochs_run == 4
 
+
+
+def test_an_extension_goes_on_with_the_optimizer_state_and_the_schedule_planned_longer(tmp_path):
+    """Two epochs, then more from the kept resume state: after epoch 3 the optimizer has taken every step
+    of the three epochs, and the learning rate is where a run planned for four epochs from the start has it
+    (not restarted, not the two-epoch schedule's near-zero end)."""
+    class StopAfterThird(MemoryContext):
+        def report(self, step: int, metrics: Mapping[str, float]) -> None:
+            super().report(step, metrics)
+            self.stop_reason = "canceled" if step == 3 else None
+
+    def setup() -> FitSetup:
+        torch.manual_seed(0)
+        return FitSetup(nn.Linear(3, 1), _linear_problem(3), _mse,
+                        lambda model: Evaluation({"val_loss": 1.0, "accuracy": 0.5}), "accuracy")
+
+    short = TrainingParams(number_of_epochs=2, optimizer="adamw", learning_rate=0.1, early_stopping=False,
+                           warmup_cosine_lr_warmup_epochs=0)
+    longer = short.model_copy(update={"number_of_epochs": 4})
+    first, extension, straight = tmp_path / "first", tmp_path / "extension", tmp_path / "straight"
+    for folder in (first, extension, straight):
+        folder.mkdir()
+    fit(setup(), short, MemoryContext(first))
+    keep_resume_state(first)
+    assert (first / RESUME_FILE).is_file() and not (first / CHECKPOINT_FILE).exists()
+    (extension / CHECKPOINT_FILE).write_bytes((first / RESUME_FILE).read_bytes())
+    ctx = StopAfterThird(extension)
+    assert fit(setup(), longer, ctx).epochs_run == 3 and [step for step, _ in ctx.reports] == [3]
+    assert ctx.positions[0] >= 2  # progress counts on from the first trial's epochs
+    fit(setup(), longer, StopAfterThird(straight))
+    extended, planned = (torch.load(f / CHECKPOINT_FILE, weights_only=True)["optimizer"]
+                         for f in (extension, straight))
+    steps = [int(s["step"]) for s in extended["state"].values()]
+    assert steps == [int(s["step"]) for s in planned["state"].values()] == [9, 9]  # 3 epochs x 3 batches
+    assert extended["param_groups"][0]["lr"] == pytest.approx(planned["param_groups"][0]["lr"])
+    two_epochs_end = torch.load(first / RESUME_FILE, weights_only=True)["optimizer"]["param_groups"][0]["lr"]
+    assert extended["param_groups"][0]["lr"] > 5 * two_epochs_end
+    resumed = MemoryContext(extension, reports=ctx.reports)  # and the extension itself resumes after a crash
+    assert fit(setup(), longer, resumed).epochs_run == 4 and [s for s, _ in resumed.reports] == [3, 4]
 
 
 def test_an_epoch_once_reported_is_never_trained_again_after_a_crash(tmp_path):
