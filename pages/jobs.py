@@ -264,8 +264,10 @@ def _show_leaderboard(board: pd.DataFrame) -> None:
 
 def _metric_bars(scored: pd.DataFrame, metric: str) -> go.Figure:
     # Graph objects, not plotly express: express takes ~0.1 s a chart, and a live job redraws every two seconds.
+    # Scores lie in [0, 1] (every primary metric is one); trials are whole numbers.
     figure = go.Figure(layout={"title": {"text": f"{metric} per trial"}, "xaxis_title": "trial",
-                               "yaxis_title": metric, "legend_title_text": "model"})
+                               "xaxis": {"dtick": 1 if len(scored) <= 30 else None}, "yaxis_title": metric,
+                               "yaxis": {"range": [0, 1.05]}, "legend_title_text": "model"})
     for model, rows in scored.sort_values("trial").groupby("model", sort=False):
         figure.add_trace(go.Bar(x=rows["trial"], y=rows[metric], name=str(model)))
     return figure

@@ -35,7 +35,7 @@ def pareto_section(summary: dict[str, Any]) -> None:
 
 def _figure(timed: list[dict[str, Any]], metric: str) -> go.Figure:
     figure = go.Figure(layout={"xaxis_title": "milliseconds per image (batch 1, this machine)",
-                               "yaxis_title": metric, "legend_title_text": ""})
+                               "yaxis_title": metric, "yaxis": {"range": [0, 1.05]}, "legend_title_text": ""})
     for on_front, name, symbol in ((False, "dominated", "circle-open"), (True, "Pareto frontier", "diamond")):
         rows = [t for t in timed if t["pareto"] is on_front]
         figure.add_trace(go.Scatter(
