@@ -1,6 +1,6 @@
 """The Test-score page: send images to a deployed endpoint over HTTP, or have the worker score them with a
 registered model version, and look at the answers — boxes, masks, labels and scores drawn on the images,
-class probabilities as bars, explanations for classifiers.
+class probabilities as bars, explanations (a classifier's 2×2 picture, a heat map per detected box).
 
 The model runs in the endpoint's process or the worker, never in this one. The last endpoint answer is kept
 in Session State and a model version's answers in its job's folder, so moving the score threshold redraws at
@@ -22,14 +22,13 @@ import plotly.express as px
 import streamlit as st
 from PIL import Image
 
-from core.base.tasks import Task
 from core.data.draw import Overlay, colour_for, draw_labels, thumbnail
-from core.explain.params import XAI_ALGORITHMS
 from core.serving import manage, runner
 from storage.db import session_scope
 from storage.repos import models as repo
 from storage.tables import ModelVersion
 from ui import common as _ui
+from ui import score_explain as _score_explain
 from ui import score_job as _score_job
 
 BY_TRAFFIC = "by the traffic split"
@@ -41,7 +40,6 @@ MIN_DRAWN_SIDE = 480
 IMAGES_PER_REQUEST = 16  # keeps one answer's wait short and the progress bar moving
 TOP_CLASSES = 10
 REQUEST_TIMEOUT_S = 300.0  # an XRAI explanation takes ~10 s per image on two CPU cores
-CLASSIFIERS = {Task.CLASSIFICATION.value, Task.MULTILABEL.value}
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"]
 STATUS_ADVICE = {
     401: "The endpoint refused the key. If it was just regenerated, reload this page and score again.",
@@ -160,26 +158,6 @@ def score(target: Target, deployment: str | None, names: list[str], images: list
     return result
 
 
-def _explain_options(tasks: set[str]) -> dict[str, Any] | None:
-    """The request's ``model_explainability`` options when asked for and every model that may answer (of
-    ``tasks``) is a classifier; for other models the page says why there is no Explain."""
-    if not tasks:
-        return None
-    if not tasks <= CLASSIFIERS:
-        st.caption("Explanations (heat maps of what the model looked at) are made for classification models; "
-                   "this endpoint's models detect or segment objects, so there is no Explain here.")
-        return None
-    if not st.toggle("Explain", key="score_explain", help="Adds a 2×2 picture of what the model looked at."):
-        return None
-    left, right = st.columns(2)
-    algorithm = left.selectbox("Algorithm", XAI_ALGORITHMS, key="score_xai_algorithm",
-                               format_func=lambda a: a.replace("_", " ").replace("xrai", "XRAI"))
-    steps = right.number_input("Steps (n_steps)", min_value=2, max_value=1000, value=50, step=10,
-                               key="score_n_steps", disabled=algorithm in ("guided_backprop", "guided_gradcam"),
-                               help="Integration steps of XRAI and integrated gradients: more is finer and slower.")
-    return {"xai_algorithm": algorithm, "n_steps": int(steps), "visualizations": True}
-
-
 @st.cache_data(max_entries=200, show_spinner=False)
 def drawn_png(image: bytes, classes: tuple[str, ...], overlays: tuple[Overlay, ...]) -> bytes | None:
     """``image`` shrunk for the page with ``overlays`` drawn, as PNG; None when it cannot be decoded."""
@@ -247,6 +225,8 @@ def _show_one(k: int, result: ScoreResult, threshold: float) -> None:
     png = drawn_png(result.images[k], classes, tuple(overlays))
     st.image(png or result.images[k], caption=f"{name}{by} · {len(overlays)} of {len(answer.get('boxes', []))} "
              f"detections at score ≥ {threshold:.2f}", width="stretch")
+    if png and any(b.get("visualizations") for b in answer.get("boxes", [])):
+        _score_explain.box_maps(answer, png, key=f"score_box_maps_{k}")
     if overlays:
         st.dataframe(pd.DataFrame({"label": [o.label for o in overlays], "score": [o.score for o in overlays],
                                    "box (x0, y0, x1, y1)": [", ".join(f"{v:.3f}" for v in o.box or ())
@@ -290,7 +270,7 @@ def _endpoint_form(targets: dict[str, Target]) -> None:
         st.warning(f"Endpoint {chosen.name} is {chosen.state}; it answers once its models are loaded "
                    "(its health is on the Endpoints page).")
     uploads = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="score_images")
-    xai = _explain_options(chosen.tasks(deployment))
+    xai = _score_explain.options(chosen.tasks(deployment))
     if st.button("Score", type="primary", key="score_run", disabled=not uploads):
         st.query_params.pop(_score_job.PARAM, None)  # a reload now comes back to this endpoint, not a model's job
         st.session_state[RESULT] = asdict(score(chosen, deployment, [u.name for u in uploads],
@@ -303,7 +283,7 @@ def _model_form(versions: dict[str, tuple[str, list[str]]]) -> None:
     """A registered version scored by the worker: its images are staged and a job queued, then followed."""
     ref = _ui.url_selectbox("Model version", list(versions), key="score_model", param="model")
     uploads = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="score_images")
-    xai = _explain_options({versions[ref][0]})
+    xai = _score_explain.options({versions[ref][0]})
     if st.button("Score", type="primary", key="score_run", disabled=not uploads,
                  help="The worker loads the model and scores the images; this page follows it."):
         _score_job.queue(ref, uploads, xai)

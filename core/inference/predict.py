@@ -1,5 +1,6 @@
 """Load any saved model by its settings.json and predict in the SPEC §8 schema (with SPEC §9
-explanations where asked for): the one way endpoints and the worker's scoring jobs answer."""
+explanations where asked for, and D-RISE maps for a detector's boxes): the one way endpoints and the
+worker's scoring jobs answer."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from PIL import Image
 
 from core.base.errors import InputError
+from core.base.prediction import Prediction
 from core.base.tasks import Task
 from core.train.device import choose_device
 from core.zoo.base import SETTINGS_FILE, Predictor
@@ -29,9 +31,13 @@ def load_predictor(artifact_dir: Path, device: str = "auto") -> Predictor:
 
 def predict_json(predictor: Predictor, images: list[Image.Image], names: list[str]) -> list[dict[str, Any]]:
     """SPEC §8 answers, one per image, with polygons for instance segmentation."""
+    return _as_json(predictor, predictor.predict(images), names)
+
+
+def _as_json(predictor: Predictor, predictions: list[Prediction], names: list[str]) -> list[dict[str, Any]]:
     polygons = predictor.task is Task.SEGMENTATION
     out = []
-    for name, prediction in zip(names, predictor.predict(images), strict=True):
+    for name, prediction in zip(names, predictions, strict=True):
         prediction.filename = name
         out.append(prediction.to_json(with_polygons=polygons))
     return out
@@ -40,12 +46,33 @@ def predict_json(predictor: Predictor, images: list[Image.Image], names: list[st
 def answer_json(predictor: Predictor, images: list[Image.Image], names: list[str],
                 xai: Sequence[Mapping[str, Any] | None]) -> list[dict[str, Any]]:
     """SPEC §8 answers, one per image; where ``xai[k]`` is not None (the request's ``xai_parameters``),
-    image k's answer also gets the SPEC §9 explanation keys. A bad ``xai`` is a ConfigError."""
-    answers = predict_json(predictor, images, names)
-    for image, answer, asked in zip(images, answers, xai, strict=True):
-        if asked is not None:
+    image k's answer is explained too: a classifier's with the SPEC §9 keys, a detector's boxes each with
+    their D-RISE map (``visualizations``, ``attributions``). A bad ``xai`` is a ConfigError."""
+    predictions = predictor.predict(images)
+    answers = _as_json(predictor, predictions, names)
+    for image, prediction, answer, asked in zip(images, predictions, answers, xai, strict=True):
+        if asked is None:
+            continue
+        if predictor.task in (Task.DETECTION, Task.SEGMENTATION):
+            _explain_boxes(predictor, image, prediction, answer, asked)
+        else:
             answer.update(explanation_json(predictor, image, asked))
     return answers
+
+
+def _explain_boxes(predictor: Predictor, image: Image.Image, prediction: Prediction, answer: dict[str, Any],
+                   xai: Mapping[str, Any]) -> None:
+    from core.explain.drise import explain_boxes
+    from core.explain.params import parse_detection_xai_params
+    from core.explain.visualize import to_base64
+
+    params = parse_detection_xai_params(xai)
+    for box, explained in zip(answer["boxes"], explain_boxes(predictor, image, prediction.detections, params),
+                              strict=False):
+        if params.visualizations:
+            box["visualizations"] = to_base64(explained.png)
+        if params.attributions:
+            box["attributions"] = explained.attributions()
 
 
 def explanation_json(predictor: Predictor, image: Image.Image, xai: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The whole studio in a real browser, by clicking and uploading only: Debian's Chromium driven by
 Playwright against `kestrel studio` on an empty KESTREL_HOME. Upload a dataset zip, build a job in
 the wizard, wait for it, open the leaderboard and the trial, register and deploy the model, and
-test-score and explain an image, on the shared fridge photos; at each page what a person would check
+test-score and explain an image, on the shared fridge photos (and, for a YOLO model deployed with the CLI, a
+box's heat map by clicking it); at each page what a person would check
 (texts, links that open what they name, pictures drawn). Screenshots of each page and the time from
 Submit to the job's page go to tests/e2e/output/ (ignored by git, kept by CI)."""
 
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "tests" / "e2e" / "output"  # a screenshot per page and the timings: CI's artifacts (ignored by git)
 SHARED = ROOT.parent / "shared" / "datasets"
 FRIDGE = (SHARED if SHARED.is_dir() else Path("/work/shared/datasets")) / "fridgeObjects_small150"
+FRIDGE_BOXES = FRIDGE.parent / "odFridgeObjects_FairMOTformat"
 CLASSES = ["can", "carton", "milk_bottle", "water_bottle"]
 MENU = ["Datasets", "Labelling", "Weights", "New job", "Jobs", "Models", "Endpoints", "Test-score"]
 CHROMIUM = "/usr/bin/chromium"
@@ -41,11 +43,28 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("e2e") / "home"
-    port = _free_port()
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e") / "home"
+
+
+def _env(home: Path) -> dict[str, str]:
     env = {**os.environ, "KESTREL_HOME": str(home), "KESTREL_MEASURE_LATENCY": "1"}
     env.pop("KESTREL_DATABASE_URL", None)
+    return env
+
+
+def kestrel(home: Path, *args: str) -> dict[str, object]:
+    """A CLI command against the studio's home, its --json answer."""
+    done = subprocess.run([sys.executable, "-m", "core.cli", *args, "--json"], env=_env(home), cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def studio(home: Path) -> Iterator[str]:
+    port = _free_port()
+    env = _env(home)
     log = open(home.parent / "studio.log", "wb")  # noqa: SIM115 - open for the fixture's lifetime
     process = subprocess.Popen([sys.executable, "-m", "core.cli", "studio", "--port", str(port)], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -58,8 +77,9 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except OSError:
             time.sleep(0.5)
     yield url
-    subprocess.run([sys.executable, "-m", "core.cli", "endpoint", "delete", "e2e-endpoint"], env=env, cwd=ROOT,
-                   capture_output=True, check=False)
+    for endpoint in ("e2e-endpoint", "e2e-yolo"):
+        subprocess.run([sys.executable, "-m", "core.cli", "endpoint", "delete", endpoint], env=env, cwd=ROOT,
+                       capture_output=True, check=False)
     os.killpg(process.pid, 15)
     process.wait(timeout=60)
     log.close()
@@ -245,16 +265,7 @@ def test_upload_train_register_deploy_score_and_explain_by_clicking(studio, page
     go(page, "Test-score")
     image = next(iter(sorted((FRIDGE / "small-150").iterdir())))
     page.locator('input[type="file"]').first.set_input_files(str(image))
-    raw = page.get_by_text("Raw JSON response")
-    deadline = time.monotonic() + SLOW / 1000
-    while time.monotonic() < deadline:
-        page.get_by_role("button", name="Score", exact=True).click()
-        try:
-            expect(raw).to_be_visible(timeout=10_000)
-            break
-        except AssertionError:
-            continue
-    expect(raw).to_be_visible()
+    score_until_answered(page)
     expect(page.locator('[data-testid="stImage"]').first).to_be_visible()
     expect(page.locator(".js-plotly-plot").first).to_be_visible()  # the probabilities as bars
     shot(page, "8-scored")
@@ -269,3 +280,52 @@ def test_upload_train_register_deploy_score_and_explain_by_clicking(studio, page
     expect(page.get_by_text("All 134 images imported; no items were skipped.")).to_be_visible()
     expect(page.get_by_text("Page not found")).to_have_count(0)
     assert page.url.startswith(f"{studio}/datasets?dataset=fridge")
+
+
+def score_until_answered(page: Page) -> None:
+    """Click Score until the endpoint answers (its model may still be loading)."""
+    raw = page.get_by_text("Raw JSON response")
+    deadline = time.monotonic() + SLOW / 1000
+    while time.monotonic() < deadline:
+        page.get_by_role("button", name="Score", exact=True).click()
+        try:
+            expect(raw).to_be_visible(timeout=10_000)
+            return
+        except AssertionError:
+            continue
+    expect(raw).to_be_visible()
+
+
+def test_a_yolo_detection_is_explained_box_by_box_by_clicking(home, studio, page):
+    """A YOLO model trained, registered and deployed with the CLI; in the browser, its answer on a fridge photo
+    is explained (D-RISE, 16 masks) and clicking a box's marker shows that box's heat map."""
+    kestrel(home, "data", "import", str(FRIDGE_BOXES / "od_mltable"), "--name", "fridge-boxes")
+    # One epoch from scratch finds little: a low score threshold still gives boxes to explain.
+    trial = kestrel(home, "train", "--data", "fridge-boxes", "--model", "yolov8n", "--set", "img_size=128",
+                    "--set", "number_of_epochs=1", "--set", "training_batch_size=16",
+                    "--set", "box_score_threshold=0.001")
+    kestrel(home, "model", "register", "--name", "fridge-yolo", "--trial", str(trial["trial_id"]))
+    kestrel(home, "endpoint", "create", "e2e-yolo")
+    kestrel(home, "deployment", "create", "--endpoint", "e2e-yolo", "--name", "blue", "--model", "fridge-yolo:1")
+
+    page.goto(f"{studio}/score?endpoint=e2e-yolo")
+    expect(page.get_by_role("heading", name="Test-score")).to_be_visible()
+    image = sorted((FRIDGE_BOXES / "images").iterdir())[0]
+    page.locator('input[type="file"]').first.set_input_files(str(image))
+    page.get_by_text("Explain", exact=True).click()
+    number(page, "Masks (the budget)", 16)
+    expect(page.get_by_text("About 16 predictions per image")).to_be_visible()
+    score_until_answered(page)
+    chart = page.locator(".js-plotly-plot", has_text="Click a box's marker to explain it").first
+    expect(chart).to_be_visible(timeout=SLOW)
+    expect(page.get_by_text(re.compile(r"What made the model find \w+"))).to_be_visible()
+    chosen = page.get_by_role("combobox", name="Box")
+    expect(chosen).to_have_value(re.compile(r"^1\. "))
+    marker = chart.locator(".scatterlayer .point").nth(1)  # the second explained box
+    chart.scroll_into_view_if_needed()
+    where = marker.bounding_box()
+    assert where is not None
+    page.mouse.click(where["x"] + where["width"] / 2, where["y"] + where["height"] / 2)
+    expect(chosen).to_have_value(re.compile(r"^2\. "))  # the click chose that box; its map is drawn below
+    expect(page.get_by_text(re.compile(r"What made the model find \w+"))).to_be_visible()
+    shot(page, "10-yolo-box-explained")

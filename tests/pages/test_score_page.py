@@ -4,6 +4,7 @@ or has a worker (run here, in this process) score them with the registered model
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import random
@@ -121,6 +122,51 @@ def test_with_a_registered_model_and_no_endpoint_the_model_is_offered(settings, 
     assert at.radio(key="score_source").options == [MODEL] and at.selectbox(key="score_model").value == "parts:1"
     assert at.toggle(key="score_explain")  # a classifier can be explained
     assert at.button(key="score_run").disabled  # nothing uploaded yet
+
+
+def test_a_detector_is_explained_with_the_mask_budget_the_person_sets(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    with session_scope(engine) as session:
+        models.add_version(session=session, name="boxes", task=Task.DETECTION.value, trial_id=None,
+                           metrics={}, settings={"classes": CLASSES})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("pages/score.py")
+    at.query_params["model"] = "boxes:1"
+    at.run()
+    at.toggle(key="score_explain").set_value(True).run()
+    at.number_input(key="score_masks").set_value(64).run()
+    assert not at.exception and "About 64 predictions per image" in at.caption[-1].value
+    picture = io.BytesIO()
+    Image.new("RGB", (32, 32), "white").save(picture, format="PNG")
+    at = _upload(at, [("one.png", picture.getvalue())])
+    with session_scope(engine) as session:
+        (job,) = jobs.list_jobs(session=session)
+        assert job.spec["xai"] == {"xai_algorithm": "d_rise", "number_of_masks": 64, "visualizations": True}
+
+
+def _png_b64(colour: str) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), colour).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_clicking_a_box_of_an_explained_detection_shows_its_heat_map(endpoint, spies) -> None:  # type: ignore[no-untyped-def]
+    boxes = [{"box": {"topX": 0.1, "topY": 0.1, "bottomX": 0.4, "bottomY": 0.5}, "label": "circle", "score": 0.9,
+              "visualizations": _png_b64("red")},
+             {"box": {"topX": 0.5, "topY": 0.5, "bottomX": 0.9, "bottomY": 0.9}, "label": "square", "score": 0.8,
+              "visualizations": _png_b64("blue")}]
+    at = _open()
+    image = endpoint["images"][0].read_bytes()
+    at.session_state["score_result"] = {"uri": "", "names": ["one.png"], "images": [image],
+                                        "answers": [{"filename": "one.png", "boxes": boxes}],
+                                        "served_by": ["blue"], "classes": [CLASSES]}
+    at.run()
+    assert not at.exception
+    (figure,) = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    markers = figure["data"][1]
+    assert markers["text"] == ["circle 0.90", "square 0.80"] and len(markers["x"]) == 2
+    assert at.image[-1].captions[0].startswith("What made the model find circle (0.90)")
+    at.selectbox(key="score_box_maps_0_box").select(1).run()  # what a click on the second marker sets
+    assert at.image[-1].captions[0].startswith("What made the model find square (0.80)")
 
 
 def test_uploaded_images_are_scored_in_one_request_drawn_and_charted(endpoint, spies) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,8 @@ score every detection family, on hand-made cases."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import socket
@@ -13,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from factories import check_scoring_answers
@@ -306,6 +309,27 @@ def test_a_reloaded_detector_answers_in_the_scoring_schema(short_runs: dict[Task
     run = short_runs[Task.DETECTION]
     answers = _predict(run)
     check_scoring_answers(answers, run.data.classes, polygons=False)
+
+
+def test_a_yolo_answer_explains_each_best_box_with_a_d_rise_map(short_runs: dict[Task, Run]) -> None:
+    """The endpoint's one path (answer_json) on a real YOLO model: the best boxes each carry a heat map of
+    the image's size; the rest of the answer is what it is without explanations."""
+    from core.inference.predict import answer_json
+
+    run = short_runs[Task.DETECTION]
+    predictor = UltralyticsFamily().load(run.ctx.out_dir, "cpu")
+    image = Image.open(run.data.validation[0].path)
+    plain, explained = answer_json(predictor, [image, image], ["a", "b"],
+                                   [None, {"number_of_masks": 16, "max_boxes": 2, "attributions": True}])
+    assert [b["box"] for b in plain["boxes"]] == [b["box"] for b in explained["boxes"]]
+    boxes = explained["boxes"]
+    assert len(boxes) > 2  # a threshold of 0.001: several boxes, the two best explained
+    assert all("visualizations" in b for b in boxes[:2]) and not any("visualizations" in b for b in boxes[2:])
+    for box in boxes[:2]:
+        picture = Image.open(io.BytesIO(base64.b64decode(box["visualizations"])))
+        assert picture.size == image.size
+        grid = np.asarray(box["attributions"])
+        assert grid.shape == (64, 64) and 0 <= grid.min() and grid.max() <= 1
 
 
 def test_a_reloaded_segmenter_answers_with_polygons(short_runs: dict[Task, Run]) -> None:
