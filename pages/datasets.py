@@ -14,6 +14,7 @@ import plotly.express as px
 import streamlit as st
 
 from core.base.tasks import Task, spec
+from core.data.balance import imbalance_ratio
 from storage.db import session_scope
 from storage.repos import datasets as repo
 from storage.repos import datastores
@@ -122,7 +123,9 @@ def _statistics(version: DatasetVersion) -> None:
     stats = VersionStats.from_json(version.stats)
     left, right = st.columns(2)
     with left:
-        _class_bars("Images per class", version.classes, stats.images_per_class, "datasets_chart_images")
+        ratio = imbalance_ratio(stats.images_per_class)
+        title = "Images per class" + (f" (largest to smallest {ratio:.1f} : 1)" if ratio > 1 else "")
+        _class_bars(title, version.classes, stats.images_per_class, "datasets_chart_images")
     with right:
         if spec(Task(version.task)).has_instances:
             _class_bars("Instances per class", version.classes, stats.instances_per_class,

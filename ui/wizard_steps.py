@@ -12,6 +12,7 @@ import yaml
 
 from core.base.errors import ConfigError
 from core.base.tasks import Task, spec
+from core.data.balance import IMBALANCE_RATIO, imbalance_ratio
 from core.sweep.jobspec import PRIMARY_METRICS, parse_job
 from core.zoo.catalog import AUTOMODE_SAMPLING
 from storage.db import session_scope
@@ -44,7 +45,29 @@ def data_step(doc: dict[str, Any], problems: list[str]) -> None:
     doc["training_data"] = {"path": f"azureml:{name}:{int(version)}", "type": "mltable"}
     if name != old_name:  # the task comes from the dataset; kept as chosen while the dataset stays
         doc["task"] = row.task
+    _imbalance(doc, name, int(version))
     _test_data(doc, [r for r in rows if r.task == row.task and r.name != name])
+
+
+def _imbalance(doc: dict[str, Any], name: str, version: int) -> None:
+    """Above the ratio where the recipe compensates, say so and let the person turn it off (in the job file)."""
+    with session_scope(_ui.engine()) as session:
+        row = datasets.get_version(session=session, name=name, version=version)
+        per_class = dict((row.stats or {}).get("images_per_class") or {}) if row else {}
+    params = doc.setdefault("training_parameters", {})
+    classifier = doc.get("task") in (Task.CLASSIFICATION.value, Task.MULTILABEL.value)
+    key, off = ("weighted_loss", 0) if classifier else ("repeat_factor_sampling", False)
+    ratio = imbalance_ratio(per_class)
+    if ratio < IMBALANCE_RATIO:
+        return
+    remedy = ("weighs the loss by class, so that mistakes on rare classes count more" if classifier else
+              "shows images of rare classes more often (repeat-factor sampling)")
+    on = st.toggle(f"Compensate for imbalanced classes ({ratio:.0f} : 1)", value=params.get(key) != off,
+                   key="wizard_balance", help=f"Training {remedy}. Off writes {key}: {str(off).lower()} into the job.")
+    if not on:
+        params[key] = off
+    elif params.get(key) == off:
+        del params[key]
 
 
 def _test_data(doc: dict[str, Any], candidates: list[Any]) -> None:  # a dataset of the same task, held out

@@ -72,6 +72,9 @@ class TrainingParams(BaseModel):
     tile_predictions_nms_threshold: float = Field(0.25, ge=0, le=1)
     mask_pixel_score_threshold: float = Field(0.5, ge=0, le=1)
     max_number_of_polygon_points: int = Field(100, ge=3, le=10000)
+    # Kestrel's: images of rare classes shown more often (LVIS repeat-factor sampling, core.data.balance);
+    # the recipe turns it on for imbalanced data.
+    repeat_factor_sampling: bool = False
     # yolo
     img_size: int = Field(640, ge=32, le=4096)
     model_size: Literal["small", "medium", "large", "xlarge"] = "medium"

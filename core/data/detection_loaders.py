@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from core.base.params import TrainingParams
 from core.data.augment import IMAGENET_MEAN, TRAIN_AUGMENTATIONS
+from core.data.balance import repeats
 from core.data.loaders import decode
 from core.data.view import Item
 
@@ -163,8 +165,32 @@ def collate(batch: Sequence[Sample]) -> tuple[list[torch.Tensor], list[Target]]:
 
 
 def detection_loader(dataset: DetectionImages, batch_size: int, *, shuffle: bool, workers: int,
-                     seed: int, pin_memory: bool = False) -> DataLoader:
-    """A seeded loader of (images, targets) lists."""
-    return DataLoader(dataset, batch_size=max(1, min(batch_size, len(dataset))), shuffle=shuffle,
+                     seed: int, pin_memory: bool = False, repeat: Sequence[float] | None = None) -> DataLoader:
+    """A seeded loader of (images, targets) lists; with ``repeat`` (each image's repeat factor), an epoch
+    shows each image that often (`RepeatFactorSampler`)."""
+    sampler = RepeatFactorSampler(repeat, seed) if repeat is not None else None
+    return DataLoader(dataset, batch_size=max(1, min(batch_size, len(dataset))),
+                      shuffle=shuffle and sampler is None, sampler=sampler,
                       num_workers=workers, collate_fn=collate, persistent_workers=workers > 0,
                       generator=torch.Generator().manual_seed(seed), pin_memory=pin_memory)
+
+
+class RepeatFactorSampler(Sampler[int]):
+    """Repeat-factor sampling drawn afresh each epoch, in a shuffled order (detectron2's sampler of that
+    name). Every epoch has the same length, the factors' sum, so the schedule's steps are known ahead."""
+
+    def __init__(self, factors: Sequence[float], seed: int) -> None:
+        self.factors, self.seed, self.epoch = list(factors), seed, 0
+
+    def __len__(self) -> int:
+        return max(1, round(sum(self.factors)))
+
+    def __iter__(self) -> Iterator[int]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        self.epoch += 1
+        order = [i for i, n in enumerate(repeats(self.factors, rng.randrange(2**31))) for _ in range(n)]
+        rng.shuffle(order)
+        # Rounding per image makes a draw a few images longer or shorter than the epoch's length: cut or
+        # top it up from the draw itself.
+        order += order[:max(0, len(self) - len(order))]
+        return iter(order[:len(self)])

@@ -6,10 +6,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from core.data.balance import IMBALANCE_RATIO, imbalance_ratio
 from core.data.records import LabelledImage
 
 MIN_IMAGES_PER_CLASS = 10
-IMBALANCE_RATIO = 5
 NAMED_SMALL_CLASSES = 12
 
 MAX_BOX_SAMPLES = 2000  # enough for a scatter plot; keeps the stored JSON small
@@ -32,6 +32,7 @@ def compute_stats(items: Sequence[LabelledImage]) -> dict[str, Any]:
     step = max(1, len(widths) // MAX_BOX_SAMPLES)
     return {
         "images_per_class": dict(sorted(images_per_class.items())),
+        "imbalance_ratio": round(imbalance_ratio(images_per_class), 2),
         "instances_per_class": dict(sorted(instances_per_class.items())),
         "boxes_per_image": {str(k): v for k, v in sorted(boxes_per_image.items())},
         "box_sizes": {"width": [round(w, 5) for w in widths[::step]],
@@ -55,10 +56,12 @@ def version_warnings(images: int, per_class: Mapping[str, int]) -> list[str]:
         more = f" and {len(small) - NAMED_SMALL_CLASSES} more" if len(small) > NAMED_SMALL_CLASSES else ""
         warnings.append(f"{len(small)} classes have fewer than {MIN_IMAGES_PER_CLASS} images ({named}{more}, "
                         "fewest first); 10–15 per class are recommended")
-    if len(counts) > 1 and max(counts.values()) > IMBALANCE_RATIO * min(counts.values()):
+    if imbalance_ratio(counts) >= IMBALANCE_RATIO:
         (big, nb), (rare, ns) = counts.most_common()[0], counts.most_common()[-1]
-        warnings.append(f"classes are imbalanced: {big!r} has {_images(nb)}, {rare!r} only {_images(ns)}; "
-                        "add images of the small classes or use weighted_loss")
+        warnings.append(f"classes are imbalanced: {big!r} has {_images(nb)}, {rare!r} only {_images(ns)} "
+                        f"({nb / ns:.0f}:1); trials compensate (a class-weighted loss for classifiers, repeat-factor "
+                        "sampling for detectors) unless the job sets weighted_loss: 0 or repeat_factor_sampling: "
+                        "false; images of the small classes help most")
     return warnings
 
 

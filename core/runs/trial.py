@@ -22,6 +22,7 @@ from core.base.errors import ConfigError, KestrelError
 from core.base.params import TrainingParams, resolve_params
 from core.base.tasks import Task
 from core.base.tasks import spec as task_spec
+from core.data.balance import images_per_class, imbalance_ratio
 from core.data.view import VersionData, load_version
 from core.runs import manifest as manifests
 from core.runs import stopping
@@ -219,7 +220,7 @@ def trial_params(engine: Engine, data: VersionData, overrides: Mapping[str, Any]
                             train_images=len(data.train), classes=len(data.classes),
                             epochs=params.number_of_epochs,
                             crop=params.validation_crop_size if "validation_crop_size" in params.model_fields_set
-                            else None)
+                            else None, imbalance=imbalance_ratio(images_per_class(data.train)))
     # The recipe sets no name, size or tiling, so the model resolved above stays the trial's.
     params = resolve_params(data.task, family.default_params(data.task), recipe.values, *layers,
                             {"recipe": recipe.name})

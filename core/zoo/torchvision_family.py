@@ -30,6 +30,7 @@ from core.base.params import TrainingParams
 from core.base.prediction import Detection, Prediction
 from core.base.tasks import Task
 from core.base.tasks import spec as task_spec
+from core.data.balance import repeat_factors
 from core.data.detection_loaders import DetectionImages, collate, detection_datasets, detection_loader
 from core.data.masks import limit_points, mask_to_polygons
 from core.data.view import Item, VersionData
@@ -147,7 +148,8 @@ class TorchvisionFamily:
         evaluator = DetectionEvaluator(predictor, val_set, validation, params.validation_metric_type,
                                        params.validation_batch_size)
         loader = detection_loader(train_set, params.training_batch_size, shuffle=True,
-                                  workers=params.number_of_workers, seed=params.seed, pin_memory=pin)
+                                  workers=params.number_of_workers, seed=params.seed, pin_memory=pin,
+                                  repeat=repeat_factors(data.train) if params.repeat_factor_sampling else None)
         result = fit(FitSetup(model, loader, detection_loss, evaluator,
                               task_spec(spec.task).primary_metric), params, ctx)
         weights = ctx.out_dir / WEIGHTS_FILE

@@ -21,6 +21,7 @@ from core.base.errors import ConfigError
 from core.base.params import TrainingParams
 from core.base.prediction import Detection, Prediction
 from core.base.tasks import Task
+from core.data.balance import repeat_factors
 from core.data.masks import limit_points
 from core.data.view import VersionData
 from core.train.context import TrialContext
@@ -119,7 +120,10 @@ class UltralyticsFamily:
 
         offline_ultralytics()
         notices: list[str] = []
-        data_yaml = write_yolo_dataset(data, ctx.out_dir / "data", notices)
+        # One draw for the whole run (the folder is written once): rounded, not drawn at random, so that a
+        # rare class's few images are not all left at one copy by chance.
+        copies = [round(r) for r in repeat_factors(data.train)] if params.repeat_factor_sampling else None
+        data_yaml = write_yolo_dataset(data, ctx.out_dir / "data", notices, copies)
         initial = _initial_weights(spec, params, notices)
         bridge = _Bridge(ctx, data.task, params.validation_metric_type)
         with keep_threads():  # the trainer's constructor already changes them

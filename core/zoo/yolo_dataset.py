@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ from core.data.view import Item, VersionData
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def write_yolo_dataset(data: VersionData, root: Path, notices: list[str]) -> Path:
-    """Images (linked, with a suffix ultralytics reads) and labels for both splits, and data.yaml."""
+def write_yolo_dataset(data: VersionData, root: Path, notices: list[str],
+                       copies: Sequence[int] | None = None) -> Path:
+    """Images (linked, with a suffix ultralytics reads) and labels for both splits, and data.yaml. ``copies``:
+    how many times each training image is written (repeat-factor sampling; ultralytics takes no sampler)."""
     validation = data.validation or data.train
     if not data.validation:
         notices.append("the dataset has no validation images: metrics are on the training images")
@@ -26,11 +29,12 @@ def write_yolo_dataset(data: VersionData, root: Path, notices: list[str]) -> Pat
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
         for n, item in enumerate(items):
-            stem = f"{n:06d}"
-            _place_image(item, root / "images" / split, stem)
             lines = [_label_line(inst, data.classes.index(inst.label), segments)
                      for inst in item.instances if not inst.is_crowd]  # ultralytics has no crowds
-            (root / "labels" / split / f"{stem}.txt").write_text("".join(lines))
+            for copy in range(copies[n] if copies is not None and split == "train" else 1):
+                stem = f"{n:06d}" + (f"-{copy}" if copy else "")
+                _place_image(item, root / "images" / split, stem)
+                (root / "labels" / split / f"{stem}.txt").write_text("".join(lines))
     names = "".join(f"  {k}: {json.dumps(name)}\n" for k, name in enumerate(data.classes))
     data_yaml = root / "data.yaml"
     data_yaml.write_text(f"path: {json.dumps(str(root.resolve()))}\ntrain: images/train\n"

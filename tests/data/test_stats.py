@@ -25,8 +25,9 @@ def test_small_classes_make_one_warning_that_names_the_smallest_first():
 
     assert version_warnings(60, {"rare": 1, "common": 59}) == [
         "class 'rare' has only 1 image; 10–15 per class are recommended",
-        "classes are imbalanced: 'common' has 59 images, 'rare' only 1 image; add images of the small classes "
-        "or use weighted_loss"]
+        "classes are imbalanced: 'common' has 59 images, 'rare' only 1 image (59:1); trials compensate (a "
+        "class-weighted loss for classifiers, repeat-factor sampling for detectors) unless the job sets "
+        "weighted_loss: 0 or repeat_factor_sampling: false; images of the small classes help most"]
     many = {f"c{i:02d}": 1 + i % 9 for i in range(30)} | {"person": 61}
     (small, imbalance) = version_warnings(200, many)
     assert small.startswith("30 classes have fewer than 10 images ('c00' 1, 'c09' 1, 'c18' 1, 'c27' 1, 'c01' 2")

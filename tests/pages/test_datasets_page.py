@@ -14,7 +14,7 @@ from core.data.records import ImageRecord
 from core.data.samples import CLASSES, write_sample
 from storage.artifacts import BlobStore
 from storage.db import make_engine, session_scope
-from storage.repos.datasets import NewAnnotation, NewImage, NewVersion, create_version
+from storage.repos.datasets import NewAnnotation, NewImage, NewVersion, create_version, get_version
 from storage.settings import Settings
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -83,6 +83,12 @@ def test_page_lists_datasets_and_shows_the_import_report(settings: Settings) -> 
     charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
     boxes = next(c for c in charts if c["layout"]["title"]["text"].startswith("Box sizes"))
     assert [trace["name"] for trace in boxes["data"]] == ["circle", "square"]  # one colour per class
+    engine = make_engine(settings.db_url)
+    with session_scope(engine) as session:
+        counts = get_version(session=session, name="shapes-boxes").stats["images_per_class"]
+    engine.dispose()
+    ratio = max(counts.values()) / min(counts.values())
+    assert f"Images per class (largest to smallest {ratio:.1f} : 1)" in [c["layout"]["title"]["text"] for c in charts]
 
 
 def test_query_params_select_the_dataset_and_version(settings: Settings) -> None:

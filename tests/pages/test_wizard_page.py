@@ -389,3 +389,19 @@ def test_a_sweep_shows_the_starting_weights_of_each_chosen_model(settings, engin
     review = _next(_next(at))
     mode = next(line for line in review.markdown[-1].value.splitlines() if "**Mode:**" in line)
     assert "random sampling (sampling_algorithm: random)" in mode
+
+
+def test_imbalanced_classes_are_compensated_unless_the_person_turns_it_off(settings, engine, tmp_path):
+    jsonl = write_sample(Task.CLASSIFICATION, tmp_path / "shapes", count=33, size=32)
+    lines = jsonl.read_text().splitlines()
+    squares = [line for line in lines if '"square"' in line]
+    jsonl.write_text("\n".join([line for line in lines if '"circle"' in line] + squares[:1]) + "\n")  # 11 : 1
+    import_dataset(jsonl, ImportOptions("lopsided"), settings=settings, engine=engine)
+    at = _wizard()
+    balance = at.toggle(key="wizard_balance")
+    assert balance.label == "Compensate for imbalanced classes (11 : 1)" and balance.value is True
+    assert "weighted_loss" not in at.session_state["wizard_job"].get("training_parameters", {})
+    balance.set_value(False).run()
+    assert at.session_state["wizard_job"]["training_parameters"]["weighted_loss"] == 0
+    at.toggle(key="wizard_balance").set_value(True).run()
+    assert "weighted_loss" not in at.session_state["wizard_job"]["training_parameters"]

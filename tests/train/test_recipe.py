@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from core.base.tasks import Task
+from core.data.records import Instance
 from core.data.view import Item, VersionData
 from core.runs.trial import trial_params
 from core.train.recipe import ImageSizes, recipe
@@ -101,3 +102,30 @@ def test_label_smoothing_changes_the_loss(multilabel):
     plain = make_criterion(targets, 2, multilabel, 0)(logits, targets)
     smoothed = make_criterion(targets, 2, multilabel, 0, label_smoothing=0.2)(logits, targets)
     assert smoothed > plain * 2  # confident, right predictions now cost: the targets are no longer 0/1
+
+
+def _imbalanced(task: Task, rare: int, common: int = 50) -> VersionData:
+    """``common`` images of class a and ``rare`` of class b, as tags or as one box each."""
+    def item(n: int, label: str) -> Item:
+        if task is Task.CLASSIFICATION:
+            return Item(Path(f"{n}.png"), f"{n}.png", 64, 64, (label,), ())
+        return Item(Path(f"{n}.png"), f"{n}.png", 64, 64, (), (Instance(label, 0.1, 0.1, 0.5, 0.5),))
+
+    items = [item(n, "a") for n in range(common)] + [item(common + n, "b") for n in range(rare)]
+    return VersionData("d", 1, task, ["a", "b"], items, items[:4])
+
+
+def test_imbalanced_classes_get_a_weighted_loss_or_repeat_factor_sampling_unless_the_job_says_no(engine):
+    balanced, *_ = trial_params(engine, _imbalanced(Task.CLASSIFICATION, rare=20), {"model_name": "resnet18"})
+    assert balanced.weighted_loss == 0  # 50:20 is within the ratio of 5
+    weighted, *_, chosen = trial_params(engine, _imbalanced(Task.CLASSIFICATION, rare=5), {"model_name": "resnet18"})
+    assert weighted.weighted_loss == 2 and chosen.values["weighted_loss"] == 2  # the trial log names it
+    declined, *_ = trial_params(engine, _imbalanced(Task.CLASSIFICATION, rare=5),
+                                {"model_name": "resnet18", "weighted_loss": 0})
+    assert declined.weighted_loss == 0
+    for model in ("yolov8n", "fasterrcnn_resnet18_fpn"):
+        detect, *_ = trial_params(engine, _imbalanced(Task.DETECTION, rare=5), {"model_name": model})
+        assert detect.repeat_factor_sampling and detect.weighted_loss == 0
+        plain, *_ = trial_params(engine, _imbalanced(Task.DETECTION, rare=5),
+                                 {"model_name": model, "repeat_factor_sampling": False})
+        assert not plain.repeat_factor_sampling
