@@ -15,6 +15,7 @@ import streamlit as st
 
 from core.base.tasks import Task, spec
 from core.data.balance import imbalance_ratio
+from core.train import small_objects
 from storage.db import session_scope
 from storage.repos import datasets as repo
 from storage.repos import datastores
@@ -148,6 +149,21 @@ def _statistics(version: DatasetVersion) -> None:
             figure = px.bar(x=[s for s, _ in sizes], y=[n for _, n in sizes], title="Image sizes",
                             labels={"x": "width × height (px)", "y": "images"})
             st.plotly_chart(figure.update_xaxes(type="category"), key="datasets_chart_sizes")
+    _object_sizes(version)
+
+
+def _object_sizes(version: DatasetVersion) -> None:
+    """How large the objects are as a detector would see them, and the advice when most are too small."""
+    seen = small_objects.assess(version.stats or {}, Task(version.task))
+    if seen is None:
+        return
+    figure = px.histogram(x=seen.sides, nbins=40, labels={"x": f"object side in pixels at {seen.training_side} px"},
+                          title=f"Object sizes as a detector sees them ({seen.fraction_small:.0%} under "
+                                f"{small_objects.SMALL_SIDE} px)")
+    figure.add_vline(x=small_objects.SMALL_SIDE, line_dash="dot", annotation_text="small")
+    st.plotly_chart(figure.update_layout(yaxis_title="objects"), key="datasets_chart_object_sides")
+    if seen.dominated:
+        st.warning(seen.why + " The New job wizard offers these sizes in one click.", icon=":material/zoom_in:")
 
 
 @st.dialog("Image", width="large")

@@ -14,6 +14,7 @@ from core.base.errors import ConfigError
 from core.base.tasks import Task, spec
 from core.data.balance import IMBALANCE_RATIO, imbalance_ratio
 from core.sweep.jobspec import PRIMARY_METRICS, parse_job
+from core.train import small_objects
 from core.zoo.catalog import AUTOMODE_SAMPLING
 from storage.db import session_scope
 from storage.repos import datasets
@@ -46,7 +47,27 @@ def data_step(doc: dict[str, Any], problems: list[str]) -> None:
     if name != old_name:  # the task comes from the dataset; kept as chosen while the dataset stays
         doc["task"] = row.task
     _imbalance(doc, name, int(version))
+    _small_objects(doc, name, int(version))
     _test_data(doc, [r for r in rows if r.task == row.task and r.name != name])
+
+
+def _small_objects(doc: dict[str, Any], name: str, version: int) -> None:
+    """When most objects would be too small at the default size, say so and set the advised sizes on a click."""
+    with session_scope(_ui.engine()) as session:
+        row = datasets.get_version(session=session, name=name, version=version)
+        seen = small_objects.assess(row.stats or {}, Task(row.task)) if row else None
+    if seen is None or not seen.dominated:
+        return
+    params = doc.setdefault("training_parameters", {})
+    applied = all(params.get(k) == v for k, v in seen.proposal.items())
+    st.warning(seen.why, icon=":material/zoom_in:")
+    label = ", ".join(f"{k} {v}" for k, v in seen.proposal.items())
+    if st.button(f"Use {label}", key="wizard_small_objects", disabled=applied,
+                 help="Sets these training parameters in the job file; the estimate above follows."):
+        params.update(seen.proposal)
+        st.rerun()
+    if applied:
+        st.caption(f"The job trains at {label}.")
 
 
 def _imbalance(doc: dict[str, Any], name: str, version: int) -> None:

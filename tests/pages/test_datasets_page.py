@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from streamlit.testing.v1 import AppTest
 
@@ -28,9 +29,11 @@ def _new_image(record: ImageRecord, blobs: BlobStore, split: str) -> NewImage:
     return NewImage(sha256, record.name, ".png", 96, 96, split, annotations)
 
 
-def add_dataset(settings: Settings, name: str, task: Task, *, count: int = 15, uploaded: bool = False) -> None:
+def add_dataset(settings: Settings, name: str, task: Task, *, count: int = 15, uploaded: bool = False,
+                stats: dict[str, Any] | None = None) -> None:
     """Store a sample of ``task`` as dataset ``name``, with one skipped item reported; ``uploaded``: read
-    from the staging folder, as the studio's uploads are."""
+    from the staging folder, as the studio's uploads are; ``stats``: statistics to store instead of the
+    sample's."""
     base = settings.staging_dir / "tmp-upload" if uploaded else settings.home / "src"
     jsonl = write_sample(task, base / name, count=count)
     records = [r for r in read_jsonl(jsonl, jsonl.parent) if isinstance(r, ImageRecord)]
@@ -40,7 +43,7 @@ def add_dataset(settings: Settings, name: str, task: Task, *, count: int = 15, u
     stats = {"images_per_class": per_class, "instances_per_class": per_class,
              "box_sizes": {"width": [0.3, 0.4], "height": [0.3, 0.35], "label": ["circle", "square"]},
              "image_sizes": {"96x96": count},
-             "splits": {"train": count - count // 5, "validation": count // 5}}
+             "splits": {"train": count - count // 5, "validation": count // 5}} | (stats or {})
     engine = make_engine(settings.db_url)
     with session_scope(engine) as session:
         create_version(session=session, new=NewVersion(
@@ -223,3 +226,20 @@ def test_a_link_to_another_dataset_opens_that_dataset_not_the_one_kept_in_the_se
     at.selectbox(key="datasets_name").select("first").run()  # the person's own choice still sticks
     at.run()
     assert at.selectbox(key="datasets_name").value == "first" and at.query_params["dataset"] == "first"
+
+
+def test_object_sizes_are_drawn_as_a_detector_sees_them_and_small_ones_get_advice(settings: Settings) -> None:
+    add_dataset(settings, "large-objects", Task.DETECTION, stats={"image_sizes": {"640x480": 15}})
+    add_dataset(settings, "small-objects", Task.DETECTION, stats={
+        "image_sizes": {"4000x3000": 15}, "box_sizes": {"width": [0.01, 0.012, 0.3], "height": [0.01, 0.01, 0.3],
+                                                        "label": ["circle", "circle", "square"]}})
+    at = run_app(dataset="large-objects")
+    charts = {json.loads(c.proto.spec)["layout"]["title"]["text"]: c for c in at.get("plotly_chart")}
+    assert "Object sizes as a detector sees them (0% under 32 px)" in charts
+    assert not [w for w in at.warning if "smaller than 32 px" in w.value]
+    at = run_app(dataset="small-objects")
+    charts = {json.loads(c.proto.spec)["layout"]["title"]["text"]: c for c in at.get("plotly_chart")}
+    assert "Object sizes as a detector sees them (67% under 32 px)" in charts
+    (advice,) = [w.value for w in at.warning if "smaller than 32 px" in w.value]
+    assert advice.startswith("67% of the objects are smaller than 32 px at the 640 px a YOLO model would train at")
+    assert "img_size 1280 (YOLO)" in advice and "The New job wizard offers these sizes" in advice

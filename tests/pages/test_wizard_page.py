@@ -3,11 +3,13 @@ bad choice on the step that made it, and submits what `kestrel job submit` takes
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import yaml
 from factories import finished_trial
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.base.tasks import Task
@@ -405,3 +407,26 @@ def test_imbalanced_classes_are_compensated_unless_the_person_turns_it_off(setti
     assert at.session_state["wizard_job"]["training_parameters"]["weighted_loss"] == 0
     at.toggle(key="wizard_balance").set_value(True).run()
     assert "weighted_loss" not in at.session_state["wizard_job"]["training_parameters"]
+
+
+def test_small_objects_are_pointed_out_and_the_advised_sizes_set_in_one_click(settings, engine, tmp_path):
+    folder = tmp_path / "dots"
+    (folder / "images").mkdir(parents=True)
+    lines = []
+    for n in range(12):  # 1600 x 1200 photos with one 16-pixel object each: 6 pixels at YOLO's 640
+        Image.new("RGB", (1600, 1200), "white").save(folder / "images" / f"{n}.png")
+        box = {"label": "dot" if n % 2 else "spot", "topX": 0.5, "topY": 0.5, "bottomX": 0.51, "bottomY": 0.5133}
+        lines.append(json.dumps({"image_url": f"images/{n}.png", "label": [box]}))
+    (folder / "annotations.jsonl").write_text("\n".join(lines) + "\n")
+    import_dataset(folder / "annotations.jsonl", ImportOptions("dots", Task.DETECTION), settings=settings,
+                   engine=engine)
+    at = _wizard()
+    (advice,) = [w.value for w in at.warning if "smaller than 32 px" in w.value]
+    assert advice.startswith("100% of the objects are smaller than 32 px at the 640 px")
+    use = at.button(key="wizard_small_objects")
+    assert use.label == "Use img_size 1280, min_size 2048, max_size 3232"
+    use.click().run()
+    params = at.session_state["wizard_job"]["training_parameters"]
+    assert (params["img_size"], params["min_size"], params["max_size"]) == (1280, 2048, 3232)
+    assert at.button(key="wizard_small_objects").disabled
+    assert "The job trains at img_size 1280, min_size 2048, max_size 3232." in [c.value for c in at.caption]
