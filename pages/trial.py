@@ -15,7 +15,6 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.inference import models
 from core.zoo.base import PARAMS_FILE, SETTINGS_FILE
 from storage.db import session_scope
 from storage.repos import trials
@@ -178,7 +177,7 @@ def _parameters(trial: Trial, resolved: dict[str, Any]) -> None:
 
 def _register(trial: Trial) -> None:
     st.subheader("Register model")
-    if trial.status not in models.REGISTERED or not trial.artifact_dir:
+    if trial.status not in trials.WITH_MODEL or not trial.artifact_dir:
         st.caption(f"Only a finished trial's model can be registered; this trial is {trial.status}.")
         return
     with st.form("trial_register_form"):

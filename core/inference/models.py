@@ -24,7 +24,6 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")  # also a folder name: 
 IDENTITY = ("task", "classes", "family", "architecture", "size", "model_name")  # what a model is, not how it scores
 # training's files, not the model's
 LEFT_BEHIND = ("console.log", "console.log.1", "trial.log", "trial.log.1", "checkpoint.pt", "best.pt")
-REGISTERED = ("completed", "early_terminated", "canceled")
 
 
 def register(*, settings: Settings, engine: Engine, name: str, trial_id: int | None = None,
@@ -48,7 +47,8 @@ def register(*, settings: Settings, engine: Engine, name: str, trial_id: int | N
         assert trial_id is not None
         trial = trials.get(session=session, trial_id=trial_id)
         source = Path(trial.artifact_dir) if trial and trial.artifact_dir else None
-        if trial is None or trial.status not in REGISTERED or source is None or not (source / SETTINGS_FILE).is_file():
+        kept = trial is not None and trial.status in trials.WITH_MODEL and source is not None
+        if not kept or not (source / SETTINGS_FILE).is_file():
             raise NotFound(f"trial {trial_id} has no saved model (only finished trials do)")
         model_settings = json.loads((source / SETTINGS_FILE).read_text())
         try:

@@ -39,7 +39,6 @@ from storage.repos import jobs, trials
 from storage.settings import Settings
 
 log = logging.getLogger(__name__)
-FINISHED = ("completed", "early_terminated", "canceled")
 LOGGERS = ("core", "ultralytics")  # what the trial log collects
 
 
@@ -276,7 +275,7 @@ def checkpoint_weights(engine: Engine, run_id: str, task: Task) -> Path:
         raise ConfigError(field, f"{run_id!r} is not a trial id such as 12 or trial-12")
     with session_scope(engine) as session:
         row = trials.get(session=session, trial_id=int(number))
-    if row is None or row.status not in FINISHED or not row.artifact_dir:
+    if row is None or row.status not in trials.WITH_MODEL or not row.artifact_dir:
         raise ConfigError(field, f"trial {run_id} is not a finished trial with a saved model")
     settings = json.loads((Path(row.artifact_dir) / SETTINGS_FILE).read_text())
     if Task(settings["task"]) is not task:

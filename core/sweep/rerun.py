@@ -23,7 +23,6 @@ from storage.tables import Job, Trial
 # seeded data order and initialisation repeat exactly, but some CPU and GPU kernels sum in a varying order.
 TOLERANCE = 0.02
 MAX_EXTRA_EPOCHS = 1000
-FINISHED = ("completed", "early_terminated", "canceled")
 
 
 def submit_rerun(*, trial_id: int, settings: Settings, engine: Engine) -> Job:
@@ -54,7 +53,7 @@ def submit_extension(*, trial_id: int, epochs: int, settings: Settings, engine: 
 
 def why_not_extendable(trial: Trial) -> str | None:
     """Why ``trial`` cannot be trained on, and what to do instead; None when it can."""
-    if trial.status not in FINISHED:
+    if trial.status not in trials.WITH_MODEL:
         return f"it is {trial.status}; extend it once it has finished"
     if (trial.metrics.get("resume") or {}).get("epoch"):
         return None

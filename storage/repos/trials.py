@@ -10,6 +10,9 @@ from sqlmodel import Session, col, select
 
 from storage.tables import MetricPoint, Trial, utcnow
 
+# A trial in one of these ended with a model: it can be registered, continued from or extended.
+WITH_MODEL = ("completed", "early_terminated", "canceled")
+
 
 def create(*, session: Session, model_name: str, params: dict[str, Any], primary_metric: str,
            job_id: int | None = None, number: int = 0) -> Trial:
