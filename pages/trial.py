@@ -220,7 +220,7 @@ def main() -> None:
         _parameters(trial, {})
         return
     artifacts = Artifacts.read(trial.artifact_dir)
-    _trial_evaluation.evaluation(artifacts.evaluation, artifacts.classes, trial.id)
+    _trial_evaluation.evaluation(artifacts.evaluation, artifacts.classes, trial.id, artifacts.params)
     _trial_evaluation.samples(trial, artifacts.evaluation, artifacts.classes)
     _followup.compared(trial)
     _parameters(trial, artifacts.params)

@@ -109,6 +109,23 @@ def _ap_bars(rows: list[dict[str, Any]], classes: list[str]) -> None:
     st.plotly_chart(figure.update_layout(showlegend=False), key="trial_ap")
 
 
+def _recall_bars(rows: list[dict[str, Any]], classes: list[str], params: dict[str, Any]) -> None:
+    """Each class's recall, so that a class the model rarely finds stands out; and whether training
+    compensated for imbalanced classes (`core.train.recipe.balanced`)."""
+    found = [r for r in rows if "class" in r and r.get("recall") is not None]
+    if not found:
+        return
+    frame = pd.DataFrame([{"class": r["class"], "recall": r["recall"]} for r in found])
+    figure = px.bar(frame, x="class", y="recall", color="class", range_y=[0, 1.05], title="Recall per class",
+                    color_discrete_map=_ui.colour_map(classes))
+    st.plotly_chart(figure.update_layout(showlegend=False), key="trial_recall")
+    if params.get("weighted_loss"):
+        st.caption(f"Trained with a class-weighted loss (weighted_loss {params['weighted_loss']}): mistakes on "
+                   "rare classes counted more.")
+    elif params.get("repeat_factor_sampling"):
+        st.caption("Trained with repeat-factor sampling: images of rare classes were shown more often.")
+
+
 def _per_class_table(rows: list[dict[str, Any]], trial_id: int, key: str) -> None:
     if not rows:
         return
@@ -118,7 +135,8 @@ def _per_class_table(rows: list[dict[str, Any]], trial_id: int, key: str) -> Non
                        mime="text/csv", key=f"{key}_csv", on_click="ignore")
 
 
-def evaluation(evaluation: dict[str, Any], classes: list[str], trial_id: int) -> None:
+def evaluation(evaluation: dict[str, Any], classes: list[str], trial_id: int, params: dict[str, Any]) -> None:
+    """``params``: the trial's resolved training parameters."""
     st.subheader("Evaluation on the validation images")
     if not evaluation.get("per_class"):
         st.info("This trial wrote no evaluation: it is saved when training ends with a model.")
@@ -145,6 +163,7 @@ def evaluation(evaluation: dict[str, Any], classes: list[str], trial_id: int) ->
     if not is_detection and evaluation.get("roc_curves"):
         with st.expander("ROC curves"):
             _curve_chart(evaluation["roc_curves"], "fpr", "tpr", classes, "ROC per class", "trial_roc")
+    _recall_bars(evaluation["per_class"], classes, params)
     _per_class_table(evaluation["per_class"], trial_id, "trial_per_class")
     if box := evaluation.get("box"):  # segmentation: the box metrics beside the mask ones
         with st.expander("Box metrics"):

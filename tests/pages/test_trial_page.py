@@ -18,6 +18,7 @@ from core.base.tasks import Task
 from core.data.importer import ImportOptions, import_dataset
 from core.data.records import Instance
 from core.data.samples import write_sample
+from core.zoo.base import PARAMS_FILE
 from storage.artifacts import BlobStore
 from storage.db import make_engine, session_scope
 from storage.repos import jobs, models, trials
@@ -129,6 +130,8 @@ def test_finished_trial_shows_status_curves_evaluation_samples_and_log(home, tra
     matrix = _array(heatmap.z)
     assert cells == {(CLASSES[t], CLASSES[p]) for t in range(3) for p in range(3) if matrix[t][p]}
     assert {t.name for t in charts["Precision–recall per class"].data} <= set(CLASSES)
+    assert {t.name for t in charts["Recall per class"].data} == set(CLASSES)
+    assert not [c for c in at.caption if "class-weighted loss" in c.value]  # a balanced set: no remedy
     table = next(d.value for d in at.dataframe if "class" in d.value.columns)
     assert list(table["class"]) == CLASSES and {"precision", "recall", "f1", "support"} <= set(table.columns)
     assert "epoch 1" in at.code[0].value  # the log's end
@@ -160,6 +163,17 @@ def test_train_more_epochs_queues_an_extension_whose_page_marks_where_it_went_on
     assert f"Goes on from trial {trained['trial_id']} after its epoch 1" in page.info[0].value
     loss = _charts(page)["Loss (train and validation)"]
     assert [shape.x0 for shape in loss.layout.shapes] == [1.5]  # the dotted line between the two trials' epochs
+
+
+def test_a_trial_that_compensated_for_imbalance_says_how_beside_its_recall(home, trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "artifacts"
+    shutil.copytree(trained["artifacts"], folder)
+    params = json.loads((folder / PARAMS_FILE).read_text()) | {"weighted_loss": 2}
+    (folder / PARAMS_FILE).write_text(json.dumps(params))
+    at = _open(_trial_row(home, status="completed", artifact_dir=folder))
+    assert not at.exception and "Recall per class" in _charts(at)
+    assert [c.value for c in at.caption if "class-weighted loss" in c.value] == [
+        "Trained with a class-weighted loss (weighted_loss 2): mistakes on rare classes counted more."]
 
 
 def test_the_images_of_a_confusion_cell_are_shown_most_frequent_mistake_first(home, trained) -> None:  # type: ignore[no-untyped-def]
