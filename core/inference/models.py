@@ -23,7 +23,8 @@ from storage.tables import ModelVersion
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")  # also a folder name: nothing that leaves models_dir
 IDENTITY = ("task", "classes", "family", "architecture", "size", "model_name")  # what a model is, not how it scores
 # training's files, not the model's
-LEFT_BEHIND = ("console.log", "console.log.1", "trial.log", "trial.log.1", "checkpoint.pt", "best.pt")
+LEFT_BEHIND = ("console.log", "console.log.1", "trial.log", "trial.log.1", "checkpoint.pt", "best.pt",
+               "resume.pt", "extension.pt")  # the last two: the state to extend the trial, not the model
 
 
 def register(*, settings: Settings, engine: Engine, name: str, trial_id: int | None = None,

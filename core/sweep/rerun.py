@@ -57,9 +57,7 @@ def why_not_extendable(trial: Trial) -> str | None:
         return f"it is {trial.status}; extend it once it has finished"
     if (trial.metrics.get("resume") or {}).get("epoch"):
         return None
-    family = ((trial.metrics.get("manifest") or {}).get("model") or {}).get("family")
-    why = ("ultralytics keeps no state Kestrel can go on from" if family == "ultralytics"
-           else "it kept no resume state (it ran before Kestrel kept one, or stopped before its first epoch)")
+    why = "it kept no resume state (it ran before Kestrel kept one, or stopped before its first epoch)"
     return f"{why}; start a job with checkpoint_run_id: {trial.id} to train on from its weights"
 
 

@@ -25,6 +25,7 @@ from core.data.balance import repeat_factors
 from core.data.masks import limit_points
 from core.data.view import VersionData
 from core.train.context import TrialContext
+from core.train.loop import CHECKPOINT_FILE, RESUME_FILE
 from core.zoo import weights as hub
 from core.zoo.base import (
     SAMPLE_IMAGES,
@@ -53,6 +54,7 @@ LETTER_SIZES = {"n": "nano", **{v: k for k, v in SIZE_LETTERS.items()}}
 FOREIGN_VARIANTS = ("cls", "pose", "obb", "world", "yoloe", "sem", "depth", "rtdetr")
 PREDICT_CHUNK = 8  # images per forward pass when predicting
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+EXTENSION_FILE = "extension.pt"  # an extended trial's last.pt, its arguments rewritten for this trial
 
 
 @functools.cache
@@ -124,11 +126,14 @@ class UltralyticsFamily:
         # rare class's few images are not all left at one copy by chance.
         copies = [round(r) for r in repeat_factors(data.train)] if params.repeat_factor_sampling else None
         data_yaml = write_yolo_dataset(data, ctx.out_dir / "data", notices, copies)
-        initial = _initial_weights(spec, params, notices)
+        args = _train_args(spec, params, ctx, data_yaml)
+        extending = (ctx.out_dir / CHECKPOINT_FILE).is_file()  # another trial's resume state (an extension)
+        initial = None if extending else _initial_weights(spec, params, notices)
+        if extending:
+            args["resume"] = str(_extension_checkpoint(ctx.out_dir / CHECKPOINT_FILE, args))
         bridge = _Bridge(ctx, data.task, params.validation_metric_type)
         with keep_threads():  # the trainer's constructor already changes them
-            trainer = _trainer_class(data.task, initial, notices)(
-                overrides=_train_args(spec, params, ctx, data_yaml))
+            trainer = _trainer_class(data.task, initial, notices)(overrides=args)
             trainer.add_callback("on_train_epoch_start", bridge.on_epoch_start)
             trainer.add_callback("on_train_batch_end", bridge.on_batch_end)
             trainer.add_callback("on_fit_epoch_end", bridge.on_fit_epoch_end)
@@ -137,6 +142,8 @@ class UltralyticsFamily:
         weights = ctx.out_dir / WEIGHTS_FILE
         _save_safetensors(best, weights)
         shutil.rmtree(best.parent, ignore_errors=True)  # ultralytics' pickled copies; ours is enough
+        for name in (CHECKPOINT_FILE, EXTENSION_FILE):  # what an extension started from; resume.pt is its end
+            (ctx.out_dir / name).unlink(missing_ok=True)
         if bridge.stop_reason:
             notices.append(f"stopped after epoch {bridge.epochs_run}: {bridge.stop_reason}")
         settings = inference_settings(spec, params)
@@ -146,8 +153,9 @@ class UltralyticsFamily:
         metrics, evaluation = score_predictor(predictor, items, data.classes, params.validation_metric_type)
         sampled = predictor.predict([_rgb(i.path) for i in items[:SAMPLE_IMAGES]])
         evaluation["samples"] = validation_samples(items, sampled)
+        resumable = (ctx.out_dir / RESUME_FILE).is_file()
         return TrainedModel(weights, metrics, bridge.epochs_run, settings, evaluation, notices,
-                            bridge.stop_reason)
+                            bridge.stop_reason, bridge.epochs_run if resumable else 0)
 
     def weights(self, spec: ModelSpec, params: TrainingParams) -> WeightsStatus:
         return user_status(params.checkpoint_path or params.pretrained_weights) or weights_status(spec.architecture)
@@ -209,6 +217,21 @@ def _train_args(spec: ModelSpec, params: TrainingParams, ctx: TrialContext, data
     return args
 
 
+def _extension_checkpoint(resume: Path, args: dict[str, Any]) -> Path:
+    """ultralytics' last.pt of the trial being extended, made to train on here: its run arguments name
+    the other trial's folder and its number of epochs, and resuming takes them from the checkpoint."""
+    import torch
+    from ultralytics.nn.tasks import load_checkpoint
+
+    _, checkpoint = load_checkpoint(resume)  # the pickle ultralytics wrote in Kestrel's own trial, not user input
+    checkpoint["train_args"] = {**checkpoint.get("train_args", {}),
+                                **{k: args[k] for k in ("epochs", "data", "project", "name", "device", "workers")},
+                                "save_dir": str(Path(args["project"]) / args["name"]), "exist_ok": True}
+    target = resume.with_name(EXTENSION_FILE)
+    torch.save(checkpoint, target)
+    return target
+
+
 def _initial_weights(spec: ModelSpec, params: TrainingParams, notices: list[str]) -> dict[str, Any] | None:
     """Tensors to start from: a Kestrel model (.safetensors) or a user's ultralytics .pt file, else the
     released weights from ultralytics' weights folder (downloaded there first when GitHub answers)."""
@@ -259,6 +282,7 @@ class _Bridge:
 
     def __init__(self, ctx: TrialContext, task: Task, metric_type: str) -> None:
         self.ctx, self.metric_type = ctx, metric_type
+        self.resume = ctx.out_dir / RESUME_FILE
         self.suffix = "(M)" if task is Task.SEGMENTATION else "(B)"
         self.epochs_run, self.stop_reason, self.done = 0, "", False
         self.batches = 0  # of the running epoch
@@ -288,6 +312,12 @@ class _Bridge:
         if not self.stop_reason and (reason := self.ctx.should_stop()):
             self.stop_reason, trainer.stop = reason, True
         self.done = bool(trainer.stop)
+        # ultralytics strips the optimizer from last.pt once training ends: keep this epoch's whole state,
+        # so that the trial can be extended (`kestrel trial extend`).
+        if Path(trainer.last).is_file():
+            copy = self.resume.with_name(self.resume.name + ".tmp")
+            shutil.copyfile(trainer.last, copy)
+            os.replace(copy, self.resume)
 
 
 def _total(losses: Any) -> float:

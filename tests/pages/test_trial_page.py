@@ -217,6 +217,8 @@ def test_register_adds_version_1_then_2_and_refuses_a_bad_name(home, trained) ->
         version = models.get_version(session=session, name="shapes-model")
         assert version.version == 2 and version.trial_id == trained["trial_id"]
         assert Path(version.artifact_dir, "model.safetensors").is_file()
+        assert (trained["artifacts"] / "resume.pt").is_file()  # the trial keeps it to be extended...
+        assert not Path(version.artifact_dir, "resume.pt").exists()  # ...the model does not need it
     engine.dispose()
 
 

@@ -94,7 +94,7 @@ def test_a_trial_that_cannot_be_extended_says_why_and_what_to_do_instead(cli, en
     code, _, err = cli("trial", "extend", str(bare.id), "--epochs", "2", ok=False)
     assert code == 2 and "has no manifest" in err
     code, _, err = cli("trial", "extend", str(yolo.id), "--epochs", "2", ok=False)
-    assert code == 2 and "ultralytics keeps no state" in err and f"checkpoint_run_id: {yolo.id}" in err
+    assert code == 2 and "kept no resume state" in err and f"checkpoint_run_id: {yolo.id}" in err
     code, _, err = cli("trial", "extend", str(running.id), "--epochs", "2", ok=False)
     assert code == 2 and f"trial {running.id} (resnet18) cannot be extended: it is queued; extend it once" in err
     code, _, err = cli("trial", "extend", str(running.id), "--epochs", "0", ok=False)

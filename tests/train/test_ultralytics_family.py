@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import re
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -288,7 +289,8 @@ def test_the_model_is_saved_as_safetensors_with_its_inference_settings(
     run = short_runs[Task.SEGMENTATION]
     assert run.trained.weights == run.ctx.out_dir / "model.safetensors"
     assert run.trained.weights.is_file()
-    assert not list(run.ctx.out_dir.rglob("*.pt"))  # no pickles left behind
+    # No pickles left behind but the trial's last state, kept to extend it (never registered with the model).
+    assert [p.name for p in run.ctx.out_dir.rglob("*.pt")] == ["resume.pt"]
     assert run.trained.settings == {
         "img_size": 64, "model_size": "nano", "box_score_thresh": 0.001, "nms_iou_thresh": 0.5,
         "box_detections_per_img": 100, "mask_pixel_score_threshold": 0.5,
@@ -330,6 +332,36 @@ def test_a_yolo_answer_explains_each_best_box_with_a_d_rise_map(short_runs: dict
         assert picture.size == image.size
         grid = np.asarray(box["attributions"])
         assert grid.shape == (64, 64) and 0 <= grid.min() and grid.max() <= 1
+
+
+def _files(folder: Path) -> dict[str, float]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_yolo_trial_keeps_its_whole_last_state_and_an_extension_trains_on_from_it(
+        short_runs: dict[Task, Run], one_thread: None, tmp_path: Path) -> None:
+    """After two epochs the trial keeps last.pt with the optimizer (ultralytics strips its own copy); a trial
+    seeded with it as its checkpoint and planned for three epochs trains only epoch 3, in its own folder."""
+    from ultralytics.nn.tasks import load_checkpoint
+
+    from core.train.loop import CHECKPOINT_FILE, RESUME_FILE
+
+    first = short_runs[Task.DETECTION]
+    assert first.trained.resume_epoch == 2
+    _, kept = load_checkpoint(first.ctx.out_dir / RESUME_FILE)
+    assert kept["optimizer"] is not None and kept["epoch"] == 1  # ultralytics counts epochs from 0
+    before = _files(first.ctx.out_dir)
+    out = tmp_path / "extension"
+    out.mkdir()
+    shutil.copyfile(first.ctx.out_dir / RESUME_FILE, out / CHECKPOINT_FILE)
+    params = resolve_params(Task.DETECTION, {"early_stopping": False, "training_batch_size": 8, "model_name": "yolov8n",
+                                             "number_of_epochs": 3, "img_size": 64, "box_score_threshold": 0.001})
+    family = UltralyticsFamily()
+    ctx = MemoryContext(out)
+    trained = family.train(family.resolve("yolov8n", params, Task.DETECTION), first.data, params, ctx)
+    assert [step for step, _ in ctx.reports] == [3] and trained.epochs_run == 3 and trained.resume_epoch == 3
+    assert _files(first.ctx.out_dir) == before  # nothing written into the first trial's folder
+    assert (out / RESUME_FILE).is_file() and not (out / CHECKPOINT_FILE).exists()  # what it started from is gone
 
 
 def test_a_reloaded_segmenter_answers_with_polygons(short_runs: dict[Task, Run]) -> None:
