@@ -19,6 +19,9 @@ class _Stderr:
         sys.stderr.flush()
 
 
+INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "neptune", "raytune", "tensorboard", "wandb")
+
+
 def offline_ultralytics() -> None:
     """Import ultralytics with every network path closed (see ENVIRONMENT.md, "Ultralytics offline")."""
     os.environ.setdefault("YOLO_OFFLINE", "1")  # no DNS check at import, no downloads
@@ -42,6 +45,12 @@ def offline_ultralytics() -> None:
 
     if SETTINGS.get("sync"):
         SETTINGS.update({"sync": False})  # no analytics events
+    # Its experiment-tracker callbacks (MLflow writes ./mlruns into the working folder when mlflow is
+    # installed; the others call their servers) are off for Kestrel's runs: Kestrel records the run itself.
+    # Set in memory only, so the person's own ultralytics settings file is left as it is.
+    for tracker in INTEGRATIONS:
+        if SETTINGS.get(tracker):
+            dict.__setitem__(SETTINGS, tracker, False)
     # Dataset checks and plots want Arial and download it when missing; any TTF named so will do.
     font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     for name in ("Arial.ttf", "Arial.Unicode.ttf"):

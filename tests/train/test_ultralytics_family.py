@@ -424,3 +424,16 @@ def test_tile_grid_size_is_refused_for_yolo_rather_than_ignored():
     params = resolve_params(Task.DETECTION, {"model_name": "yolo11n", "tile_grid_size": "3x2"})
     with pytest.raises(ConfigError, match="tile_grid_size.*cannot tile"):
         UltralyticsFamily().resolve("yolo11n", params, Task.DETECTION)
+
+
+def test_ultralytics_experiment_trackers_are_off_for_kestrels_runs_and_the_users_settings_stay() -> None:
+    """With mlflow installed, ultralytics' callback would write ./mlruns into the working folder of every run
+    (its trackers are skipped under pytest, so the settings are what is checked)."""
+    from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
+
+    from core.zoo.ultralytics_env import INTEGRATIONS, offline_ultralytics
+
+    saved = (USER_CONFIG_DIR / "settings.json").read_text()
+    offline_ultralytics()
+    assert not any(SETTINGS.get(tracker) for tracker in INTEGRATIONS)
+    assert (USER_CONFIG_DIR / "settings.json").read_text() == saved
