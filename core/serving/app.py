@@ -256,6 +256,9 @@ class _Inference:
                     batch.append(self.waiting.get_nowait())
                 except queue.Empty:
                     break
+            # A request past its request_timeout_ms cancelled its future: skip its work. Setting a result on
+            # a cancelled future would raise here and end this thread, leaving every later request unanswered.
+            batch = [work for work in batch if work.future.set_running_or_notify_cancel()]
             together: dict[int, list[_Work]] = defaultdict(list)
             for work in batch:
                 if work.call is None and not any(item.explain for item in work.items):
@@ -298,9 +301,11 @@ def _score_chunk(chunk: list[_Work]) -> None:
 
 def _settle(work: _Work, fn: Callable[[], Any]) -> None:
     try:
-        work.future.set_result(fn())
+        result = fn()
     except Exception as exc:  # noqa: BLE001 — the request's coroutine raises it
         work.future.set_exception(exc)
+    else:
+        work.future.set_result(result)
 
 
 def _answer(predictor: Any, items: list[Item]) -> list[dict[str, Any]]:

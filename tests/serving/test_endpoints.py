@@ -247,6 +247,24 @@ def test_requests_waiting_for_the_model_are_scored_together_each_getting_its_own
         assert answer["probs"] == pytest.approx(alone["probs"], abs=1e-5)
 
 
+def test_a_request_that_gave_up_is_skipped_and_the_next_one_is_answered(served):
+    """A request past request_timeout_ms cancels its future while it waits for the inference thread;
+    the thread drops that work and goes on answering."""
+    from core.inference.predict import load_predictor
+    from core.serving.app import _Inference
+    from core.serving.inputs import Item
+
+    predictor = load_predictor(served["settings"].models_dir / "m-cls" / "1")
+    image = Image.open(served["images"]["cls"][0]).convert("RGB")
+    inference, busy = _Inference(), threading.Event()
+    inference.call(busy.wait)
+    gave_up = inference.score(predictor, [Item(image)])
+    assert gave_up.cancel()
+    busy.set()
+    assert inference.score(predictor, [Item(image)]).result(timeout=60)[0]["labels"] == [
+        "circle", "square", "triangle"]
+
+
 def test_model_settings_are_checked_and_change_what_the_model_answers(served):
     kestrel = served["kestrel"]
     changed = kestrel("model", "settings", "m-det:1", "--set", "box_score_thresh=0.5")
