@@ -1,9 +1,10 @@
 """Detection and instance-segmentation datasets over a dataset version, in torchvision's format.
 
-Every image is decoded once (longer side bounded to ``max_size``) and kept as a uint8 tensor;
-targets are built per draw: boxes in pixels (xyxy), labels from 1 (0 is the background),
-masks rasterised from the polygons for segmentation. Training draws go through the SPEC §5
-augmentations; normalising and resizing are left to the model (torchvision's
+Every image is decoded once (longer side bounded to ``max_size``, or to a tile's worth of it when the
+images are tiled) and kept as a uint8 tensor; with ``tile_grid_size`` each training image is drawn
+whole and as each of its tiles (`core.data.tiles`). Targets are built per draw: boxes in pixels (xyxy),
+labels from 1 (0 is the background), masks rasterised from the polygons for segmentation. Training
+draws go through the SPEC §5 augmentations; normalising and resizing are left to the model (torchvision's
 GeneralizedRCNNTransform, with min_size/max_size), so they never happen twice.
 """
 
@@ -28,6 +29,7 @@ from core.base.params import TrainingParams
 from core.data.augment import IMAGENET_MEAN, TRAIN_AUGMENTATIONS
 from core.data.balance import repeats
 from core.data.loaders import decode
+from core.data.tiles import MIN_VISIBLE, Window, image_and_tiles, source_side
 from core.data.view import Item
 
 Target = dict[str, torch.Tensor]
@@ -97,27 +99,39 @@ def train_transform(params: TrainingParams) -> Transform:
 
 
 class DetectionImages(Dataset[Sample]):
-    """(float image in 0..1, target) pairs over images decoded once at construction.
+    """(float image in 0..1, target) pairs over images decoded once at construction: each image whole,
+    then each of its tiles when ``grid`` is given (``sources`` says which image a draw comes from).
 
     Crowd regions are left out of the targets: torchvision's detectors would learn them as
     ordinary objects (its reference training does the same).
     """
 
     def __init__(self, items: Sequence[Item], classes: Sequence[str], max_size: int, *,
-                 masks: bool, transform: Transform | None = None) -> None:
+                 masks: bool, transform: Transform | None = None, grid: tuple[int, int] | None = None,
+                 overlap: float = 0.25) -> None:
         threads = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
+        bound = source_side(max_size, grid)
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            self.images = list(pool.map(lambda item: decode_bounded(item, max_size), items))
+            self.images = list(pool.map(lambda item: decode_bounded(item, bound), items))
+        self.draws: list[tuple[int, Window | None]] = []
+        for n, image in enumerate(self.images):
+            tiles = image_and_tiles(image.shape[-1], image.shape[-2], grid, overlap)[1:]
+            self.draws += [(n, None), *((n, window) for window in tiles)]
         index = {name: k + 1 for k, name in enumerate(classes)}
         self.instances = [[i for i in item.instances if not i.is_crowd] for item in items]
         self.labels = [torch.tensor([index[i.label] for i in kept], dtype=torch.int64)
                        for kept in self.instances]
         self.masks, self.transform = masks, transform
 
-    def __len__(self) -> int:
-        return len(self.images)
+    @property
+    def sources(self) -> list[int]:
+        return [n for n, _ in self.draws]
 
-    def __getitem__(self, index: int) -> Sample:
+    def __len__(self) -> int:
+        return len(self.draws)
+
+    def __getitem__(self, draw: int) -> Sample:
+        index, window = self.draws[draw]
         image = tv_tensors.Image(self.images[index])
         height, width = image.shape[-2:]
         kept = self.instances[index]
@@ -130,11 +144,28 @@ class DetectionImages(Dataset[Sample]):
         }
         if self.masks:
             target["masks"] = tv_tensors.Mask(rasterise(kept, height, width))
+        if window is not None:
+            image, target = _crop(image, target, window)
         if self.transform is not None:
             image, target = self.transform(image, target)
         out = {k: v.as_subclass(torch.Tensor) for k, v in target.items()}
         out["iscrowd"] = torch.zeros(len(out["labels"]), dtype=torch.int64)
         return F.to_dtype(image, torch.float32, scale=True).as_subclass(torch.Tensor), out
+
+
+def _crop(image: tv_tensors.Image, target: dict[str, Any], window: Window) -> tuple[tv_tensors.Image, dict]:
+    """The tile ``window`` of an image and its target; boxes less than MIN_VISIBLE inside are dropped."""
+    x0, y0, x1, y1 = window
+    before = target["boxes"]
+    crop = {"top": y0, "left": x0, "height": y1 - y0, "width": x1 - x0}
+    image, target = F.crop(image, **crop), {k: F.crop(v, **crop) if k != "labels" else v for k, v in target.items()}
+    after = target["boxes"]
+    area = (before[:, 2] - before[:, 0]) * (before[:, 3] - before[:, 1])
+    shown = (after[:, 2] - after[:, 0]) * (after[:, 3] - after[:, 1])
+    keep = (shown > 0) & (shown >= MIN_VISIBLE * area)
+    # Indexing drops the tv_tensors type (and the boxes' canvas) the augmentations after this need.
+    return image, {k: tv_tensors.wrap(v[keep], like=v) if isinstance(v, tv_tensors.TVTensor) else v[keep]
+                   for k, v in target.items()}
 
 
 def rasterise(instances: Sequence[Any], height: int, width: int) -> torch.Tensor:
@@ -153,10 +184,12 @@ def rasterise(instances: Sequence[Any], height: int, width: int) -> torch.Tensor
 def detection_datasets(train: Sequence[Item], validation: Sequence[Item], classes: Sequence[str],
                        params: TrainingParams, *, masks: bool
                        ) -> tuple[DetectionImages, DetectionImages]:
-    """Train (augmented) and validation datasets, cached at the model's ``max_size``."""
-    return (DetectionImages(train, classes, params.max_size, masks=masks,
-                            transform=train_transform(params)),
-            DetectionImages(validation, classes, params.max_size, masks=masks))
+    """Train (augmented; each image and its tiles) and validation datasets (whole images: the evaluator
+    predicts on their tiles as serving does), cached at the model's ``max_size`` for each tile."""
+    grid, overlap = params.tile_grid_size, params.tile_overlap_ratio
+    return (DetectionImages(train, classes, params.max_size, masks=masks, transform=train_transform(params),
+                            grid=grid, overlap=overlap),
+            DetectionImages(validation, classes, source_side(params.max_size, grid), masks=masks))
 
 
 def collate(batch: Sequence[Sample]) -> tuple[list[torch.Tensor], list[Target]]:

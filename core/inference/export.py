@@ -327,7 +327,7 @@ def _export_yolo(outputs: nn.Module, settings: dict[str, Any], path: Path, fmt: 
     from ultralytics import YOLO
 
     from core.zoo.ultralytics_env import keep_threads
-    from core.zoo.ultralytics_family import YOLO_TASKS
+    from core.zoo.yolo_predictor import YOLO_TASKS
 
     net = outputs.net  # type: ignore[union-attr]
     yolo = YOLO(f"{settings['architecture']}.yaml", task=YOLO_TASKS[Task(settings["task"])])

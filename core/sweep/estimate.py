@@ -197,11 +197,14 @@ def _choices(entry: Any) -> list[str]:
 
 def workload(doc: Mapping[str, Any], *, device: str, train_images: int, validation_images: int,
              image_sizes: ImageSizes | None = None) -> Workload:
-    """What one epoch of a job file's (as YAML data) trials works through on ``device``."""
+    """What one epoch of a job file's (as YAML data) trials works through on ``device``: with tiles, each
+    image and each of its tiles (`core.data.tiles`)."""
     params, limits = doc.get("training_parameters") or {}, doc.get("limits") or {}
     concurrent = min(int(limits.get("max_concurrent_trials", 1)), int(limits.get("max_trials", 1)))
-    return Workload(Task(doc["task"]), train_images, validation_images, device, params, max(1, concurrent),
-                    image_sizes)
+    grid = TrainingParams(tile_grid_size=params.get("tile_grid_size")).tile_grid_size
+    draws = 1 + grid[0] * grid[1] if grid else 1
+    return Workload(Task(doc["task"]), train_images * draws, validation_images * draws, device, params,
+                    max(1, concurrent), image_sizes)
 
 
 def _epochs(doc: Mapping[str, Any]) -> int:

@@ -1,6 +1,7 @@
 """Detection and instance segmentation with torchvision's detectors (SPEC §4): Faster R-CNN, Mask R-CNN and
 RetinaNet on any ResNet-FPN (the reference's names) and torchvision's own detectors by name, trained in
-`core.train.loop`, scored by `core.metrics.detection`, saved as safetensors; `detect_tiled` tiles for small objects.
+`core.train.loop`, scored by `core.metrics.detection`, saved as safetensors; with ``tile_grid_size`` it trains,
+validates and predicts on each image and its tiles (`core.data.tiles`, `core.zoo.tiling`).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ from safetensors.torch import load_file, save_model
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-from torchvision.ops import batched_nms
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 from torchvision.transforms.v2 import functional as F
@@ -33,6 +33,7 @@ from core.base.tasks import spec as task_spec
 from core.data.balance import repeat_factors
 from core.data.detection_loaders import DetectionImages, collate, detection_datasets, detection_loader
 from core.data.masks import limit_points, mask_to_polygons
+from core.data.tiles import source_side
 from core.data.view import Item, VersionData
 from core.metrics.detection import detection_metrics
 from core.train.context import TrialContext
@@ -48,6 +49,7 @@ from core.train.loop import (
 )
 from core.zoo import weights as hub
 from core.zoo.base import SETTINGS_FILE, WEIGHTS_FILE, ModelSpec, TrainedModel, families, validation_samples
+from core.zoo.tiling import detect_tiled
 from core.zoo.torchvision_weights import (
     RESNET_FPN,
     hub_folder,
@@ -147,9 +149,10 @@ class TorchvisionFamily:
         predictor = TorchvisionPredictor(spec.task, list(data.classes), model, ctx.device, settings)
         evaluator = DetectionEvaluator(predictor, val_set, validation, params.validation_metric_type,
                                        params.validation_batch_size)
+        factors = repeat_factors(data.train) if params.repeat_factor_sampling else None  # per image, tiles too
         loader = detection_loader(train_set, params.training_batch_size, shuffle=True,
                                   workers=params.number_of_workers, seed=params.seed, pin_memory=pin,
-                                  repeat=repeat_factors(data.train) if params.repeat_factor_sampling else None)
+                                  repeat=[factors[n] for n in train_set.sources] if factors else None)
         result = fit(FitSetup(model, loader, detection_loss, evaluator,
                               task_spec(spec.task).primary_metric), params, ctx)
         weights = ctx.out_dir / WEIGHTS_FILE
@@ -296,9 +299,6 @@ class DetectionEvaluator:
         return total / max(1, count)
 
 
-Detect = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
-
-
 @dataclass
 class TorchvisionPredictor:
     task: Task
@@ -309,7 +309,7 @@ class TorchvisionPredictor:
 
     def predict(self, images: list[Image.Image]) -> list[Prediction]:
         """One Prediction per image: normalised boxes, labels, scores (and polygons)."""
-        bound = self.settings.max_size  # as the training images were cached
+        bound = source_side(self.settings.max_size, self.settings.tile_grid_size)  # as in training
         tensors = []
         for image in images:
             rgb = ImageOps.exif_transpose(image).convert("RGB")
@@ -351,43 +351,3 @@ class TorchvisionPredictor:
         binary = (probabilities > self.settings.mask_pixel_score_threshold).numpy()
         limited = (limit_points(p, self.settings.max_number_of_polygon_points) for p in mask_to_polygons(binary))
         return tuple(p for p in limited if p)
-
-
-def tile_windows(width: int, height: int, grid: tuple[int, int], overlap: float
-                 ) -> list[tuple[int, int, int, int]]:
-    """Pixel windows (x0, y0, x1, y1) of a ``grid`` = (columns, rows) of tiles covering the image,
-    neighbours overlapping by ``overlap`` of a tile's side."""
-    def spans(size: int, count: int) -> list[tuple[int, int]]:
-        tile = size / (count - (count - 1) * overlap)
-        step = tile * (1 - overlap)
-        return [(round(k * step), min(size, round(k * step + tile))) for k in range(count)]
-
-    return [(x0, y0, x1, y1) for y0, y1 in spans(height, grid[1]) for x0, x1 in spans(width, grid[0])
-            if x1 > x0 and y1 > y0]
-
-
-def detect_tiled(detect: Detect, image: torch.Tensor, grid: tuple[int, int], overlap: float,
-                 nms_iou: float, max_detections: int) -> dict[str, torch.Tensor]:
-    """Detections on the whole image and on overlapping tiles, merged (SPEC §7, small objects).
-
-    ``detect`` maps CHW images to torchvision-style outputs (pixel xyxy ``boxes``, ``scores``,
-    ``labels``, optional ``masks`` [N, 1, h, w]); tile boxes are shifted back into the image,
-    same-label duplicates removed by NMS at ``nms_iou`` and the best ``max_detections`` kept.
-    Masks are pasted into the full image for kept detections only.
-    """
-    height, width = image.shape[-2:]
-    windows = [(0, 0, width, height), *tile_windows(width, height, grid, overlap)]
-    outputs = detect([image[..., y0:y1, x0:x1] for x0, y0, x1, y1 in windows])
-    source = [(j, k) for j, out in enumerate(outputs) for k in range(len(out["scores"]))]
-    shift = torch.tensor([[windows[j][0], windows[j][1]] * 2 for j, _ in source], dtype=torch.float32)
-    boxes = torch.cat([out["boxes"].float() for out in outputs]) + shift.reshape(-1, 4)
-    scores, labels = torch.cat([o["scores"] for o in outputs]), torch.cat([o["labels"] for o in outputs])
-    keep = batched_nms(boxes, scores, labels, nms_iou)[:max_detections]
-    merged = {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
-    if all("masks" in out for out in outputs):
-        merged["masks"] = outputs[0]["masks"].new_zeros((len(keep), 1, height, width))
-        for row, index in enumerate(keep.tolist()):
-            j, k = source[index]
-            x0, y0, x1, y1 = windows[j]
-            merged["masks"][row, :, y0:y1, x0:x1] = outputs[j]["masks"][k]
-    return merged

@@ -15,14 +15,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from core.base.errors import ConfigError
 from core.base.params import TrainingParams
-from core.base.prediction import Detection, Prediction
 from core.base.tasks import Task
 from core.data.balance import repeat_factors
-from core.data.masks import limit_points
 from core.data.view import VersionData
 from core.train.context import TrialContext
 from core.train.loop import CHECKPOINT_FILE, RESUME_FILE
@@ -46,13 +42,12 @@ from core.zoo.ultralytics_weights import (
 )
 from core.zoo.weights import CACHED, DOWNLOADABLE, WeightsStatus, user_status
 from core.zoo.yolo_dataset import write_yolo_dataset
+from core.zoo.yolo_predictor import YOLO_TASKS, YoloPredictor, rgb, yolo_device
 
-YOLO_TASKS = {Task.DETECTION: "detect", Task.SEGMENTATION: "segment"}
 SIZE_LETTERS = {"small": "s", "medium": "m", "large": "l", "xlarge": "x"}
 LETTER_SIZES = {"n": "nano", **{v: k for k, v in SIZE_LETTERS.items()}}
 # Config variants for other tasks or other model classes, which share the cfg folder.
 FOREIGN_VARIANTS = ("cls", "pose", "obb", "world", "yoloe", "sem", "depth", "rtdetr")
-PREDICT_CHUNK = 8  # images per forward pass when predicting
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 EXTENSION_FILE = "extension.pt"  # an extended trial's last.pt, its arguments rewritten for this trial
 
@@ -106,11 +101,6 @@ class UltralyticsFamily:
                 "learning_rate": 0.01, "number_of_epochs": 30}
 
     def resolve(self, model_name: str, params: TrainingParams, task: Task) -> ModelSpec:
-        if params.tile_grid_size is not None:  # refused rather than ignored: ultralytics' loop sees whole images
-            raise ConfigError("training_parameters.tile_grid_size",
-                              f"{model_name} trains on whole images here and cannot tile them; remove "
-                              "tile_grid_size, or tile with a torchvision model such as fasterrcnn_resnet50_fpn",
-                              hints=["fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn"])
         architecture = architecture_for(model_name, task, params.model_size)
         scale = re.search(r"yolo(?:v)?\d+([nslmx])", architecture)
         size = LETTER_SIZES.get(scale.group(1), "") if scale else ""
@@ -125,7 +115,8 @@ class UltralyticsFamily:
         # One draw for the whole run (the folder is written once): rounded, not drawn at random, so that a
         # rare class's few images are not all left at one copy by chance.
         copies = [round(r) for r in repeat_factors(data.train)] if params.repeat_factor_sampling else None
-        data_yaml = write_yolo_dataset(data, ctx.out_dir / "data", notices, copies)
+        data_yaml = write_yolo_dataset(data, ctx.out_dir / "data", notices, copies, params.tile_grid_size,
+                                       params.tile_overlap_ratio)
         args = _train_args(spec, params, ctx, data_yaml)
         extending = (ctx.out_dir / CHECKPOINT_FILE).is_file()  # another trial's resume state (an extension)
         initial = None if extending else _initial_weights(spec, params, notices)
@@ -147,11 +138,10 @@ class UltralyticsFamily:
         if bridge.stop_reason:
             notices.append(f"stopped after epoch {bridge.epochs_run}: {bridge.stop_reason}")
         settings = inference_settings(spec, params)
-        predictor = _YoloPredictor(spec.architecture, data.task, data.classes, weights, settings,
-                                   ctx.device)
+        predictor = YoloPredictor(spec.architecture, data.task, data.classes, weights, settings, ctx.device)
         items = data.validation or data.train
         metrics, evaluation = score_predictor(predictor, items, data.classes, params.validation_metric_type)
-        sampled = predictor.predict([_rgb(i.path) for i in items[:SAMPLE_IMAGES]])
+        sampled = predictor.predict([rgb(i.path) for i in items[:SAMPLE_IMAGES]])
         evaluation["samples"] = validation_samples(items, sampled)
         resumable = (ctx.out_dir / RESUME_FILE).is_file()
         return TrainedModel(weights, metrics, bridge.epochs_run, settings, evaluation, notices,
@@ -163,10 +153,10 @@ class UltralyticsFamily:
     def import_weights(self, spec: ModelSpec, file: Path) -> tuple[Path, int]:
         return import_weights(spec.architecture, file)
 
-    def load(self, artifact_dir: Path, device: str) -> _YoloPredictor:
+    def load(self, artifact_dir: Path, device: str) -> YoloPredictor:
         settings = json.loads((artifact_dir / SETTINGS_FILE).read_text())
-        return _YoloPredictor(settings["architecture"], Task(settings["task"]),
-                              list(settings["classes"]), artifact_dir / WEIGHTS_FILE, settings, device)
+        return YoloPredictor(settings["architecture"], Task(settings["task"]),
+                             list(settings["classes"]), artifact_dir / WEIGHTS_FILE, settings, device)
 
 
 def inference_settings(spec: ModelSpec, params: TrainingParams) -> dict[str, Any]:
@@ -176,15 +166,13 @@ def inference_settings(spec: ModelSpec, params: TrainingParams) -> dict[str, Any
         "box_score_thresh": params.box_score_threshold, "nms_iou_thresh": params.nms_iou_threshold,
         "box_detections_per_img": params.box_detections_per_image,
     }
+    if params.tile_grid_size:
+        settings |= {"tile_grid_size": list(params.tile_grid_size), "tile_overlap_ratio": params.tile_overlap_ratio,
+                     "tile_predictions_nms_thresh": params.tile_predictions_nms_threshold}
     if spec.task is Task.SEGMENTATION:  # ultralytics itself cuts masks at 0.5, whatever is set here
         settings["mask_pixel_score_threshold"] = params.mask_pixel_score_threshold
         settings["max_number_of_polygon_points"] = params.max_number_of_polygon_points
     return settings
-
-
-def _device(device: str) -> str:
-    """Our device names in ultralytics' spelling: "cuda:1" -> "1"."""
-    return (device.partition(":")[2] or "0") if device.startswith("cuda") else device
 
 
 def _train_args(spec: ModelSpec, params: TrainingParams, ctx: TrialContext, data_yaml: Path
@@ -193,7 +181,7 @@ def _train_args(spec: ModelSpec, params: TrainingParams, ctx: TrialContext, data
     args: dict[str, Any] = {
         "model": f"{spec.architecture}.yaml", "task": YOLO_TASKS[spec.task], "mode": "train",
         "data": str(data_yaml), "pretrained": False, "epochs": params.number_of_epochs,
-        "batch": params.training_batch_size, "imgsz": params.img_size, "device": _device(ctx.device),
+        "batch": params.training_batch_size, "imgsz": params.img_size, "device": yolo_device(ctx.device),
         "optimizer": OPTIMIZERS[params.optimizer], "lr0": params.learning_rate,
         "momentum": params.momentum, "weight_decay": params.weight_decay,
         "cos_lr": params.learning_rate_scheduler == "warmup_cosine",
@@ -333,61 +321,3 @@ def _save_safetensors(checkpoint: Path, target: Path) -> None:
     model, _ = load_checkpoint(checkpoint)  # the pickle ultralytics wrote in this run, not user input
     save_file({k: v.detach().float().contiguous().clone() for k, v in model.state_dict().items()},
               target)
-
-
-class _YoloPredictor:
-    """A YOLO network rebuilt from its config and safetensors, predicting in our shape."""
-
-    def __init__(self, architecture: str, task: Task, classes: list[str], weights: Path,
-                 settings: dict[str, Any], device: str) -> None:
-        offline_ultralytics()
-        from safetensors.torch import load_file
-        from ultralytics.models.yolo.detect import DetectionPredictor
-        from ultralytics.models.yolo.segment import SegmentationPredictor
-        from ultralytics.nn import tasks as nets
-
-        self.task, self.classes, self.settings = task, classes, settings
-        segments = task is Task.SEGMENTATION
-        net = (nets.SegmentationModel if segments else nets.DetectionModel)(
-            nets.yaml_model_load(f"{architecture}.yaml"), nc=len(classes), verbose=False)
-        net.load_state_dict(load_file(weights))
-        net.names = dict(enumerate(classes))
-        net.eval()
-        self.model = net  # public, for export (core.inference.export)
-        overrides = {"task": YOLO_TASKS[task], "mode": "predict", "imgsz": settings["img_size"],
-                     "conf": settings["box_score_thresh"], "iou": settings["nms_iou_thresh"],
-                     "max_det": settings["box_detections_per_img"], "device": _device(device),
-                     "verbose": False, "save": False, "batch": PREDICT_CHUNK}
-        with keep_threads():
-            kind = SegmentationPredictor if segments else DetectionPredictor
-            self._predictor = kind(overrides=overrides)
-            self._predictor.setup_model(net, verbose=False)
-
-    def predict(self, images: list[Image.Image]) -> list[Prediction]:
-        out: list[Prediction] = []
-        with keep_threads():
-            for start in range(0, len(images), PREDICT_CHUNK):
-                chunk = [im if im.mode == "RGB" else im.convert("RGB")
-                         for im in images[start:start + PREDICT_CHUNK]]
-                for image, result in zip(chunk, self._predictor(source=chunk), strict=True):
-                    out.append(Prediction(filename=Path(getattr(image, "filename", "") or "").name,
-                                          detections=self._detections(result)))
-        return out
-
-    def _detections(self, result: Any) -> list[Detection]:
-        boxes = result.boxes
-        polygons = result.masks.xyn if result.masks is not None else [()] * len(boxes)
-        max_points = int(self.settings.get("max_number_of_polygon_points", 100))
-        labels = [self.classes[c] for c in boxes.cls.int().tolist()]
-        return [Detection(c, round(s, 6), *(round(min(max(v, 0.0), 1.0), 6) for v in box),
-                          polygons=_one(limit_points(p, max_points)))
-                for box, s, c, p in zip(boxes.xyxyn.tolist(), boxes.conf.tolist(), labels, polygons)]
-
-
-def _one(polygon: tuple[float, ...]) -> tuple[tuple[float, ...], ...]:
-    return (polygon,) if polygon else ()
-
-
-def _rgb(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")

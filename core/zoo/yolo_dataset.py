@@ -9,18 +9,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from core.base.tasks import Task
+from core.data.tiles import clip, tile_windows
 from core.data.view import Item, VersionData
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def write_yolo_dataset(data: VersionData, root: Path, notices: list[str],
-                       copies: Sequence[int] | None = None) -> Path:
+def write_yolo_dataset(data: VersionData, root: Path, notices: list[str], copies: Sequence[int] | None = None,
+                       grid: tuple[int, int] | None = None, overlap: float = 0.25) -> Path:
     """Images (linked, with a suffix ultralytics reads) and labels for both splits, and data.yaml. ``copies``:
-    how many times each training image is written (repeat-factor sampling; ultralytics takes no sampler)."""
+    how many times each training image is written (repeat-factor sampling; ultralytics takes no sampler).
+    With a ``grid``, each image's tiles are written too, in both splits, as YOLO then trains and validates on
+    them (`core.data.tiles`)."""
     validation = data.validation or data.train
     if not data.validation:
         notices.append("the dataset has no validation images: metrics are on the training images")
@@ -35,11 +38,24 @@ def write_yolo_dataset(data: VersionData, root: Path, notices: list[str],
                 stem = f"{n:06d}" + (f"-{copy}" if copy else "")
                 _place_image(item, root / "images" / split, stem)
                 (root / "labels" / split / f"{stem}.txt").write_text("".join(lines))
+                if grid:
+                    _write_tiles(item, data.classes, root, split, stem, grid, overlap, segments)
     names = "".join(f"  {k}: {json.dumps(name)}\n" for k, name in enumerate(data.classes))
     data_yaml = root / "data.yaml"
     data_yaml.write_text(f"path: {json.dumps(str(root.resolve()))}\ntrain: images/train\n"
                          f"val: images/val\nnames:\n{names}")
     return data_yaml
+
+
+def _write_tiles(item: Item, classes: list[str], root: Path, split: str, stem: str, grid: tuple[int, int],
+                 overlap: float, segments: bool) -> None:
+    with Image.open(item.path) as opened:
+        image = ImageOps.exif_transpose(opened).convert("RGB")
+    for k, window in enumerate(tile_windows(image.width, image.height, grid, overlap)):
+        seen = (clip(inst, window, image.width, image.height) for inst in item.instances if not inst.is_crowd)
+        lines = [_label_line(inst, classes.index(inst.label), segments) for inst in seen if inst is not None]
+        image.crop(window).save(root / "images" / split / f"{stem}-t{k}.jpg", quality=95)
+        (root / "labels" / split / f"{stem}-t{k}.txt").write_text("".join(lines))
 
 
 def _place_image(item: Item, folder: Path, stem: str) -> None:

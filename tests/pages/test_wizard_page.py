@@ -424,9 +424,9 @@ def test_small_objects_are_pointed_out_and_the_advised_sizes_set_in_one_click(se
     (advice,) = [w.value for w in at.warning if "smaller than 32 px" in w.value]
     assert advice.startswith("100% of the objects are smaller than 32 px at the 640 px")
     use = at.button(key="wizard_small_objects")
-    assert use.label == "Use img_size 1280, min_size 2048, max_size 3232"
+    assert use.label == "Use tile_grid_size 4x4, img_size 992"  # 32 px would take 3200-px training images
     use.click().run()
     params = at.session_state["wizard_job"]["training_parameters"]
-    assert (params["img_size"], params["min_size"], params["max_size"]) == (1280, 2048, 3232)
+    assert (params["tile_grid_size"], params["img_size"]) == ("4x4", 992)
     assert at.button(key="wizard_small_objects").disabled
-    assert "The job trains at img_size 1280, min_size 2048, max_size 3232." in [c.value for c in at.caption]
+    assert "The job trains at tile_grid_size 4x4, img_size 992." in [c.value for c in at.caption]

@@ -255,3 +255,12 @@ def test_submit_says_per_model_where_its_weights_come_from_before_training(cli, 
     assert weights["model"] == "resnet18" and weights["state"] == "unavailable"
     assert "will train from scratch, expect much lower accuracy" in weights["sentence"]
     assert "resnet18:" in stderr and "kestrel weights import" in stderr
+
+
+def test_a_tiled_job_works_through_each_image_and_its_tiles():
+    job = {"task": "image_object_detection", "training_parameters": {"model_name": "yolov8n", "tile_grid_size": "3x2"}}
+    work = estimate.workload(job, device="CPU, 2 cores", train_images=10, validation_images=4)
+    assert (work.train_images, work.validation_images) == (70, 28)  # the whole image and its six tiles
+    whole = estimate.workload({**job, "training_parameters": {"model_name": "yolov8n"}}, device="CPU, 2 cores",
+                              train_images=10, validation_images=4)
+    assert estimate.guess_epoch_s("yolov8n", work) == pytest.approx(7 * estimate.guess_epoch_s("yolov8n", whole))

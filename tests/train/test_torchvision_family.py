@@ -40,9 +40,7 @@ from core.zoo.torchvision_family import (
     TorchvisionPredictor,
     build_detector,
     build_model,
-    detect_tiled,
     detection_loss,
-    tile_windows,
 )
 
 SQUARE = (0.1, 0.1, 0.5, 0.1, 0.5, 0.5, 0.1, 0.5)
@@ -134,51 +132,6 @@ def test_train_augmentations_switch_off() -> None:
     names = [type(t).__name__ for t in train_transform(resolve_params(Task.DETECTION, {})).transforms]
     assert names == ["RandomCropAroundBoxes", "RandomZoomOut", "RandomHorizontalFlip",
                      "SanitizeBoundingBoxes"]
-
-
-# --- tiling ---------------------------------------------------------------------------------------
-
-def test_tiles_cover_the_image_with_the_asked_overlap() -> None:
-    windows = tile_windows(300, 100, (3, 2), 0.25)
-    assert len(windows) == 6
-    assert {w[0] for w in windows} == {0, 90, 180} and {w[2] for w in windows} == {120, 210, 300}
-    assert {(w[1], w[3]) for w in windows} == {(0, 57), (43, 100)}
-
-
-def _coordinate_image(width: int, height: int) -> torch.Tensor:
-    """Channel 0 holds x, channel 1 y: a crop knows where it came from."""
-    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    return torch.stack([xs, ys, torch.zeros_like(xs)]).to(torch.uint8)
-
-
-def test_tiled_detection_maps_tiles_back_and_merges_duplicates() -> None:
-    # Global objects (x0, y0, x1, y1, label, score, small): the small one only a tile finds.
-    scene = [(20, 20, 60, 60, 1, 0.9, False), (150, 30, 190, 70, 2, 0.8, False),
-             (200, 120, 206, 126, 1, 0.7, True)]
-
-    def detect(crops: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        outputs = []
-        for crop in crops:
-            x0, y0 = int(crop[0, 0, 0]), int(crop[1, 0, 0])
-            h, w = crop.shape[-2:]
-            tile = (w, h) != (240, 160)
-            found = [(a - x0, b - y0, c - x0, d - y0, label, score) for a, b, c, d, label, score, small
-                     in scene if x0 <= a and c <= x0 + w and y0 <= b and d <= y0 + h and (tile or not small)]
-            masks = torch.zeros(len(found), 1, h, w)
-            for k, (a, b, c, d, *_) in enumerate(found):
-                masks[k, 0, b:d, a:c] = 1
-            outputs.append({"boxes": torch.tensor([f[:4] for f in found], dtype=torch.float32).reshape(-1, 4),
-                            "labels": torch.tensor([f[4] for f in found], dtype=torch.int64),
-                            "scores": torch.tensor([f[5] for f in found]), "masks": masks})
-        return outputs
-
-    merged = detect_tiled(detect, _coordinate_image(240, 160), (2, 2), 0.25, 0.25, 100)
-    assert sorted(map(tuple, merged["boxes"].int().tolist())) == sorted(s[:4] for s in scene)
-    assert sorted(merged["labels"].tolist()) == [1, 1, 2]
-    assert merged["masks"].shape == (3, 1, 160, 240)
-    for box, mask in zip(merged["boxes"].int().tolist(), merged["masks"], strict=True):
-        assert mask.sum() == (box[2] - box[0]) * (box[3] - box[1]) and mask[0, box[1], box[0]] == 1
-    assert len(detect_tiled(detect, _coordinate_image(240, 160), (2, 2), 0.25, 0.25, 2)["boxes"]) == 2
 
 
 # --- weights --------------------------------------------------------------------------------------

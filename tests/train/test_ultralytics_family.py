@@ -420,10 +420,24 @@ def test_segmentation_learning_is_real(datasets: dict[str, VersionData], one_thr
     assert run.trained.metrics["mean_average_precision"] >= LEARNING_BAR, (run.trained.metrics, run.seconds)
 
 
-def test_tile_grid_size_is_refused_for_yolo_rather_than_ignored():
-    params = resolve_params(Task.DETECTION, {"model_name": "yolo11n", "tile_grid_size": "3x2"})
-    with pytest.raises(ConfigError, match="tile_grid_size.*cannot tile"):
-        UltralyticsFamily().resolve("yolo11n", params, Task.DETECTION)
+def test_a_tiled_yolo_trial_trains_validates_and_predicts_on_each_image_and_its_tiles(
+        datasets: dict[str, VersionData], one_thread: None, tmp_path: Path) -> None:
+    run = _train(datasets["detection"], tmp_path / "tiled", model_name="yolov8n", number_of_epochs=1, img_size=64,
+                 box_score_threshold=0.001, tile_grid_size="2x2")
+    for split, count in (("train", len(run.data.train)), ("val", len(run.data.validation))):
+        written = [p.name for p in (run.ctx.out_dir / "data" / "images" / split).iterdir()]
+        assert len(written) == 5 * count and sum("-t" in name for name in written) == 4 * count
+    assert run.trained.settings["tile_grid_size"] == [2, 2]
+    assert run.trained.settings["tile_overlap_ratio"] == 0.25
+    predictor = UltralyticsFamily().load(run.ctx.out_dir, "cpu")
+    seen: list[tuple[int, int]] = []
+    forward = predictor._predict
+    predictor._predict = lambda images: seen.extend(i.size for i in images) or forward(images)  # type: ignore[method-assign]
+    image = Image.open(run.data.validation[0].path)
+    answers = [p.to_json() for p in predictor.predict([image])]
+    check_scoring_answers(answers, run.data.classes, polygons=False)
+    assert answers[0]["filename"] == Path(run.data.validation[0].path).name
+    assert len(seen) == 5 and seen[0] == image.size and all(w < image.width for w, _ in seen[1:])
 
 
 def test_ultralytics_experiment_trackers_are_off_for_kestrels_runs_and_the_users_settings_stay() -> None:
