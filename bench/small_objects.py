@@ -13,7 +13,7 @@ dataset's statistics call for, then trains the same model from the same seed two
 It prints the advice, each side's mAP@0.5 on the validation canvases (scored whole, as serving scores them)
 and wall time, and the advised/default ratios.
 
-    .venv/bin/python bench/small_objects.py [--canvases 60] [--side 14] [--epochs 30] [--model yolov8n]
+    .venv/bin/python bench/small_objects.py [--canvases 32] [--side 22] [--epochs 30] [--model yolov8n]
 """
 
 from __future__ import annotations
@@ -86,10 +86,12 @@ def build(folder: Path, annotations: Path, canvases: int, side: int, seed: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--canvases", type=int, default=60)
-    parser.add_argument("--side", type=int, default=14, help="pixels along a pasted object's longer side")
+    parser.add_argument("--canvases", type=int, default=32)
+    parser.add_argument("--side", type=int, default=22, help="pixels along a pasted object's longer side")
     parser.add_argument("--epochs", type=int, default=30, help="the default side's epochs")
     parser.add_argument("--model", default="yolov8n")
+    parser.add_argument("--batch", type=int, default=4, help="small batches: a few canvases still make steps")
+    parser.add_argument("--lr", type=float, default=0.01, help="as the YOLO learning tests train from scratch")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     from core.base.tasks import Task
@@ -112,7 +114,8 @@ def main() -> None:
             return
         print(f"advice: {seen.why}\nproposal: {seen.proposal}", flush=True)
         advised_epochs = max(1, round(args.epochs / seen.cost))
-        common = {"model_name": args.model, "early_stopping": False, "seed": args.seed}
+        common = {"model_name": args.model, "early_stopping": False, "seed": args.seed,
+                  "training_batch_size": args.batch, "learning_rate": args.lr}
         runs: dict[str, tuple[Any, float]] = {}
         for way, overrides in (("default", {"number_of_epochs": args.epochs}),
                                ("advised", {"number_of_epochs": advised_epochs, **seen.proposal})):

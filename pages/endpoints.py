@@ -1,5 +1,6 @@
 """The Endpoints page: each endpoint's scoring URL, live state and health, keys (masked until shown, copy,
-regenerate), deployments with their traffic split, snippets that call it, start, restart and delete.
+regenerate), deployments with their traffic split, learning from its requests (each deployment's confidence,
+the review queue, retrain: `ui.endpoint_learning`), snippets that call it, start, restart and delete.
 
 ``?endpoint=NAME`` selects the endpoint shown, so a reload or a link from the Models page lands on it. The
 table follows each server's state from the database and asks its ``/health``; no model runs in this process.
@@ -21,6 +22,7 @@ from storage.db import session_scope
 from storage.repos import models as repo
 from storage.settings import Settings
 from ui import common as _ui
+from ui import endpoint_learning
 
 HEALTH_TIMEOUT_S = 0.5  # a hung server must not stall the page's refresh
 # Symbols every system font has (emoji render as boxes where no emoji font is installed).
@@ -148,6 +150,7 @@ def _endpoint_view(name: str) -> None:
                      query_params={"endpoint": name})
     primary_key = _keys(name)
     _traffic_form(name, info)
+    endpoint_learning.panel(name, info)
     if info["scoring_uri"]:
         with st.expander("Call it from code (the snippets contain the primary key)"):
             curl, python = snippets(info["scoring_uri"], primary_key)

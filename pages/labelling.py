@@ -1,6 +1,7 @@
 """The Labelling page: pick a dataset version and an image; click its tags (classification),
 draw, move, resize and delete its boxes (detection) or polygons (instance segmentation); save the
-edits as a new version.
+edits as a new version. Its review queue (`ui.review_queue`) holds the images endpoints scored with
+low confidence, with the model's answers to correct.
 
 Edits are drafts until saved, kept in a file per version (storage.drafts) written on each change,
 so leaving the page half-way, or a reload, loses nothing; saving never changes the version they
@@ -9,39 +10,22 @@ were made on. ``?dataset=&version=&image=`` selects what is shown, so a reload l
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from typing import Any
 
-import pandas as pd
 import streamlit as st
-from PIL import Image
-from streamlit_drawable_canvas import st_canvas
 
 from core.base.errors import KestrelError
-from core.base.tasks import LabelKind, Task, spec
-from core.data.draw import Overlay, colour_for
-from core.data.relabel import (
-    EditedLabel,
-    canvas_colour,
-    canvas_fill,
-    polygon_drawing,
-    polygons_from_drawing,
-    relabel_version,
-    stored_labels,
-)
+from core.base.tasks import Task, spec
+from core.data.relabel import EditedLabel, relabel_version, stored_labels
 from storage.db import session_scope
 from storage.drafts import DraftStore
 from storage.repos import datasets as repo
-from storage.tables import DatasetVersion, ImageItem
+from storage.repos import reviews
+from storage.tables import DatasetVersion
 from ui import common as _ui
+from ui import label_editors, review_queue
 
-CANVAS_MAX = (760, 560)  # the drawing area's largest width and height, in screen pixels
-PREVIEW_SIDE = 640
-DECIMALS = 4  # of a normalised coordinate: finer than a pixel of any image we accept
-AXES = ("x0", "y0", "x1", "y1")
-Box = tuple[float, float, float, float]
 Drafts = dict[int, tuple[EditedLabel, ...]]  # image id -> its unsaved labels
 
 
@@ -99,11 +83,6 @@ def _step(delta: int, total: int) -> None:
     st.session_state["label_position"] = min(max(1, position), total)
 
 
-def _rounded(box: Sequence[float]) -> Box:
-    x0, y0, x1, y1 = (round(min(1.0, max(0.0, float(v))), DECIMALS) for v in box)
-    return x0, y0, x1, y1
-
-
 def _same(a: Sequence[EditedLabel], b: Sequence[EditedLabel]) -> bool:
     return sorted(a, key=repr) == sorted(b, key=repr)
 
@@ -119,127 +98,6 @@ def _keep(version_id: int, image_id: int, labels: Sequence[EditedLabel], stored:
         drafts[image_id] = tuple(labels)
     if drafts.get(image_id) != before:
         _persist(version_id)
-
-
-def _hex(label: str, classes: Sequence[str]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*colour_for(label, classes))
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _background(path: str, width: int, height: int) -> bytes | None:
-    """The image scaled to the canvas, as PNG bytes (small images are enlarged to draw on)."""
-    try:
-        with Image.open(path) as image:
-            scaled = image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
-    except (OSError, ValueError):
-        return None
-    buffer = io.BytesIO()
-    scaled.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _tag_editor(item: ImageItem, labels: tuple[EditedLabel, ...], classes: list[str],
-                multi: bool) -> list[EditedLabel]:
-    overlays = tuple(Overlay(label.label) for label in labels)
-    png = _ui.labelled_png(str(_ui.blob_path(item.sha256)), tuple(classes), overlays, PREVIEW_SIDE)
-    if png is None:
-        st.error("The image file is missing from the blob store; import the dataset again.")
-    else:
-        st.image(png, caption=item.file_name, width=min(PREVIEW_SIDE, max(320, item.width)))
-    current = [label.label for label in labels]
-    chosen = st.pills("Classes of this image" if multi else "Class of this image", classes,
-                      selection_mode="multi" if multi else "single", key=f"label_tags_{item.id}",
-                      default=current if multi else (current[0] if current else None))
-    picked = (chosen or []) if multi else ([chosen] if chosen else [])
-    return [EditedLabel(label) for label in picked]
-
-
-def _canvas_size(item: ImageItem) -> tuple[int, int]:
-    scale = min(CANVAS_MAX[0] / item.width, CANVAS_MAX[1] / item.height)
-    return max(1, round(item.width * scale)), max(1, round(item.height * scale))
-
-
-def _drawing(labels: Sequence[EditedLabel], classes: list[str], width: int, height: int) -> dict[str, Any]:
-    objects = [{"type": "LabeledRect", "label": label.label, "left": box[0] * width, "top": box[1] * height,
-                "width": (box[2] - box[0]) * width, "height": (box[3] - box[1]) * height,
-                "originX": "left", "originY": "top", "scaleX": 1, "scaleY": 1, "angle": 0,
-                "stroke": _hex(label.label, classes), "strokeWidth": 3, "fill": "rgba(0, 0, 0, 0)",
-                "lockRotation": True, "strokeUniform": True}
-               for label in labels if (box := label.box) is not None]
-    return {"objects": objects}
-
-
-def _mount(item: ImageItem, drawing: Callable[[], dict[str, Any]]) -> tuple[int, str, dict[str, Any]]:
-    """The canvas's revision, key and initial drawing. The canvas reloads whenever its initial drawing
-    changes, which would drop the selection on each edit; so the drawing is fixed per mount (key), and a
-    change made in the table beside it remounts it (a new revision)."""
-    revision = st.session_state.setdefault("label_canvas_revision", 0)
-    key = f"label_canvas_{item.id}_{revision}"
-    initial = st.session_state.get("label_canvas_initial")
-    if not initial or initial[0] != key:
-        initial = (key, drawing())
-        st.session_state["label_canvas_initial"] = initial
-    return revision, key, initial[1]
-
-
-def _class_column(classes: list[str], table: pd.DataFrame) -> dict[str, Any]:
-    return {"class": st.column_config.SelectboxColumn("class", options=sorted({*classes, *table["class"]}),
-                                                      required=True)}
-
-
-def _box_editor(item: ImageItem, labels: tuple[EditedLabel, ...], classes: list[str]) -> list[EditedLabel]:
-    """The canvas: boxes drawn, moved, resized and deleted in the browser; classes in a table."""
-    path = str(_ui.blob_path(item.sha256))
-    width, height = _canvas_size(item)
-    new_class = st.pills("Class for new boxes", classes, key="label_box_class", default=classes[0]) or classes[0]
-    st.caption("Drag on the image to draw a box. The pencil button in the canvas toolbar switches to "
-               "editing: move and resize boxes, delete the selected one, or click its label to rename it.")
-    revision, key, initial = _mount(item, lambda: _drawing(labels, classes, width, height))
-    result = st_canvas(background_image=_background(path, width, height), width=width, height=height,
-                       drawing_mode="labeled_rect", label=new_class, stroke_color=_hex(new_class, classes),
-                       stroke_width=3, fill_color="rgba(0, 0, 0, 0)", initial_drawing=initial, key=key,
-                       font_size=14)
-    boxes = [EditedLabel(b["label"] or new_class, _rounded((b["left"] / width, b["top"] / height,
-                                                          (b["left"] + b["width"]) / width,
-                                                          (b["top"] + b["height"]) / height)))
-             for b in result.boxes]
-    table = pd.DataFrame({"class": [b.label for b in boxes],
-                          **{axis: [b.box[i] for b in boxes if b.box] for i, axis in enumerate(AXES)}})
-    edited = st.data_editor(table, key=f"label_boxes_{key}", num_rows="delete", hide_index=True,
-                            disabled=list(AXES), column_config=_class_column(classes, table))
-    changed = [EditedLabel(str(row["class"]), _rounded([row[a] for a in AXES])) for _, row in edited.iterrows()]
-    if changed != boxes:  # the table changed a class or deleted a row: remount the canvas from it
-        st.session_state["label_canvas_revision"] = revision + 1
-    return changed
-
-
-def _polygon_editor(item: ImageItem, labels: tuple[EditedLabel, ...], classes: list[str]) -> list[EditedLabel]:
-    """The canvas: polygons drawn, moved, resized, reshaped and deleted in the browser; classes in a table."""
-    path = str(_ui.blob_path(item.sha256))
-    width, height = _canvas_size(item)
-    new_class = st.pills("Class for new polygons", classes, key="label_polygon_class",
-                         default=classes[0]) or classes[0]
-    # In polygon mode the canvas sends a closed polygon at once but other edits only on its "update" button.
-    st.caption("Click the outline's corners on the image, then its first corner again to close it. The pencil "
-               "button in the canvas toolbar switches to editing: move and resize polygons, click a selected one "
-               "to drag its corners, or delete it; then click the arrow-up button (*Update the app with this "
-               "drawing*) to keep the change. Change a class, or delete a polygon, in the table below.")
-    revision, key, initial = _mount(item, lambda: polygon_drawing(labels, classes, width, height))
-    result = st_canvas(background_image=_background(path, width, height), width=width, height=height,
-                       drawing_mode="polygon", stroke_color=canvas_colour(new_class, classes), stroke_width=2,
-                       fill_color=canvas_fill(new_class, classes), initial_drawing=initial, key=key)
-    polygons = polygons_from_drawing((result.json_data or {}).get("objects") or [], classes, width, height,
-                                     new_label=new_class)
-    table = pd.DataFrame({"class": [p.label for p in polygons], "corners": [len(p.polygons[0]) // 2 for p in polygons],
-                          **{axis: [p.box[i] for p in polygons if p.box] for i, axis in enumerate(AXES)}})
-    edited = st.data_editor(table, key=f"label_polygons_{key}", num_rows="delete", hide_index=True,
-                            disabled=["corners", *AXES], column_config=_class_column(classes, table))
-    # Rows keep their index through deletions, which ties each row back to its polygon.
-    changed = [replace(polygons[int(i)], label=str(row["class"])) for i, row in edited.iterrows()
-               if 0 <= int(i) < len(polygons)]
-    if changed != polygons:  # a class changed or a row was deleted: remount the canvas from the table
-        st.session_state["label_canvas_revision"] = revision + 1
-    return changed
 
 
 def _save(version_id: int, number: int, name: str) -> None:
@@ -332,6 +190,18 @@ def main() -> None:
     st.title("Labelling")
     if message := st.session_state.pop("label_message", None):
         (st.success if message[0] == "success" else st.error)(message[1])
+    with session_scope(_ui.engine()) as session:
+        waiting = sum(reviews.pending_counts(session=session).values())
+    modes = ["Dataset images", f"Review queue ({waiting})"]
+    if st.session_state.get("label_mode") not in modes:  # the first look (the URL says), or the count changed
+        review = (str(st.session_state["label_mode"]).startswith("Review") if "label_mode" in st.session_state
+                  else st.query_params.get("mode") == "review")
+        st.session_state["label_mode"] = modes[1] if review else modes[0]
+    if st.segmented_control("Label", modes, key="label_mode", label_visibility="collapsed") == modes[1]:
+        st.query_params["mode"] = "review"
+        review_queue.show()
+        return
+    st.query_params.pop("mode", None)
     chosen = _choose_version()
     if chosen is None:
         return
@@ -364,13 +234,7 @@ def main() -> None:
         _navigation(total)
         st.caption(f"{item.file_name} · {item.split} · {item.width}×{item.height}"
                    + (" · **edited**" if image_id in drafts else ""))
-        labels = drafts.get(image_id, stored)
-        if kind == LabelKind.POLYGONS:
-            new = _polygon_editor(item, labels, classes)
-        elif kind == LabelKind.BOXES:
-            new = _box_editor(item, labels, classes)
-        else:
-            new = _tag_editor(item, labels, classes, multi=kind == LabelKind.TAGS)
+        new = label_editors.edit(kind, item, drafts.get(image_id, stored), classes)
         _keep(version_id, image_id, new, stored)
     if st.session_state.get("label_canvas_revision", 0) != revision:
         st.rerun()  # a class changed in the table beside the canvas: redraw the canvas from the draft

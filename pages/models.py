@@ -121,15 +121,20 @@ def _deploy_form(ref: str, default_name: str) -> None:
     endpoint = middle.text_input("New endpoint name", value=f"{default_name}-ep", key="models_deploy_new") \
         if choice == NEW_ENDPOINT else choice
     deployment = right.text_input("Deployment name", value=default_name, key="models_deploy_name")
+    share = None
     if choice != NEW_ENDPOINT:
-        st.caption("Deploying to a running endpoint restarts it: it answers 503 while its models load.")
+        share = st.slider("Share of its traffic (a canary beside the deployments there; they keep the rest in "
+                          "their proportions)", 0, 100, 10, step=5, key="models_deploy_share")
+        st.caption("Deploying to a running endpoint restarts it: it answers 503 while its models load. The "
+                   "Endpoints page then compares the deployments' confidence on new requests.")
     if not st.button("Deploy", type="primary", key="models_deploy"):
         return
     try:
         with session_scope(_ui.engine()) as session:  # the endpoint and its deployment in one transaction
             if choice == NEW_ENDPOINT:
                 manage.create_endpoint(session=session, name=endpoint.strip(), settings=_ui.settings())
-            manage.add_deployment(session=session, endpoint=endpoint.strip(), name=deployment.strip(), model=ref)
+            manage.add_deployment(session=session, endpoint=endpoint.strip(), name=deployment.strip(), model=ref,
+                                  share=share)
         # Not waiting for readiness: the Endpoints page follows the state the server writes.
         runner.start(_ui.settings(), _ui.engine(), endpoint.strip())
     except KestrelError as exc:

@@ -14,13 +14,14 @@ Labels = Sequence[Mapping[str, Any]]  # one image's complete label list, as JSON
 
 
 class DraftStore:
-    """The drafts under ``root``: image id -> that image's edited labels, per dataset version."""
+    """The drafts under ``root``: image id -> that image's edited labels, per dataset version (or, with
+    ``prefix`` "review", review item id -> its accepted labels, per endpoint id)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, prefix: str = "version") -> None:
+        self.root, self.prefix = root, prefix
 
     def path(self, version_id: int) -> Path:
-        return self.root / f"version-{version_id}.json"
+        return self.root / f"{self.prefix}-{version_id}.json"
 
     def load(self, version_id: int) -> dict[int, list[dict[str, Any]]]:
         """The version's draft; empty when there is none, or it cannot be read (a draft is a

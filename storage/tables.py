@@ -179,6 +179,36 @@ class Endpoint(SQLModel, table=True):
     primary_key: str = ""
     secondary_key: str = ""
     traffic: dict[str, int] = _json(dict)
+    # The review queue's settings ({"threshold": float, "quota": int}); empty: off (core.serving.review).
+    review: dict[str, Any] = _json(dict)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ReviewItem(SQLModel, table=True):
+    """An image an endpoint scored with low confidence, waiting for a person's labels (its bytes are the
+    blob named by ``sha256``); ``prelabels`` is the model's answer in the studio's label form."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    endpoint_id: int = Field(foreign_key="endpoint.id", index=True)
+    deployment: str
+    model_version_id: int | None = Field(default=None, foreign_key="modelversion.id")
+    sha256: str = Field(index=True)
+    width: int
+    height: int
+    confidence: float
+    prelabels: list[dict[str, Any]] = _json(list)
+    status: str = Field(default="pending", index=True)  # pending, added (to dataset_version_id), dismissed
+    dataset_version_id: int | None = Field(default=None, foreign_key="datasetversion.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ScoreRecord(SQLModel, table=True):
+    """How sure a deployment was of one image it scored: the endpoint page compares deployments by it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    endpoint_id: int = Field(foreign_key="endpoint.id", index=True)
+    deployment: str
+    confidence: float
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -221,7 +221,7 @@ def trial_run(
     out.print(f"trial {trial_id} {result.status}")
 
 
-def _queued(job: Any, wait: bool, as_json: bool, settings: Any, engine: Any) -> Any:
+def queued_job(job: Any, wait: bool, as_json: bool, settings: Any, engine: Any) -> Any:
     """Say that ``job`` is queued and, with ``wait``, see it through (on stderr under --json)."""
     assert job.id is not None
     if not as_json:
@@ -246,7 +246,7 @@ def trial_extend(
     from storage.repos import trials
 
     settings, engine = open_storage()
-    job = _queued(submit_extension(trial_id=trial_id, epochs=epochs, settings=settings, engine=engine),
+    job = queued_job(submit_extension(trial_id=trial_id, epochs=epochs, settings=settings, engine=engine),
                   wait, as_json, settings, engine)
     with session_scope(engine) as session:
         trial = next(iter(trials.for_job(session=session, job_id=job.id)), None)
@@ -274,7 +274,7 @@ def trial_rerun(
     from core.sweep.rerun import comparison, submit_rerun
 
     settings, engine = open_storage()
-    job = _queued(submit_rerun(trial_id=trial_id, settings=settings, engine=engine), wait, as_json, settings, engine)
+    job = queued_job(submit_rerun(trial_id=trial_id, settings=settings, engine=engine), wait, as_json, settings, engine)
     with session_scope(engine) as session:
         compared = comparison(session=session, job_id=job.id) or {}
     if as_json:

@@ -289,9 +289,13 @@ def deployment_create(
     model: Annotated[str | None, typer.Option(metavar="NAME:VERSION",
                                               help="A registered model version, or NAME@latest.")] = None,
     file: Annotated[Path | None, typer.Option(help="A deployment YAML (managed online schema).")] = None,
+    traffic: Annotated[int | None, typer.Option(help="Percent of the endpoint's traffic for this deployment (a "
+                                                     "canary); the others keep the rest in their proportions.")]
+    = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Deploy a model version behind an endpoint (the first deployment takes all traffic)."""
+    """Deploy a model version behind an endpoint (the first deployment takes all traffic, a later one none
+    unless --traffic gives it a share)."""
     from core.serving import runner
     from core.serving.manage import add_deployment
     from core.serving.manifests import DeploymentFile, read_deployment_file
@@ -307,7 +311,7 @@ def deployment_create(
     with session_scope(engine) as session:
         add_deployment(session=session, endpoint=endpoint, name=name, model=model,
                        request_timeout_ms=manifest.request_timeout_ms,
-                       max_concurrent_requests=manifest.max_concurrent_requests)
+                       max_concurrent_requests=manifest.max_concurrent_requests, share=traffic)
     runner.start(settings, engine, endpoint)  # the server loads its models once, at start
     info = _ready_info(settings, engine, endpoint)
     _emit(info | {"notices": manifest.notices}, as_json, f"deployed {model} as {name} on {endpoint}: "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +75,11 @@ def stored_labels(rows: Sequence[Annotation], kind: LabelKind) -> tuple[EditedLa
     return tuple(labels)
 
 
-def relabel_version(*, session: Session, version_id: int, edits: Edits) -> DatasetVersion:
+def relabel_version(*, session: Session, version_id: int, edits: Edits, added: Sequence[NewImage] = (),
+                    source: str = "relabelled in the studio") -> DatasetVersion:
     """Store the next version of the dataset of ``version_id`` with ``edits`` in place of the
-    labels of the images they name; every other image keeps its labels.
+    labels of the images they name, and the ``added`` images (checked the same way) after them;
+    every other image keeps its labels.
 
     Raises NotFound for an unknown version and InputError (naming the image) for labels the
     task cannot hold: a multi-class image needs exactly one tag, a box must lie inside 0..1
@@ -96,24 +98,31 @@ def relabel_version(*, session: Session, version_id: int, edits: Edits) -> Datas
     new_images = []
     for item in items:
         if item.id in edits:
-            labels = [_checked(a, kind, item.file_name) for a in edits[item.id]]
-            if kind == LabelKind.TAG and len(labels) != 1:
-                raise InputError(item.file_name, f"has {len(labels)} tags; a multi-class image has exactly one",
-                                 "choose one class for it")
+            labels = _checked_all(edits[item.id], kind, item.file_name)
         else:
             labels = [NewAnnotation(a.label, None if a.x0 is None else (a.x0, a.y0, a.x1, a.y1),  # type: ignore[arg-type]
                                     a.polygon, a.is_crowd) for a in stored[item.id]]
         new_images.append(NewImage(item.sha256, item.file_name, item.suffix, item.width, item.height,
                                    item.split, labels))
+    new_images += [replace(image, annotations=_checked_all(image.annotations, kind, image.file_name))
+                   for image in added]
     stats = compute_stats([_labelled(i) for i in new_images])
     dataset = session.get(Dataset, version.dataset_id)
     name = dataset.name if dataset else ""
     return create_version(session=session, new=NewVersion(
         name=name, task=version.task, format=version.format,
-        source=f"{name}:{version.version}, relabelled in the studio",
+        source=f"{name}:{version.version}, {source}",
         classes=sorted(stats["images_per_class"]), stats=stats,
         warnings=version_warnings(len(new_images), stats["images_per_class"]),
         validation_fraction=version.validation_fraction, images=new_images, problems=[]))
+
+
+def _checked_all(labels: Sequence[NewAnnotation], kind: LabelKind, file_name: str) -> list[NewAnnotation]:
+    checked = [_checked(a, kind, file_name) for a in labels]
+    if kind == LabelKind.TAG and len(checked) != 1:
+        raise InputError(file_name, f"has {len(checked)} tags; a multi-class image has exactly one",
+                         "choose one class for it")
+    return checked
 
 
 def _checked(label: NewAnnotation, kind: LabelKind, file_name: str) -> NewAnnotation:

@@ -32,6 +32,8 @@ from fastapi.responses import JSONResponse
 from core.base.errors import KestrelError
 from core.serving.inputs import Item, Refused, is_raw, read_items
 from core.serving.manage import readable_keys
+from core.serving.review import Policy, Recorder
+from storage.artifacts import BlobStore
 from storage.db import make_engine, session_scope
 from storage.repos import models
 from storage.settings import Settings
@@ -59,12 +61,23 @@ class _Limits:
 class _Loaded:
     predictors: dict[str, Any] = field(default_factory=dict)  # deployment name -> Predictor
     limits: dict[str, _Limits] = field(default_factory=dict)
+    versions: dict[str, int | None] = field(default_factory=dict)  # deployment name -> model version id
+    recorder: Recorder | None = None
     ready: bool = False
     error: str = ""
 
 
+@dataclass(frozen=True)
+class _Current:
+    """What the server reads from the database as it runs: keys, traffic and the review queue's settings."""
+
+    keys: tuple[str | None, ...]
+    traffic: dict[str, int]
+    review: Policy | None
+
+
 class _Access:
-    """The endpoint's keys and traffic, read again only when the database changed: SQLite's
+    """The endpoint's keys, traffic and review settings, read again only when the database changed: SQLite's
     ``data_version`` moves whenever another connection commits, so a regenerated key still counts at
     the very next request. Other databases are read at each request. Keys are stored sealed; one that
     cannot be unsealed with this server's secret is None."""
@@ -73,9 +86,9 @@ class _Access:
         self.engine, self.name, self.settings = engine, name, settings
         self.probe = engine.raw_connection() if engine.dialect.name == "sqlite" else None
         self.version: int | None = None
-        self.value: tuple[tuple[str | None, ...], dict[str, int]] | None = None
+        self.value: _Current | None = None
 
-    def get(self) -> tuple[tuple[str | None, ...], dict[str, int]]:
+    def get(self) -> _Current:
         version = None
         if self.probe is not None:
             cursor = self.probe.cursor()
@@ -84,7 +97,8 @@ class _Access:
         if self.value is None or version is None or version != self.version:
             with session_scope(self.engine) as session:
                 row = _endpoint(session, self.name)
-                self.value = tuple(readable_keys(row, self.settings).values()), dict(row.traffic)
+                self.value = _Current(tuple(readable_keys(row, self.settings).values()), dict(row.traffic),
+                                      Policy.of(row.review))
             self.version = version
         return self.value
 
@@ -106,6 +120,8 @@ def create_app(endpoint: str, settings: Settings) -> FastAPI:
                 versions = {d.name: session.get(ModelVersion, d.model_version_id) for d in deployments}
                 loaded.limits = {d.name: _Limits(d.request_timeout_ms / 1000 if d.request_timeout_ms else None,
                                                  d.max_concurrent_requests) for d in deployments}
+                loaded.versions = {d.name: d.model_version_id for d in deployments}
+                loaded.recorder = Recorder(engine, int(row.id or 0), BlobStore(settings.blobs_dir))
             for name, version in versions.items():
                 assert version is not None
                 loaded.predictors[name] = load_predictor(Path(version.artifact_dir))
@@ -122,6 +138,8 @@ def create_app(endpoint: str, settings: Settings) -> FastAPI:
         inference.call(load)
         yield
         decoder.shutdown(wait=False, cancel_futures=True)
+        if loaded.recorder is not None:
+            loaded.recorder.close()
         engine.dispose()
 
     app = FastAPI(title=f"Kestrel endpoint {endpoint}", lifespan=lifespan,
@@ -139,8 +157,8 @@ def create_app(endpoint: str, settings: Settings) -> FastAPI:
 
     @app.post("/score")
     async def score(request: Request) -> JSONResponse:
-        keys, traffic = access.get()
-        _authorize(request.headers.get("authorization", ""), keys)
+        current = access.get()
+        _authorize(request.headers.get("authorization", ""), current.keys)
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > settings.max_request_bytes:
             raise Refused(413, f"the request is {int(declared):,} bytes; the limit is {settings.max_request_bytes:,}")
@@ -149,28 +167,33 @@ def create_app(endpoint: str, settings: Settings) -> FastAPI:
             raise Refused(413, f"the request is {len(body):,} bytes; the limit is {settings.max_request_bytes:,}")
         if not loaded.ready:
             raise Refused(503, loaded.error or "the model is loading; retry in a few seconds")
-        deployment = _pick(request.headers.get(DEPLOYMENT_HEADER), traffic, loaded.predictors)
+        deployment = _pick(request.headers.get(DEPLOYMENT_HEADER), current.traffic, loaded.predictors)
         content_type = request.headers.get("content-type", "")
         limits = loaded.limits.get(deployment) or _Limits()
         if limits.concurrent is not None and limits.running >= limits.concurrent:
             raise Refused(429, f"deployment {deployment} takes {limits.concurrent} request(s) at once "
                                "(request_settings.max_concurrent_requests_per_instance); retry shortly")
 
-        async def answer() -> Any:
+        predictor = loaded.predictors[deployment]
+
+        async def answer() -> tuple[list[Item], Any]:
             # Parsing and decoding take up to seconds for large images: off the loop, so other requests go on.
             items = await asyncio.get_running_loop().run_in_executor(decoder, read_items, body, content_type,
                                                                      settings)
-            return await asyncio.wrap_future(inference.score(loaded.predictors[deployment], items))
+            return items, await asyncio.wrap_future(inference.score(predictor, items))
 
         limits.running += 1
         try:
-            answers = await asyncio.wait_for(answer(), limits.timeout_s)
+            items, answers = await asyncio.wait_for(answer(), limits.timeout_s)
         except TimeoutError:
             raise Refused(408, f"deployment {deployment} did not answer within {limits.timeout_s * 1000:.0f} ms "
                                "(request_settings.request_timeout_ms); raise it in the deployment's file — "
                                "explanations take longer") from None
         finally:
             limits.running -= 1
+        if loaded.recorder is not None:
+            loaded.recorder.record(deployment, loaded.versions.get(deployment), predictor.task,
+                                   [item.image for item in items], answers, current.review)
         return JSONResponse(answers[0] if is_raw(content_type) else answers, headers={DEPLOYMENT_HEADER: deployment})
 
     return app

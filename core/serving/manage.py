@@ -15,8 +15,9 @@ from sqlmodel import Session
 from core.base.errors import ConfigError, KestrelError, NotFound
 from core.inference.models import resolve
 from core.serving import runner
+from core.serving.review import summary
 from storage import secrets as sealed
-from storage.repos import models
+from storage.repos import models, reviews
 from storage.settings import Settings
 from storage.tables import Deployment, Endpoint, ModelVersion
 
@@ -52,7 +53,11 @@ def endpoint_info(session: Session, name: str) -> dict[str, Any]:
     uri = runner.scoring_uri(row.host, row.port)
     state = runner.shown_state(row)
     info = {"name": row.name, "scoring_uri": uri, "openapi_uri": uri.replace("/score", "/docs"), "state": state,
-            "port": row.port, "pid": row.pid, "traffic": row.traffic, "deployments": deployed}
+            "port": row.port, "pid": row.pid, "traffic": row.traffic, "deployments": deployed,
+            "review": row.review or None,
+            "review_pending": reviews.pending_count(session=session, endpoint_id=int(row.id or 0)),
+            "confidence": {dep: summary(values) for dep, values in
+                           reviews.confidences(session=session, endpoint_id=int(row.id or 0)).items()}}
     if state == runner.DOWN:
         info["hint"] = f"its server is not running; `kestrel endpoint start {row.name}`"
     return info
@@ -69,9 +74,10 @@ def create_endpoint(*, session: Session, name: str, settings: Settings) -> Endpo
 
 
 def add_deployment(*, session: Session, endpoint: str, name: str, model: str, request_timeout_ms: int | None = None,
-                   max_concurrent_requests: int | None = None) -> Deployment:
+                   max_concurrent_requests: int | None = None, share: int | None = None) -> Deployment:
     """Deploy model version ``model`` (NAME[:VERSION] or NAME@latest) as ``name`` behind ``endpoint``, with
-    the reference's request settings; the first deployment takes all traffic. The server loads its models
+    the reference's request settings; the first deployment takes all traffic, a later one ``share`` percent
+    of it (a canary: the others keep the rest in their proportions) or none. The server loads its models
     and settings at start, so restart it afterwards."""
     row = get_endpoint(session, endpoint, f"; create it with `kestrel endpoint create {endpoint}`")
     if any(d.name == name for d in models.deployments(session=session, endpoint_id=row.id)):
@@ -82,7 +88,9 @@ def add_deployment(*, session: Session, endpoint: str, name: str, model: str, re
     session.add(deployment)
     if not row.traffic:
         row.traffic = {name: 100}
-        session.add(row)
+    elif share is not None:
+        row.traffic = canary_split(row.traffic, name, share)
+    session.add(row)
     session.flush()
     return deployment
 
@@ -164,9 +172,38 @@ def set_traffic(*, session: Session, name: str, split: dict[str, int]) -> None:
     session.add(row)
 
 
-def delete_rows(*, session: Session, name: str) -> None:
-    """Delete endpoint ``name`` and its deployments (the models stay registered); stop its server first."""
+def canary_split(traffic: dict[str, int], name: str, share: int) -> dict[str, int]:
+    """``share`` percent of the traffic to ``name``; the others keep the rest in their proportions (whole
+    percentages, the rounding's remainder to the largest)."""
+    if not 0 <= share <= 100:
+        raise ConfigError("--traffic", f"{share} is not a percentage from 0 to 100")
+    others = {dep: pct for dep, pct in traffic.items() if dep != name}
+    total = sum(others.values())
+    split = {dep: pct * (100 - share) // total for dep, pct in others.items()} if total else {}
+    if split:
+        largest = max(split, key=lambda dep: others[dep])
+        split[largest] += 100 - share - sum(split.values())
+    return {**split, name: share}
+
+
+def set_review(*, session: Session, name: str, threshold: float | None, quota: int = 100) -> Endpoint:
+    """Turn the review queue of ``name`` on (images scored below ``threshold`` are kept while fewer than
+    ``quota`` wait) or off (``threshold`` None); the server reads it at the next request."""
     row = get_endpoint(session, name)
+    if threshold is not None and not 0 < threshold <= 1:
+        raise ConfigError("--threshold", f"{threshold} is not a confidence between 0 and 1", hints=["0.5"])
+    if threshold is not None and not 1 <= quota <= 100_000:
+        raise ConfigError("--quota", f"{quota} is not a number of images from 1 to 100000", hints=["100"])
+    row.review = {"threshold": threshold, "quota": quota} if threshold is not None else {}
+    session.add(row)
+    return row
+
+
+def delete_rows(*, session: Session, name: str) -> None:
+    """Delete endpoint ``name`` with its deployments, review queue and confidences (the models stay
+    registered); stop its server first."""
+    row = get_endpoint(session, name)
+    reviews.forget_endpoint(session=session, endpoint_id=int(row.id or 0))
     for d in models.deployments(session=session, endpoint_id=row.id):
         session.delete(d)
     session.delete(row)

@@ -13,9 +13,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from core.base.errors import KestrelError, NotFound
+from core.data.reviewed import endpoint_row, origin
 from core.sweep.jobs import submit_job
 from storage.db import session_scope
-from storage.repos import jobs, trials
+from storage.repos import datasets, jobs, models, trials
 from storage.settings import Settings
 from storage.tables import Job, Trial
 
@@ -49,6 +50,43 @@ def submit_extension(*, trial_id: int, epochs: int, settings: Settings, engine: 
     return _one_trial_job(manifest, trial.primary_metric, f"trial {trial_id} + {epochs} epochs",
                           {"number_of_epochs": done + epochs},
                           {"extends": trial_id, "extend_epochs": epochs}, settings=settings, engine=engine)
+
+
+def submit_retrain(*, trial_id: int, dataset_version: int, epochs: int | None, origin: dict[str, Any],
+                   settings: Settings, engine: Engine) -> Job:
+    """Queue a job whose one trial trains on from trial ``trial_id``'s model (``checkpoint_run_id``) with
+    its parameters, on version ``dataset_version`` of its dataset (one with reviewed images added): the
+    active-learning loop's incremental trial. ``epochs``: None keeps the trial's own."""
+    if epochs is not None and not 1 <= epochs <= MAX_EXTRA_EPOCHS:
+        raise KestrelError(f"--epochs {epochs}: give a whole number of epochs from 1 to {MAX_EXTRA_EPOCHS}")
+    trial, manifest = _with_manifest(trial_id, engine, "be retrained; start a job with checkpoint_run_id: "
+                                     f"{trial_id} on the new dataset version")
+    manifest = {**manifest, "dataset": {**manifest["dataset"], "version": dataset_version}}
+    params: dict[str, Any] = {"checkpoint_run_id": str(trial_id)}
+    if epochs is not None:
+        params["number_of_epochs"] = epochs
+    name = f"retrain of trial {trial_id} on {manifest['dataset']['name']}:{dataset_version}"
+    return _one_trial_job(manifest, trial.primary_metric, name, params, {"retrain_of": trial_id, **origin},
+                          settings=settings, engine=engine)
+
+
+def submit_endpoint_retrain(*, endpoint: str, deployment: str | None, version: int | None, epochs: int | None,
+                            settings: Settings, engine: Engine) -> Job:
+    """"Retrain" on an endpoint: the model behind ``deployment`` (the one taking most traffic when None)
+    trained on from its checkpoint on version ``version`` (the latest when None) of the dataset it trained on."""
+    with session_scope(engine) as session:
+        row = endpoint_row(session, endpoint)
+        deployed = {d.name: d for d in models.deployments(session=session, endpoint_id=row.id)}
+        name = deployment or max(deployed, key=lambda d: row.traffic.get(d, 0), default=None)
+        if name not in deployed:
+            raise NotFound(f"endpoint {endpoint} has no deployment {name!r}; deployments: {sorted(deployed)}")
+        source = origin(session=session, model_version_id=deployed[name].model_version_id)
+        latest = datasets.get_version(session=session, name=source.dataset, version=version)
+        if latest is None:
+            raise NotFound(f"dataset {source.dataset} has no version {version or '(none left)'}")
+        number = latest.version
+    return submit_retrain(trial_id=source.trial_id, dataset_version=number, epochs=epochs,
+                          origin={"endpoint": endpoint, "deployment": name}, settings=settings, engine=engine)
 
 
 def why_not_extendable(trial: Trial) -> str | None:

@@ -23,7 +23,7 @@ from core.base.errors import KestrelError
 from core.base.processes import process_alive
 from storage.artifacts import BlobStore, remove_staged, sweep_staging
 from storage.db import session_scope
-from storage.repos import jobs, workers
+from storage.repos import jobs, reviews, workers
 from storage.repos.datasets import referenced_blobs
 from storage.settings import Settings
 from storage.tables import Job
@@ -185,12 +185,12 @@ class Worker:
         return tuple(k for k in workers.LANES[self.lane] if k in HANDLERS)
 
     def _sweep(self) -> None:
-        """Files nothing will read again: uploads no pending job reads, blobs no dataset holds (an
-        import killed before its commit), each untouched for a day."""
+        """Files nothing will read again: uploads no pending job reads, blobs no dataset or review queue
+        holds (an import killed before its commit, a dismissed review image), each untouched for a day."""
         with session_scope(self.engine) as session:
             pending = [Path(job.spec[key]) for job in jobs.list_jobs(session=session, statuses=jobs.ACTIVE)
                        for key in ("path", "staging") if isinstance(job.spec.get(key), str)]
-            held = referenced_blobs(session=session)
+            held = referenced_blobs(session=session) | reviews.blobs(session=session)
         for folder in sweep_staging(self.settings.staging_dir, keep=pending, older_than_s=STAGED_MAX_AGE_S):
             log.info("removed %s: an upload no job reads, untouched for a day", folder)
         orphans = BlobStore(self.settings.blobs_dir).sweep(keep=held, older_than_s=STAGED_MAX_AGE_S)

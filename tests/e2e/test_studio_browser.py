@@ -19,6 +19,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -342,3 +343,37 @@ def test_a_yolo_detection_is_explained_box_by_box_by_clicking(home, studio, page
     expect(chosen).to_have_value(re.compile(r"^2\. "))
     expect(page.get_by_text(re.compile(r"What made the model find \w+"))).to_be_visible()
     shot(page, "10-yolo-box-explained")
+
+    # The active-learning loop's first half by clicking: the endpoint keeps what it was unsure of, the review
+    # queue shows it with the model's boxes as pre-labels, and accepting adds it to the dataset as version 2.
+    kestrel(home, "review", "on", "e2e-yolo", "--threshold", "1.0", "--quota", "5")
+    key = kestrel(home, "endpoint", "keys", "e2e-yolo")["primary_key"]
+    uri = kestrel(home, "endpoint", "show", "e2e-yolo")["scoring_uri"]
+    for photo in sorted((FRIDGE_BOXES / "images").iterdir())[1:3]:
+        answer = httpx.post(str(uri), content=photo.read_bytes(), timeout=120,
+                            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"})
+        assert answer.status_code == 200, answer.text
+    deadline = time.monotonic() + 60
+    while len(kestrel(home, "review", "list", "e2e-yolo")["items"]) < 2:  # recorded after the answers
+        assert time.monotonic() < deadline, "the endpoint kept no image for review"
+        time.sleep(1)
+    page.goto(f"{studio}/labelling?mode=review&endpoint=e2e-yolo")
+    expect(page.get_by_text("Review queue (2)")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"confidence 0\.\d+ · deployment blue"))).to_be_visible()
+    # The canvas with the model's boxes to correct, and their table beside it.
+    expect(page.get_by_role("button", name="Reset canvas & history")).to_be_visible()
+    expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible()
+    settle(page)
+    shot(page, "11-review-queue")
+    page.get_by_role("button", name="Accept labels").click()
+    settle(page)
+    page.get_by_role("button", name="Add to fridge-boxes").click()
+    expect(page.get_by_text(re.compile(r"Added 1 reviewed image as fridge-boxes version 2"))).to_be_visible()
+    assert len(kestrel(home, "review", "list", "e2e-yolo")["items"]) == 1
+
+    page.goto(f"{studio}/endpoints?endpoint=e2e-yolo")
+    expect(page.get_by_text("Learning from requests")).to_be_visible()
+    chart = page.locator(".js-plotly-plot", has_text="Confidence on the latest").first
+    expect(chart).to_be_visible()
+    chart.scroll_into_view_if_needed()
+    shot(page, "12-endpoint-confidence")

@@ -221,3 +221,63 @@ def test_a_draft_is_kept_on_disk_restored_on_return_and_gone_once_discarded_or_s
 def _version_id(engine, name: str, number: int) -> int:  # type: ignore[no-untyped-def]
     with session_scope(engine) as session:
         return repo.get_version(session=session, name=name, version=number).id
+
+
+def _queue(settings: Settings, engine, name: str, task: Task, answers: list[dict]) -> list[int]:  # type: ignore[no-untyped-def]
+    """Endpoint ``ep`` serving a model trained (as its trial's manifest says) on version 1 of ``name``, with one
+    queued image per answer (a low-confidence answer of that model); the queued items' ids."""
+    import io
+
+    from PIL import Image
+
+    from core.serving.manage import add_deployment, create_endpoint
+    from core.serving.review import confidence, prelabels
+    from storage.artifacts import BlobStore
+    from storage.repos import models, reviews
+    from storage.tables import Trial
+
+    with session_scope(engine) as session:
+        trial = Trial(status="completed", model_name="test_resnet",
+                      metrics={"manifest": {"dataset": {"name": name, "version": 1, "task": task.value}}})
+        session.add(trial)
+        session.flush()
+        models.add_version(session=session, name="m", task=task.value, trial_id=trial.id, metrics={}, settings={})
+        endpoint = create_endpoint(session=session, name="ep", settings=settings)
+        add_deployment(session=session, endpoint="ep", name="blue", model="m:1")
+        for n, answer in enumerate(answers):
+            png = io.BytesIO()
+            Image.new("RGB", (40, 30), (20 * n, 90, 160)).save(png, format="PNG")
+            sha256, _ = BlobStore(settings.blobs_dir).put(png.getvalue())
+            reviews.add(session=session, endpoint_id=endpoint.id, deployment="blue", model_version_id=1,
+                        sha256=sha256, size=(40, 30), confidence=confidence(answer, task),
+                        prelabels=prelabels(answer, task), quota=10)
+        return [row.id for row in reviews.pending(session=session, endpoint_id=endpoint.id)]
+
+
+def test_the_review_queue_shows_the_models_answers_to_correct_and_adds_them_as_a_version(
+        settings: Settings, engine) -> None:  # type: ignore[no-untyped-def]
+    add_dataset(settings, "tags", Task.CLASSIFICATION, count=6)
+    labels = ["circle", "square", "triangle"]
+    ids = _queue(settings, engine, "tags", Task.CLASSIFICATION,
+                 [{"probs": [0.5, 0.3, 0.2], "labels": labels}, {"probs": [0.2, 0.4, 0.4], "labels": labels}])
+    at = _open(mode="review", endpoint="ep")
+    assert not at.exception
+    assert at.session_state["label_mode"] == "Review queue (2)"
+    first, second = ids  # least confident first: 0.4, then 0.5
+    assert "confidence 0.400 · deployment blue" in at.caption[0].value
+    pills = at.button_group(key=f"label_tags_{-first}")
+    assert pills.value in {"square", "triangle"}  # the model's answer, as a pre-label
+    pills.set_value("circle").run()  # corrected: accepted as corrected
+    assert at.metric[0].value == "1"
+    assert at.number_input(key="review_position").value == 1
+    at.number_input(key="review_position").set_value(2).run()
+    assert at.button_group(key=f"label_tags_{-second}").value == "circle"
+    at.button(key="review_dismiss").click().run()
+    at.button(key="review_add").click().run()
+    assert not at.exception
+    assert any("Added 1 reviewed image as tags version 2" in s.value for s in at.success)
+    added = _labels(engine, "tags", 2)
+    assert len(added) == 7 and added[-1] == [("circle", None, None, None, None)]
+    assert _labels(engine, "tags", 1) == added[:-1]
+    at.run()
+    assert at.session_state["label_mode"] in ("Dataset images", "Review queue (0)")

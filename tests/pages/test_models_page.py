@@ -166,9 +166,17 @@ def test_deploy_creates_an_endpoint_with_keys_and_delete_stops_it(settings, engi
     at.run().selectbox(key="models_deploy_endpoint").select("shop").run()
     at.button(key="models_deploy").click().run()
     assert "Deployment name: endpoint shop has a deployment blue already" in at.error[0].value
+    # Another version beside it as a canary taking a quarter of the traffic.
+    at.text_input(key="models_deploy_name").set_value("green")
+    at.slider(key="models_deploy_share").set_value(25)
+    at.button(key="models_deploy").click().run()
+    assert not at.exception and not at.error
+    with session_scope(engine) as session:
+        assert models.get_endpoint(session=session, name="shop").traffic == {"blue": 75, "green": 25}
     at = _open("endpoints", endpoint="shop")
     endpoints = at.dataframe[0].value
     assert list(endpoints["Endpoint"]) == ["shop"] and "blue (shapes:1)" in endpoints["Deployments"].iloc[0]
+    assert endpoints["Traffic"].iloc[0] == "blue 75%, green 25%"
     at.checkbox(key="endpoints_delete_sure").check().run()
     at.button(key="endpoints_delete").click().run()
     assert not at.exception
@@ -219,3 +227,30 @@ def test_a_failed_export_says_why_where_it_was_asked_for(settings, engine) -> No
     at = _open(model=ref)
     assert not at.exception and not at.get("progress") and not _download_labels(at)
     assert "The ONNX export failed: models of family 'other' cannot be exported" in at.error[0].value
+
+
+def test_the_endpoint_compares_its_deployments_confidence_and_keeps_review_settings(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    from storage.repos import reviews
+
+    _version(settings, engine)
+    _endpoint(engine, deployments=("blue", "green"))
+    with session_scope(engine) as session:
+        row = models.get_endpoint(session=session, name="ep")
+        reviews.record_scores(session=session, endpoint_id=row.id, deployment="blue", confidences=[0.9, 0.8, 0.3])
+        reviews.record_scores(session=session, endpoint_id=row.id, deployment="green", confidences=[0.95, 0.7])
+    at = _open("endpoints", endpoint="ep")
+    assert not at.exception
+    (table,) = [t.value for t in at.dataframe if "Deployment" in t.value.columns]
+    assert list(table["Deployment"]) == ["blue", "green"] and list(table["Images"]) == [3, 2]
+    assert list(table["Mean"]) == [0.6667, 0.825] and list(table["Below 0.5"]) == ["33%", "0%"]
+    assert at.get("plotly_chart")  # the two deployments' confidences side by side
+    at.toggle(key="endpoints_review_on").set_value(True)
+    at.slider(key="endpoints_review_threshold").set_value(0.4)
+    at.number_input(key="endpoints_review_quota").set_value(7)
+    at.button(key="endpoints_review_save").click().run()
+    assert not at.exception and any("applies from the next request" in s.value for s in at.success)
+    with session_scope(engine) as session:
+        assert models.get_endpoint(session=session, name="ep").review == {"threshold": 0.4, "quota": 7}
+    # This model's trial kept no manifest (it was stored by hand): Retrain says why instead of guessing.
+    at.button(key="endpoints_retrain").click().run()
+    assert "no trial with a recorded dataset" in at.error[0].value
