@@ -163,7 +163,7 @@ def _object_sizes(version: DatasetVersion) -> None:
     figure.add_vline(x=small_objects.SMALL_SIDE, line_dash="dot", annotation_text="small")
     st.plotly_chart(figure.update_layout(yaxis_title="objects"), key="datasets_chart_object_sides")
     if seen.dominated:
-        st.warning(seen.why + " The New job wizard offers these sizes in one click.", icon=":material/zoom_in:")
+        st.warning(seen.why + " The New job wizard sets this in one click.", icon=":material/zoom_in:")
 
 
 @st.dialog("Image", width="large")

@@ -91,7 +91,8 @@ def leaderboard(summary: dict[str, Any]) -> pd.DataFrame:
                "status": _status(t["status"]), "model": t["model_name"], metric: value,
                "trained": _trained(t)}
         row.update({k: v for k, v in shown.items() if k != metric})
-        row.update({"epoch": t["epoch"], "duration (s)": t["duration_s"], "note": t["error"] or t["stop_reason"]})
+        row.update({"epoch": t["epoch"], "duration (s)": t["duration_s"], "ran on": t.get("ran_on") or "",
+                    "note": t["error"] or t["stop_reason"]})
         row.update({k: v for k, v in t["params"].items() if k != "model_name" and k not in row})
         rows.append(row)
     frame = pd.DataFrame(rows)

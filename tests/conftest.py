@@ -1,12 +1,17 @@
 """Each test gets a fresh KESTREL_HOME with a migrated SQLite database (migrated once per
-session into a template file, copied per test). Trained models are not timed (seconds a trial) except
-in the tests of that timing, which turn it on."""
+session into a template file, copied per test). The storage, worker and sweep tests run on PostgreSQL
+as well (a throwaway server, tests/throwaway_postgres.py; each test a database copied from a migrated
+template); KESTREL_TEST_DATABASES=sqlite leaves it out, KESTREL_TEST_POSTGRES_URL names a server of
+one's own. Trained models are not timed (seconds a trial) except in the tests of that timing, which
+turn it on."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +27,54 @@ if not SHARED.is_dir():  # CI checks main out beside shared/ as well; fall back 
     SHARED = Path("/work/shared/datasets")
 
 
+DATABASES = [d.strip() for d in os.environ.get("KESTREL_TEST_DATABASES", "sqlite,postgres").split(",") if d.strip()]
+ON_BOTH = {"storage", "worker", "sweep"}  # test folders whose tests run on each of DATABASES (and those marked)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    test = metafunc.definition
+    if "database" in metafunc.fixturenames and not test.get_closest_marker("sqlite_only") and (
+            test.path.parent.name in ON_BOTH or test.get_closest_marker("both_databases")):
+        metafunc.parametrize("database", DATABASES, indirect=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: checks what only SQLite has (its file, WAL, pragmas)")
+    config.addinivalue_line("markers", "both_databases: runs on PostgreSQL as well (as storage, worker, sweep do)")
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[tuple[object, str]]:
+    """A PostgreSQL server (throwaway unless KESTREL_TEST_POSTGRES_URL names one) with a migrated template
+    database: (an autocommit engine on it, the server's URL without a database)."""
+    from sqlalchemy import create_engine, text
+    from throwaway_postgres import ThrowawayPostgres
+
+    given = os.environ.get("KESTREL_TEST_POSTGRES_URL")
+    server = None if given else ThrowawayPostgres().start()
+    url = given or server.url()  # type: ignore[union-attr]
+    base = url.rsplit("/", 1)[0]
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text("DROP DATABASE IF EXISTS kestrel_template WITH (FORCE)"))
+        connection.execute(text("CREATE DATABASE kestrel_template"))
+    template = make_engine(f"{base}/kestrel_template")
+    upgrade(template)
+    template.dispose()
+    yield admin, base
+    admin.dispose()
+    if server is not None:
+        server.stop()
+
+
+_names = itertools.count()
+
+
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "kestrel.db"
@@ -32,13 +85,26 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch, database: str,
+             request: pytest.FixtureRequest) -> Iterator[Settings]:
     home = tmp_path / "home"
     home.mkdir()
-    shutil.copyfile(template_db, home / "kestrel.db")
     monkeypatch.setenv("KESTREL_HOME", str(home))
-    monkeypatch.delenv("KESTREL_DATABASE_URL", raising=False)
-    return Settings()
+    if database == "sqlite":
+        shutil.copyfile(template_db, home / "kestrel.db")
+        monkeypatch.delenv("KESTREL_DATABASE_URL", raising=False)
+        yield Settings()
+        return
+    from sqlalchemy import text
+
+    admin, base = request.getfixturevalue("postgres")
+    name = f"test_{os.getpid()}_{next(_names)}"
+    with admin.connect() as connection:  # type: ignore[attr-defined]
+        connection.execute(text(f"CREATE DATABASE {name} TEMPLATE kestrel_template"))
+    monkeypatch.setenv("KESTREL_DATABASE_URL", f"{base}/{name}")  # inherited by the processes tests start
+    yield Settings()
+    with admin.connect() as connection:  # type: ignore[attr-defined]
+        connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
 
 
 @pytest.fixture

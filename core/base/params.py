@@ -49,6 +49,9 @@ class TrainingParams(BaseModel):
     pretrained_weights: str | None = None
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # Kestrel's: processes one trial trains on with DDP: a GPU each where there are GPUs, else CPU processes
+    # sharing the cores (core.train.distributed); YOLO uses ultralytics' own DDP, on GPUs.
+    devices: int = Field(1, ge=1, le=64)
     number_of_workers: int = Field(0, ge=0, le=64)
     # Kestrel's: which defaults fill what the job leaves unset (core.train.recipe); "auto" picks
     # fine_tune when pretrained weights are to be had, else from_scratch. Trials record the choice.

@@ -24,8 +24,8 @@ from core.base.tasks import Task
 from core.base.tasks import spec as task_spec
 from core.data.balance import images_per_class, imbalance_ratio
 from core.data.view import VersionData, load_version
+from core.runs import ddp, stopping
 from core.runs import manifest as manifests
-from core.runs import stopping
 from core.runs.stopping import Policy
 from core.train import recipe as recipes
 from core.train.device import choose_device, describe, use_all_cores
@@ -167,7 +167,8 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
         ctx = StorageContext(engine, trial_id, out_dir, device, timeout_s, job_id=job_id, primary_metric=primary,
                              policy=policy)
         try:
-            trained = family.train(model, data, params, ctx)
+            trained = ddp.train(family, model, data, params, ctx)
+            _record_gpu_memory(engine, trial_id, device)
         except Exception as exc:
             log.exception("trial %d failed", trial_id)
             with session_scope(engine) as session:
@@ -180,6 +181,17 @@ def run_trial(*, settings: Settings, engine: Engine, dataset: str, version: int 
         for name in LOGGERS:
             logging.getLogger(name).removeHandler(handler)
         handler.close()
+
+
+def _record_gpu_memory(engine: Engine, trial_id: int, device: str) -> None:
+    """The GPU memory the trial took at its peak: the worker packs as many trials of this model onto a GPU
+    as fit (`core.sweep.launchers.gpu_slots`)."""
+    if device.startswith("cuda"):
+        import torch
+
+        peak = torch.cuda.max_memory_reserved(torch.device(device)) / 2**20
+        with session_scope(engine) as session:
+            trials.set_metrics(session=session, trial_id=trial_id, key="memory", values={"gpu_peak_mb": round(peak)})
 
 
 def _continue_from(engine: Engine, parent_id: int, trial_id: int, out_dir: Path) -> dict[str, Any]:

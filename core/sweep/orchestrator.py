@@ -1,7 +1,8 @@
 """run_job: an AutoML job's trials, each in its own process, within the job's limits.
 
-The loop: ask the sweep for a configuration, create its Trial row, start ``kestrel trial run ID``,
-and when the process ends read the row and tell the sweep its result. The database is the only
+The loop: ask the sweep for a configuration, create its Trial row, start ``kestrel trial run ID``
+(a child process, or a task on a Ray cluster: `core.sweep.launchers`), and when the process ends
+read the row and tell the sweep its result. The database is the only
 record, so a restarted worker rebuilds the sweep from the finished rows and goes on: a trial its
 crash left behind is run again once (resuming from its checkpoint where the family keeps one),
 then counted as failed.
@@ -15,13 +16,9 @@ signalled for, never as a bare signal number.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +27,13 @@ from typing import Any
 from sqlalchemy import Engine
 
 from core.base.errors import KestrelError, NotFound
-from core.base.logfile import copy_output
 from core.base.processes import process_alive
 from core.runs import stopping
 from core.sweep import automode
+from core.sweep.distributions import Choice
 from core.sweep.jobs import check_models
 from core.sweep.jobspec import JobSpec, parse_job
+from core.sweep.launchers import Slot, TrialProcess, executor, local_slots, placement, ray_slots, start_trial
 from core.sweep.samplers import Sweeper
 from core.sweep.termination import make_policy
 from core.sweep.timing import time_trial
@@ -56,17 +54,9 @@ NOT_STARTED = "canceled before its first trial"  # the summary of a job canceled
 
 
 @dataclass
-class Slot:
-    """Where one trial runs: a GPU (``gpu``) or a share of the CPU cores (``threads``)."""
-
-    gpu: int | None = None
-    threads: int | None = None
-
-
-@dataclass
 class Child:
     trial_id: int
-    process: subprocess.Popen[bytes]
+    process: TrialProcess
     slot: Slot
     deadline: float  # monotonic: when the trial should have stopped on its own
     reason: str  # why it is signalled at its deadline: its time limit in words, or "canceled"
@@ -79,19 +69,12 @@ class Capacity:
     slots: list[Slot] = field(default_factory=list)
 
     @classmethod
-    def of_machine(cls, wanted: int) -> Capacity:
-        """One trial per GPU when there are GPUs; on a CPU, up to one trial per core, sharing them out."""
-        gpus = _gpu_count()
-        if gpus:
-            return cls([Slot(gpu=i) for i in range(min(wanted, gpus))])
-        n = max(1, min(wanted, cpu_cores()))
-        return cls([Slot(threads=max(1, cpu_cores() // n)) for _ in range(n)])
-
-
-def _gpu_count() -> int:
-    import torch
-
-    return torch.cuda.device_count()
+    def of_machine(cls, wanted: int, trial_mb: float | None = None) -> Capacity:
+        """The GPUs, as many trials on each as fit at ``trial_mb`` (one each when unknown); on a CPU, up to
+        one trial per core, sharing them out; on a Ray cluster, its GPUs and cores (`core.sweep.launchers`)."""
+        if executor() == "ray":
+            return cls(ray_slots(wanted))
+        return cls(local_slots(wanted, cpu_cores(), trial_mb))
 
 
 def run_job(job: Job, settings: Settings, engine: Engine) -> str:
@@ -105,12 +88,23 @@ def run_job(job: Job, settings: Settings, engine: Engine) -> str:
         version = get_version(session=session, name=job.spec["dataset"], version=job.spec["version"])
         train_images = (version.image_count - version.validation_count) if version else 0
         classes = len(version.classes) if version else 2
-    capacity = Capacity.of_machine(spec.limits.max_concurrent_trials)  # imports torch: seconds
+    with session_scope(engine) as session:  # the largest GPU memory a trial of these models took here
+        trial_mb = trials.gpu_peak_mb(session=session, models=_models(spec))
+    capacity = Capacity.of_machine(spec.limits.max_concurrent_trials, trial_mb)  # imports torch: seconds
     # Asked again before the sweep is built: a cancel must not wait on AutoMode's plan or a big space.
     if _cancel_requested(engine, job.id):
         return NOT_STARTED
     sweeper, first = _sweeper(spec, train_images, classes, gpu=capacity.slots[0].gpu is not None)
     return _Run(job.id, spec, sweeper, first, capacity, settings, engine).go()
+
+
+def _models(spec: JobSpec) -> list[str]:
+    """The model names a job's trials train, as far as its file names them (AutoMode's are chosen later)."""
+    named = [spec.params.model_name] if spec.params.model_name else []
+    for sub in spec.search_space:
+        entry = sub.get("model_name")
+        named += [str(v) for v in (entry.values if isinstance(entry, Choice) else [entry]) if v]
+    return sorted(set(named))
 
 
 def _sweeper(spec: JobSpec, train_images: int, classes: int, *, gpu: bool
@@ -214,22 +208,13 @@ class _Run:
     def _start(self, trial_id: int) -> None:
         slot = self.free.pop(0)
         timeout, reason = self._time_limit()
-        command = [sys.executable, *TRIAL_COMMAND, str(trial_id), "--timeout-s", f"{max(timeout, 1.0):.0f}",
-                   "--timeout-reason", reason]
-        env = os.environ.copy()
-        if slot.gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(slot.gpu)
+        args = [*TRIAL_COMMAND, str(trial_id), "--timeout-s", f"{max(timeout, 1.0):.0f}", "--timeout-reason", reason]
         if slot.threads is not None:
-            command += ["--threads", str(slot.threads)]
-            env["OMP_NUM_THREADS"] = str(slot.threads)
+            args += ["--threads", str(slot.threads)]
         out_dir = self.settings.runs_dir / f"trial-{trial_id}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                   cwd=Path(__file__).resolve().parents[2], preexec_fn=_die_with_parent)
-        assert process.stdout is not None
-        copy_output(process.stdout, out_dir / "console.log", self.settings.max_log_bytes)
-        log.info("trial %d started (pid %d, %s)", trial_id, process.pid,
-                 f"GPU {slot.gpu}" if slot.gpu is not None else f"{slot.threads} CPU threads")
+        process = start_trial(args, slot, out_dir / "console.log", self.settings.max_log_bytes)
+        log.info("trial %d started (%s)", trial_id, process.where)
         self.running[trial_id] = Child(trial_id, process, slot, time.monotonic() + timeout, reason)
 
     def _time_limit(self) -> tuple[float, str]:
@@ -259,7 +244,8 @@ class _Run:
                 # The process's whole time (imports, loading, timing the model) against the trial's own:
                 # later estimates add what a trial costs beside its epochs.
                 trials.set_metrics(session=session, trial_id=trial_id, key="process",
-                                   values={"seconds": round(time.monotonic() - child.started, 1)})
+                                   values={"seconds": round(time.monotonic() - child.started, 1),
+                                           **placement(child.process)})
                 log.info("trial %d %s%s", trial_id, row.status,
                          f": {row.primary_metric} {row.primary_metric_value:.4f}"
                          if row.primary_metric_value is not None else f" {row.error}".rstrip())
@@ -355,13 +341,6 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-def _die_with_parent() -> None:
-    """Runs in the trial process before exec: on Linux, the kernel kills it when its worker dies, so a
-    crashed worker leaves no trial running unseen (the restarted worker runs it again)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 

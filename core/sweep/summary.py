@@ -140,6 +140,9 @@ def _trial(t: Trial, latest: dict[str, float]) -> dict[str, Any]:
             "extends": (t.metrics.get("manifest") or {}).get("extends"),
             "resume_epoch": (t.metrics.get("resume") or {}).get("epoch"),
             "stop_reason": t.stop_reason, "error": t.error, "device": t.device,
+            # Where its process ran (the node and its share of it) and how many times it was started again.
+            "executor": (t.metrics.get("process") or {}).get("executor"),
+            "ran_on": (t.metrics.get("process") or {}).get("where"), "relaunches": t.metrics.get("relaunches", 0),
             "artifact_dir": t.artifact_dir,
             "started_at": t.started_at.isoformat() if t.started_at else None,
             "finished_at": t.finished_at.isoformat() if t.finished_at else None,

@@ -28,6 +28,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from core.base.errors import KestrelError
 from core.base.params import TrainingParams
+from core.train import distributed
 from core.train.context import TrialContext
 from core.train.optim import build_optimizer, build_scheduler
 
@@ -214,7 +215,13 @@ def fit(setup: FitSetup, params: TrainingParams, ctx: TrialContext, *, resume: b
     afresh. Freeze layers before calling: only trainable parameters are optimised.
     """
     model, device = setup.model.to(ctx.device), ctx.device
-    steps = math.ceil(len(setup.train_loader) / params.gradient_accumulation_step)  # type: ignore[arg-type]
+    # Across processes (`core.train.distributed`): each rank trains on its shard through DDP and stops when
+    # rank 0 says so; rank 0 alone evaluates, checkpoints and reports.
+    rank, world = distributed.group()
+    loader = distributed.shard(setup.train_loader, rank, world) if world > 1 else setup.train_loader
+    net = distributed.wrap(model, device) if world > 1 else model
+    should_stop = distributed.agreed(ctx.should_stop) if world > 1 else ctx.should_stop
+    steps = math.ceil(len(loader) / params.gradient_accumulation_step)  # type: ignore[arg-type]
     optimizer = build_optimizer(model.parameters(), params)
     scheduler = build_scheduler(optimizer, params, steps)
     amp = torch.amp.GradScaler("cuda") if device.startswith("cuda") else None
@@ -234,16 +241,17 @@ def fit(setup: FitSetup, params: TrainingParams, ctx: TrialContext, *, resume: b
                      epoch_done, params.number_of_epochs - epoch_done, params.number_of_epochs)
     saved_best = best.epoch
     for epoch in range(epoch_done + 1, params.number_of_epochs + 1):
-        train_loss = train_one_epoch(model, setup.train_loader, setup.loss_fn, optimizer, scheduler,
-                                     device, params.gradient_accumulation_step, amp, ctx.should_stop,
+        train_loss = train_one_epoch(net, loader, setup.loss_fn, optimizer, scheduler,
+                                     device, params.gradient_accumulation_step, amp, should_stop,
                                      lambda fraction, done=epoch - 1: ctx.progress(done + fraction))
-        reason = ctx.should_stop()
+        reason = should_stop()
         if reason is None:
             epoch_done = epoch
         due = epoch % params.evaluation_frequency == 0 or epoch == params.number_of_epochs
         # A stopped trial still leaves a scored model: evaluate once if it never was. Before its first
         # epoch ended there is nothing worth scoring, and a full validation would only delay the stop.
-        if (due and reason is None) or (reason is not None and best.weights is None and epoch_done > checkpointed):
+        if rank == 0 and ((due and reason is None)
+                          or (reason is not None and best.weights is None and epoch_done > checkpointed)):
             value, point = _evaluate(setup, epoch, train_loss, best)
             if reason is None and params.early_stopping and stopper.update(epoch, value):
                 log.info("early stopping after epoch %d: no %s improvement in %d evaluations",
@@ -257,8 +265,12 @@ def fit(setup: FitSetup, params: TrainingParams, ctx: TrialContext, *, resume: b
             checkpointed = epoch_done
             ctx.report(epoch, point)
             reason = reason or ctx.should_stop()  # the report may have triggered a termination policy
+        if world > 1:
+            reason = distributed.agree(reason)
         if reason is not None:
             break
+    if rank != 0:
+        raise distributed.HelperDone()
     if best.weights is not None:
         model.load_state_dict(best.weights)
     return FitResult(best.metrics, best.details, best.epoch, epoch_done, reason, checkpointed)

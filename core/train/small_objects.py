@@ -70,8 +70,10 @@ def assess(stats: Mapping[str, Any], task: Task) -> Assessment | None:
                f"{int(columns) * int(rows)} tiles, at {proposal.get('img_size', training)} px)")
     still = sum(side * at < SMALL_SIDE for side in native) / len(native)
     why = (f"{small:.0%} of the objects are smaller than {SMALL_SIDE} px at the {training} px a YOLO model would "
-           f"train at (median {statistics.median(sides):.0f} px): detectors miss most of them. {how} "
-           f"leaves {still:.0%} small, and each epoch takes about {cost:.1f}× as long.")
+           f"train at (median {statistics.median(sides):.0f} px), where detectors find objects less well. {how} "
+           f"leaves {still:.0%} small, and each epoch takes about {cost:.1f}× as long: worth it when the job "
+           f"can train {cost:.0f}× as long (in the same time, that many fewer epochs can cost more than the "
+           "larger objects gain).")
     return Assessment(sides, training, small, proposal, why, cost)
 
 

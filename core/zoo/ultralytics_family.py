@@ -175,13 +175,23 @@ def inference_settings(spec: ModelSpec, params: TrainingParams) -> dict[str, Any
     return settings
 
 
+def _devices(device: str, count: int) -> str:
+    """ultralytics' device argument: several GPUs train with its own DDP (it starts the processes)."""
+    if count == 1:
+        return yolo_device(device)
+    if not device.startswith("cuda"):
+        raise ConfigError("training_parameters.devices", f"YOLO trains on {count} devices with ultralytics' DDP, "
+                          "which needs GPUs; this trial trains on the CPU", hints=["1"])
+    return ",".join(str(k) for k in range(count))
+
+
 def _train_args(spec: ModelSpec, params: TrainingParams, ctx: TrialContext, data_yaml: Path
                 ) -> dict[str, Any]:
     on_cuda = ctx.device.startswith("cuda")
     args: dict[str, Any] = {
         "model": f"{spec.architecture}.yaml", "task": YOLO_TASKS[spec.task], "mode": "train",
         "data": str(data_yaml), "pretrained": False, "epochs": params.number_of_epochs,
-        "batch": params.training_batch_size, "imgsz": params.img_size, "device": yolo_device(ctx.device),
+        "batch": params.training_batch_size, "imgsz": params.img_size, "device": _devices(ctx.device, params.devices),
         "optimizer": OPTIMIZERS[params.optimizer], "lr0": params.learning_rate,
         "momentum": params.momentum, "weight_decay": params.weight_decay,
         "cos_lr": params.learning_rate_scheduler == "warmup_cosine",

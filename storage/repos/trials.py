@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -42,6 +42,18 @@ def set_metrics(*, session: Session, trial_id: int, key: str, values: Mapping[st
     trial = _get(session, trial_id)
     trial.metrics = {**trial.metrics, key: dict(values)}
     session.add(trial)
+
+
+def gpu_peak_mb(*, session: Session, models: Sequence[str]) -> float | None:
+    """The largest GPU memory a finished trial of ``models`` took (``metrics["memory"]``); None when none
+    was measured (no such trial ran on a GPU here)."""
+    if not models:
+        return None
+    rows = session.exec(select(Trial).where(col(Trial.model_name).in_(list(models)),
+                                            col(Trial.status).in_(WITH_MODEL))).all()
+    peaks = [float(t.metrics["memory"]["gpu_peak_mb"]) for t in rows
+             if isinstance(t.metrics.get("memory"), dict) and t.metrics["memory"].get("gpu_peak_mb")]
+    return max(peaks, default=None)
 
 
 def append_metrics(*, session: Session, trial_id: int, step: int, metrics: Mapping[str, float]) -> None:

@@ -263,7 +263,7 @@ def test_a_cancel_before_the_job_starts_is_honoured_before_the_sweep(settings, e
 def test_a_cancel_while_the_job_is_set_up_is_honoured_before_the_sweep(settings, engine, monkeypatch):
     job = _running_huge_grid_job(engine)
 
-    def capacity_while_canceled(wanted: int) -> orchestrator.Capacity:  # the cancel lands during setup
+    def capacity_while_canceled(wanted: int, trial_mb: float | None) -> orchestrator.Capacity:  # during setup
         with session_scope(engine) as session:
             jobs.request_cancel(session=session, job_id=job.id)
         return orchestrator.Capacity([orchestrator.Slot(threads=1)])

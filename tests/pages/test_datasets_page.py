@@ -242,4 +242,5 @@ def test_object_sizes_are_drawn_as_a_detector_sees_them_and_small_ones_get_advic
     assert "Object sizes as a detector sees them (67% under 32 px)" in charts
     (advice,) = [w.value for w in at.warning if "smaller than 32 px" in w.value]
     assert advice.startswith("67% of the objects are smaller than 32 px at the 640 px a YOLO model would train at")
-    assert "img_size 1280 (YOLO)" in advice and "The New job wizard offers these sizes" in advice
+    # 35-px objects in 12-megapixel photos: lifting them takes 3400-px training images, so tiles.
+    assert "Tiles of a 4x4 grid" in advice and "The New job wizard sets this in one click" in advice

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from storage.db import session_scope
 from storage.repos import jobs, trials
+
+pytestmark = pytest.mark.both_databases  # the studio's pages work on PostgreSQL too
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 

@@ -22,6 +22,8 @@ from storage.repos import datasets as repo
 from storage.repos.datasets import NewAnnotation
 from storage.settings import Settings
 
+pytestmark = pytest.mark.both_databases  # the studio's pages work on PostgreSQL too
+
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 

@@ -16,6 +16,8 @@ from storage.db import session_scope
 from storage.repos import jobs, models, trials
 from storage.settings import Settings
 
+pytestmark = pytest.mark.both_databases  # the studio's pages work on PostgreSQL too
+
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 DETECTION = {"task": "image_object_detection", "classes": ["circle", "square"], "family": "torchvision",
              "architecture": "fasterrcnn", "size": "", "model_name": "fasterrcnn_resnet18_fpn",

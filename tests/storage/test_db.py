@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
@@ -43,6 +44,7 @@ def test_a_database_at_the_newest_migration_is_known_without_alembic(tmp_path):
     assert is_current(engine)
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_uses_wal_and_foreign_keys(engine):
     with engine.connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
