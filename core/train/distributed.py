@@ -79,11 +79,11 @@ def start(world: int, target: Callable[..., None], args: tuple[Any, ...]) -> tup
     return port, helpers
 
 
-def wrap(model: nn.Module, device: str) -> nn.Module:
-    """The model in DDP. Some layers of a detector (frozen, or unused for a batch) get no gradient: DDP is
-    told to expect that rather than wait for them."""
+def wrap(model: nn.Module, device: str, partial_gradients: bool) -> nn.Module:
+    """The model in DDP; with ``partial_gradients`` (parameters a step may leave without a gradient), DDP looks
+    for them each step rather than wait for them (a traversal of the graph a step, so only when needed)."""
     ids = [torch.device(device).index] if device.startswith("cuda") else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=partial_gradients)
 
 
 class _Shard(Sampler[int]):

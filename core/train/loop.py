@@ -60,6 +60,9 @@ class FitSetup:
     loss_fn: LossFn
     evaluate: Callable[[nn.Module], Evaluation]
     primary_metric: str  # higher is better
+    # Some parameters may get no gradient in a step (a Mask R-CNN batch without positives leaves its mask head
+    # out): DDP is told to expect it (`core.train.distributed.wrap`).
+    partial_gradients: bool = False
 
 
 @dataclass
@@ -219,7 +222,7 @@ def fit(setup: FitSetup, params: TrainingParams, ctx: TrialContext, *, resume: b
     # rank 0 says so; rank 0 alone evaluates, checkpoints and reports.
     rank, world = distributed.group()
     loader = distributed.shard(setup.train_loader, rank, world) if world > 1 else setup.train_loader
-    net = distributed.wrap(model, device) if world > 1 else model
+    net = distributed.wrap(model, device, setup.partial_gradients) if world > 1 else model
     should_stop = distributed.agreed(ctx.should_stop) if world > 1 else ctx.should_stop
     steps = math.ceil(len(loader) / params.gradient_accumulation_step)  # type: ignore[arg-type]
     optimizer = build_optimizer(model.parameters(), params)

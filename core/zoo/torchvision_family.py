@@ -153,8 +153,8 @@ class TorchvisionFamily:
         loader = detection_loader(train_set, params.training_batch_size, shuffle=True,
                                   workers=params.number_of_workers, seed=params.seed, pin_memory=pin,
                                   repeat=[factors[n] for n in train_set.sources] if factors else None)
-        result = fit(FitSetup(model, loader, detection_loss, evaluator,
-                              task_spec(spec.task).primary_metric), params, ctx)
+        result = fit(FitSetup(model, loader, detection_loss, evaluator, task_spec(spec.task).primary_metric,
+                              partial_gradients=True), params, ctx)
         weights = ctx.out_dir / WEIGHTS_FILE
         save_model(model, str(weights), force_contiguous=True)
         keep_resume_state(ctx.out_dir)
