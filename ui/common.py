@@ -22,7 +22,7 @@ from storage.artifacts import BlobStore
 from storage.db import make_engine, upgrade
 from storage.repos import workers
 from storage.settings import Settings
-from storage.tables import Annotation, WorkerState
+from storage.tables import Annotation, Job, WorkerState
 
 log = logging.getLogger(__name__)
 THUMBNAIL_SIDE = 320
@@ -97,6 +97,19 @@ def register_trial(trial_id: int, name: str, said: str = "") -> None:
     st.success(f"Registered as **{ref}**{said}.")
     st.page_link("pages/models.py", label=f"Open model {ref}", icon=":material/deployed_code:",
                  query_params={"model": ref})
+
+
+def queue_job(what: str, submit: Callable[[], Job]) -> None:
+    """Queue a job with ``submit`` under a spinner; say so with a link to it, or why it was not queued."""
+    try:
+        with st.spinner(f"Queueing {what}…"):
+            job = submit()
+    except KestrelError as exc:
+        st.error(f"Not queued: {say(exc)}")
+        return
+    st.success(f"Queued as job {job.id}.")
+    st.page_link("pages/jobs.py", label=f"Open job {job.id}", icon=":material/model_training:",
+                 query_params={"job": str(job.id)})
 
 
 def lane_lines(live: Sequence[WorkerState]) -> list[str]:

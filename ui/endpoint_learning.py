@@ -76,17 +76,9 @@ def _retrain(name: str, info: dict[str, Any]) -> None:
     deployment = left.selectbox("Retrain the model of", deployments, index=deployments.index(busiest),
                                 key="endpoints_retrain_deployment")
     epochs = int(middle.number_input("Epochs", 1, 1000, 5, key="endpoints_retrain_epochs"))
-    if not right.button("Retrain", key="endpoints_retrain", width="stretch", icon=":material/model_training:",
-                        help="Trains this model on from its checkpoint on the latest version of its dataset "
-                             "(with the reviewed images added); then deploy the new model as a canary from the "
-                             "Models page."):
-        return
-    try:
-        job = submit_endpoint_retrain(endpoint=name, deployment=deployment, version=None, epochs=epochs,
-                                      settings=_ui.settings(), engine=_ui.engine())
-    except KestrelError as exc:
-        st.error(f"Not started — {_ui.say(exc)}")
-        return
-    st.success(f"Job {job.id} queued: {job.name}.")
-    st.page_link("pages/jobs.py", label=f"Follow job {job.id}", icon=":material/work:",
-                 query_params={"job": str(job.id)})
+    if right.button("Retrain", key="endpoints_retrain", width="stretch", icon=":material/model_training:",
+                    help="Trains this model on from its checkpoint on the latest version of its dataset (with the "
+                         "reviewed images added); then deploy the new model as a canary from the Models page."):
+        _ui.queue_job("the retraining", lambda: submit_endpoint_retrain(
+            endpoint=name, deployment=deployment, version=None, epochs=epochs, settings=_ui.settings(),
+            engine=_ui.engine()))

@@ -7,10 +7,9 @@ from typing import Any
 
 import streamlit as st
 
-from core.base.errors import KestrelError
 from core.sweep import rerun
 from storage.db import session_scope
-from storage.tables import Job, Trial
+from storage.tables import Trial
 from ui import common as _ui
 
 
@@ -25,7 +24,7 @@ def reproduce_or_extend(trial: Trial) -> None:
         st.caption("Trains the trial again with the same data version, every parameter and the same seed, as a "
                    "job of its own; its page then compares the two results.")
         if st.button("Re-run this trial", key="trial_rerun", icon=":material/replay:"):
-            _queue("the re-run", lambda: rerun.submit_rerun(trial_id=trial.id, settings=_ui.settings(),
+            _ui.queue_job("the re-run", lambda: rerun.submit_rerun(trial_id=trial.id, settings=_ui.settings(),
                                                             engine=_ui.engine()))
     with right:
         _extend(trial)
@@ -43,20 +42,8 @@ def _extend(trial: Trial) -> None:
                            step=1, key="trial_extend_epochs")
     epochs = f"{more} more epoch{'' if more == 1 else 's'}"
     if st.button(f"Train {epochs}", key="trial_extend", icon=":material/fast_forward:"):
-        _queue(epochs, lambda: rerun.submit_extension(
+        _ui.queue_job(epochs, lambda: rerun.submit_extension(
             trial_id=trial.id, epochs=int(more), settings=_ui.settings(), engine=_ui.engine()))
-
-
-def _queue(what: str, submit: Any) -> None:
-    try:
-        with st.spinner(f"Queueing {what}…"):
-            job: Job = submit()
-    except KestrelError as exc:
-        st.error(f"Not queued: {exc}")
-        return
-    st.success(f"Queued as job {job.id}.")
-    st.page_link("pages/jobs.py", label=f"Open job {job.id}", icon=":material/model_training:",
-                 query_params={"job": str(job.id)})
 
 
 def continued(trial: Trial) -> dict[str, Any] | None:

@@ -137,8 +137,7 @@ class Recorder:
                 sha256, _ = self.blobs.put(_png(scored.images[k]))
                 reviews.add(session=session, endpoint_id=self.endpoint_id, deployment=scored.deployment,
                             model_version_id=scored.model_version_id, sha256=sha256, size=scored.images[k].size,
-                            confidence=sure[k], prelabels=prelabels(scored.answers[k], scored.task),
-                            quota=policy.quota)
+                            confidence=sure[k], prelabels=prelabels(scored.answers[k], scored.task))
 
 
 def _png(image: Image.Image) -> bytes:

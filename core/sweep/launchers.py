@@ -19,6 +19,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,10 +71,7 @@ class LocalTrial:
             env["CUDA_VISIBLE_DEVICES"] = str(slot.gpu)
         if slot.threads is not None:
             env["OMP_NUM_THREADS"] = str(slot.threads)
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                        cwd=REPO, preexec_fn=die_with_parent)
-        assert self.process.stdout is not None
-        copy_output(self.process.stdout, console, max_log_bytes)
+        self.process, _ = _spawn(command, env, console, max_log_bytes)
         self.where = f"{platform.node()} · {share(slot)} · pid {self.process.pid}"
 
     def poll(self) -> int | None:
@@ -184,13 +182,19 @@ def _run_on_node(args: list[str], env: dict[str, str], console: str, max_log_byt
     import ray
 
     Path(console).parent.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={**os.environ, **env}, cwd=REPO, preexec_fn=die_with_parent)
-    assert process.stdout is not None
-    copier = copy_output(process.stdout, Path(console), max_log_bytes)
+    process, copier = _spawn([sys.executable, *args], {**os.environ, **env}, Path(console), max_log_bytes)
     code = process.wait()
     copier.join(timeout=10)
     return code, ray.get_runtime_context().get_node_id()[:8]
+
+
+def _spawn(command: list[str], env: dict[str, str], console: Path, max_log_bytes: int
+           ) -> tuple[subprocess.Popen[bytes], threading.Thread]:
+    """A trial process that dies with its parent, its output copied to ``console`` (rotated)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                               preexec_fn=die_with_parent)
+    assert process.stdout is not None
+    return process, copy_output(process.stdout, console, max_log_bytes)
 
 
 def die_with_parent() -> None:

@@ -16,12 +16,11 @@ KEEP_SCORES = 5000  # confidences kept per endpoint: the newest; enough for the 
 
 
 def add(*, session: Session, endpoint_id: int, deployment: str, model_version_id: int | None, sha256: str,
-        size: tuple[int, int], confidence: float, prelabels: list[dict[str, Any]], quota: int) -> bool:
-    """Queue an image for review unless the queue already holds ``quota`` pending images or this image;
-    whether it was queued."""
-    waiting = session.exec(select(ReviewItem.sha256).where(ReviewItem.endpoint_id == endpoint_id,
-                                                           ReviewItem.status == PENDING)).all()
-    if len(waiting) >= quota or sha256 in waiting:
+        size: tuple[int, int], confidence: float, prelabels: list[dict[str, Any]]) -> bool:
+    """Queue an image for review unless it waits there already; whether it was queued. The caller keeps the
+    queue within its quota (`pending_count`)."""
+    if session.exec(select(ReviewItem.id).where(ReviewItem.endpoint_id == endpoint_id, ReviewItem.status == PENDING,
+                                                ReviewItem.sha256 == sha256)).first() is not None:
         return False
     session.add(ReviewItem(endpoint_id=endpoint_id, deployment=deployment, model_version_id=model_version_id,
                            sha256=sha256, width=size[0], height=size[1], confidence=confidence,

@@ -252,7 +252,7 @@ def _queue(settings: Settings, engine, name: str, task: Task, answers: list[dict
             sha256, _ = BlobStore(settings.blobs_dir).put(png.getvalue())
             reviews.add(session=session, endpoint_id=endpoint.id, deployment="blue", model_version_id=1,
                         sha256=sha256, size=(40, 30), confidence=confidence(answer, task),
-                        prelabels=prelabels(answer, task), quota=10)
+                        prelabels=prelabels(answer, task))
         return [row.id for row in reviews.pending(session=session, endpoint_id=endpoint.id)]
 
 
