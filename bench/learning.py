@@ -13,7 +13,7 @@ It prints each side's metric (accuracy; mAP50 from ultralytics' validator on bot
 time, and the Kestrel/peer ratios. Goals: accuracy ≥ 0.98×; YOLO mAP50 ≥ 0.95×, time ≤ 1.1×.
 
     .venv/bin/python bench/learning.py [--only classification yolo] [--epochs 15] [--yolo-epochs 10]
-        [--yolo-img-size 256] [--datasets odFridgeObjects] [--classification-data more.jsonl]
+        [--yolo-img-size 256] [--device cuda] [--datasets odFridgeObjects] [--classification-data more.jsonl]
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+# ../shared/datasets beside the checkout, or KESTREL_SHARED_DATASETS where a copy of it lies elsewhere (a GPU machine)
+SHARED = Path(os.environ.get("KESTREL_SHARED_DATASETS") or Path(__file__).resolve().parents[2] / "shared" / "datasets")
 CLASSIFICATION = {"fridgeObjects_small150": SHARED / "fridgeObjects_small150" / "annotations.jsonl"}
 DETECTION = {"odFridgeObjects": SHARED / "odFridgeObjects_FairMOTformat" / "od_mltable",
              "coco128": SHARED / "coco128"}
@@ -43,6 +44,25 @@ def studio(home: Path) -> tuple[Any, Any]:
     engine = make_engine(settings.db_url)
     upgrade(engine)
     return settings, engine
+
+
+def timed_job(settings: Any, engine: Any, folder: Path, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """Submit the job ``body`` (a job YAML's content) and run it here: its wall time and `job_summary`."""
+    import yaml
+
+    from core.sweep.jobs import submit_job
+    from core.sweep.orchestrator import run_job
+    from core.sweep.summary import job_summary
+    from storage.db import session_scope
+
+    file = folder / f"job-{time.monotonic_ns()}.yml"
+    file.write_text(yaml.safe_dump(body))
+    started = time.perf_counter()
+    job = submit_job(file, settings=settings, engine=engine)
+    run_job(job, settings, engine)
+    seconds = time.perf_counter() - started
+    with session_scope(engine) as session:
+        return seconds, job_summary(session=session, job_id=job.id)
 
 
 def load(settings: Any, engine: Any, name: str, source: Path, task: Any) -> Any:
@@ -64,7 +84,8 @@ def kestrel(settings: Any, engine: Any, name: str, overrides: dict[str, Any]) ->
     return result, time.perf_counter() - start
 
 
-def timm_script(data: Any, size: int, epochs: int, *, batch: int = 32, lr: float = 1e-3) -> tuple[float, float]:
+def timm_script(data: Any, size: int, epochs: int, device: str, *, batch: int = 32, lr: float = 1e-3
+                ) -> tuple[float, float]:
     """The plain script: best validation accuracy over its epochs, and its wall time."""
     import timm
     from PIL import Image
@@ -91,13 +112,14 @@ def timm_script(data: Any, size: int, epochs: int, *, batch: int = 32, lr: float
     torch.manual_seed(0)
     train = DataLoader(Images(data.train, train_tf), batch_size=batch, shuffle=True, drop_last=True)
     val = DataLoader(Images(data.validation, val_tf), batch_size=64)
-    model = timm.create_model("resnet18", num_classes=len(data.classes))
+    model = timm.create_model("resnet18", num_classes=len(data.classes)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(train))
     best = 0.0
     for _ in range(epochs):
         model.train()
         for images, targets in train:
+            images, targets = images.to(device), targets.to(device)
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(model(images), targets).backward()
             optimizer.step()
@@ -106,15 +128,16 @@ def timm_script(data: Any, size: int, epochs: int, *, batch: int = 32, lr: float
         right = 0
         with torch.inference_mode():
             for images, targets in val:
-                right += int((model(images).argmax(1) == targets).sum())
+                right += int((model(images.to(device)).argmax(1).cpu() == targets).sum())
         best = max(best, right / len(data.validation))
     return best, time.perf_counter() - start
 
 
-def yolo_train(data: Any, root: Path, model: str, epochs: int, img_size: int) -> tuple[float, float]:
+def yolo_train(data: Any, root: Path, model: str, epochs: int, img_size: int, device: str) -> tuple[float, float]:
     """ultralytics' own trainer at its defaults: its best mAP50, and its wall time."""
     from core.zoo.ultralytics_env import keep_threads, offline_ultralytics
     from core.zoo.ultralytics_family import write_yolo_dataset
+    from core.zoo.yolo_predictor import yolo_device
 
     offline_ultralytics()
     from ultralytics import YOLO
@@ -122,8 +145,9 @@ def yolo_train(data: Any, root: Path, model: str, epochs: int, img_size: int) ->
     data_yaml = write_yolo_dataset(data, root / "data", [])
     start = time.perf_counter()
     with keep_threads():
-        YOLO(f"{model}.yaml").train(data=str(data_yaml), epochs=epochs, imgsz=img_size, batch=16, device="cpu",
-                                    workers=0, amp=False, plots=False, verbose=False, seed=0,
+        YOLO(f"{model}.yaml").train(data=str(data_yaml), epochs=epochs, imgsz=img_size, batch=16,
+                                    device=yolo_device(device), workers=0 if device == "cpu" else 8,
+                                    amp=device != "cpu", plots=False, verbose=False, seed=0,
                                     project=str(root), name="peer", exist_ok=True)
     return _best_map50(root / "peer" / "results.csv"), time.perf_counter() - start
 
@@ -159,12 +183,13 @@ def main() -> None:
     parser.add_argument("--yolo-epochs", type=int, default=10)
     parser.add_argument("--yolo-model", default="yolo11n")
     parser.add_argument("--yolo-img-size", type=int, help="set on both sides (default: the size Kestrel picks)")
+    parser.add_argument("--device", default="cpu", help="both sides train on it (cpu, cuda)")
     parser.add_argument("--datasets", nargs="+", help="only these (names above)")
     parser.add_argument("--classification-data", nargs="+", default=[], type=Path,
                         help="more multi-class datasets (JSONL files): data nobody tuned on")
     args = parser.parse_args()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU", flush=True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}", flush=True)
     # Both sides' libraries are imported before any clock starts: the first run must not pay for them.
     import timm  # noqa: F401
 
@@ -184,10 +209,12 @@ def main() -> None:
                 if args.datasets and name not in args.datasets and name not in extra:
                     continue
                 data = load(settings, engine, name, source, Task.CLASSIFICATION)
-                result, took = kestrel(settings, engine, name, {"model_name": "resnet18",
+                if args.device != "cpu":  # CUDA loads its kernels at first use: not on the first side's clock
+                    timm_script(data, 64, 1, args.device)
+                result, took = kestrel(settings, engine, name, {"model_name": "resnet18", "device": args.device,
                                                                 "number_of_epochs": args.epochs})
                 size = int(_params(result)["training_crop_size"])
-                theirs, their_s = timm_script(data, size, args.epochs)
+                theirs, their_s = timm_script(data, size, args.epochs, args.device)
                 line(f"{name} resnet18 from scratch, {args.epochs} epochs, {size} px", result.metrics["accuracy"],
                      theirs, took, their_s, "accuracy")
         if "yolo" in args.only:
@@ -195,12 +222,15 @@ def main() -> None:
                 if args.datasets and name not in args.datasets:
                     continue
                 data = load(settings, engine, name, source, Task.DETECTION)
-                asked = {"model_name": args.yolo_model, "number_of_epochs": args.yolo_epochs}
+                if args.device != "cpu":
+                    yolo_train(data, Path(tmp) / f"warm-up-{name}", args.yolo_model, 1, 64, args.device)
+                asked = {"model_name": args.yolo_model, "number_of_epochs": args.yolo_epochs, "device": args.device}
                 result, took = kestrel(settings, engine, name, asked | (
                     {"img_size": args.yolo_img_size} if args.yolo_img_size else {}))
                 size = int(_params(result)["img_size"])
                 ours = best_reported(engine, result.trial_id, "map_50")
-                theirs, their_s = yolo_train(data, Path(tmp) / f"yolo-{name}", args.yolo_model, args.yolo_epochs, size)
+                theirs, their_s = yolo_train(data, Path(tmp) / f"yolo-{name}", args.yolo_model, args.yolo_epochs, size,
+                                             args.device)
                 line(f"{name} {args.yolo_model} from scratch, {args.yolo_epochs} epochs, {size} px", ours, theirs,
                      took, their_s, "mAP50")
 

@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-from learning import CLASSIFICATION, studio
+from learning import CLASSIFICATION, studio, timed_job
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -44,24 +43,12 @@ def _cluster(nodes: int, port: int) -> None:
 
 
 def _sweep(settings: Any, engine: Any, folder: Path, epochs: int) -> tuple[float, dict[str, Any]]:
-    from core.sweep.jobs import submit_job
-    from core.sweep.orchestrator import run_job
-    from core.sweep.summary import job_summary
-    from storage.db import session_scope
-
-    file = folder / "job.yml"
-    file.write_text(yaml.safe_dump({
+    return timed_job(settings, engine, folder, {
         "type": "automl", "task": "image_classification", "primary_metric": "accuracy",
         "training_data": {"path": "azureml:fridge:1", "type": "mltable"},
         "training_parameters": {**TINY, "number_of_epochs": epochs}, "sweep": {"sampling_algorithm": "grid"},
         "search_space": [{"learning_rate": {"type": "choice", "values": [0.001, 0.002, 0.003, 0.004]}}],
-        "limits": {"max_trials": 4, "max_concurrent_trials": 2}}))
-    started = time.perf_counter()
-    job = submit_job(file, settings=settings, engine=engine)
-    run_job(job, settings, engine)
-    seconds = time.perf_counter() - started
-    with session_scope(engine) as session:
-        return seconds, job_summary(session=session, job_id=job.id)
+        "limits": {"max_trials": 4, "max_concurrent_trials": 2}})
 
 
 def ray_figures(epochs: int) -> None:

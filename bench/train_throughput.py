@@ -26,6 +26,7 @@ from core.base.tasks import Task
 from core.data.importer import ImportOptions, import_dataset
 from core.data.samples import write_sample
 from core.data.view import VersionData, load_version
+from core.train.device import loader_workers
 from storage.artifacts import BlobStore
 from storage.db import make_engine, session_scope, upgrade
 from storage.settings import Settings
@@ -84,7 +85,8 @@ def classification(home: Path, device: str) -> tuple[str, float, float]:
         optimizer.step()
         return len(images)
 
-    loader = make_loader(train_set, 32, shuffle=True, workers=params.number_of_workers, seed=0)
+    loader = make_loader(train_set, 32, shuffle=True, workers=loader_workers(params.number_of_workers, device), seed=0,
+                         pin_memory=device.startswith("cuda"))  # as the trial loads
     pipeline = images_per_s(step, lambda: loader, device)
     synthetic_batch = (torch.randn(32, 3, 64, 64, device=device),
                        torch.randint(0, len(data.classes), (32,), device=device))
@@ -112,7 +114,8 @@ def detector(home: Path, device: str) -> tuple[str, float, float]:
         optimizer.step()
         return len(images)
 
-    loader = detection_loader(train_set, 4, shuffle=True, workers=0, seed=0)
+    loader = detection_loader(train_set, 4, shuffle=True, workers=loader_workers(params.number_of_workers, device),
+                              seed=0, pin_memory=device.startswith("cuda"))
     batches = [next(iter(loader))]  # one real batch held in memory: the model alone
     held = ([i.to(device) for i in batches[0][0]], [{k: v.to(device) for k, v in t.items()}
                                                      for t in batches[0][1]])

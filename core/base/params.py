@@ -52,6 +52,7 @@ class TrainingParams(BaseModel):
     # Kestrel's: processes one trial trains on with DDP: a GPU each where there are GPUs, else CPU processes
     # sharing the cores (core.train.distributed); YOLO uses ultralytics' own DDP, on GPUs.
     devices: int = Field(1, ge=1, le=64)
+    # 0: none on a CPU, up to 8 of the trial's threads on a GPU (core.train.device.loader_workers)
     number_of_workers: int = Field(0, ge=0, le=64)
     # Kestrel's: which defaults fill what the job leaves unset (core.train.recipe); "auto" picks
     # fine_tune when pretrained weights are to be had, else from_scratch. Trials record the choice.

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 
 from core.base.errors import ConfigError, KestrelError
 from core.base.params import TrainingParams, resolve_params
+from core.base.processes import process_alive
 from core.base.tasks import Task
 from core.base.tasks import spec as task_spec
 from core.data.balance import images_per_class, imbalance_ratio
@@ -76,6 +77,19 @@ class StorageContext:
         self.job_id, self.primary_metric, self.policy = job_id, primary_metric, policy
         self.reason: str | None = None
         self._polled = self._progressed = 0.0
+        self.owner: int | None = None  # in a copy for another process: the trial process's pid
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy for processes of the trial's own (ultralytics' DDP ranks): the database by its URL, and the
+        trial process's pid, since the worker's SIGTERM reaches that process only."""
+        state = {k: v for k, v in self.__dict__.items() if k != "engine"}
+        return state | {"url": self.engine.url.render_as_string(hide_password=False), "owner": os.getpid()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from storage.db import make_engine
+
+        self.__dict__.update({k: v for k, v in state.items() if k != "url"})
+        self.engine = make_engine(state["url"])
 
     def report(self, step: int, metrics: Mapping[str, float]) -> None:
         with session_scope(self.engine) as session:
@@ -119,6 +133,8 @@ class StorageContext:
                     self.reason = stopping.CANCELED
         if self.reason is None and asked:
             self.reason = self.timeout_reason
+        if self.reason is None and self.owner is not None and not process_alive(self.owner):
+            self.reason = "the trial's process ended"  # stopped by force: its ranks must not train on unseen
         return self.reason
 
 

@@ -238,9 +238,10 @@ def _properties(value: Any) -> dict[str, Any] | None:
     if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
         raise ConfigError("properties.node_count_per_trial", f"{nodes!r} must be a whole number of machines, 1 or more")
     if nodes > 1:
-        raise ConfigError("properties.node_count_per_trial", f"{nodes} machines per trial: Kestrel trains each trial "
-                          "in one process on this machine, on one GPU or the CPU",
+        raise ConfigError("properties.node_count_per_trial", f"{nodes} machines per trial: Kestrel trains a trial "
+                          "on one machine, on its GPUs or its CPU",
                           hints=["leave properties.node_count_per_trial out (or 1)",
+                                 "training_parameters.devices: N trains one trial on N GPUs of one machine",
                                  "limits.max_concurrent_trials runs several trials at once instead"])
     return {str(k): v for k, v in properties.items()}
 

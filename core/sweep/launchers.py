@@ -37,7 +37,7 @@ GPU_SHARE = 0.85  # of a GPU's memory that trials packed onto it may take: the r
 
 @dataclass(frozen=True)
 class Slot:
-    """Where one trial runs: a GPU (``gpu``) or a share of the CPU cores (``threads``)."""
+    """Where one trial runs: a GPU (``gpu``) and a share of the CPU cores (``threads``)."""
 
     gpu: int | None = None
     threads: int | None = None
@@ -59,7 +59,10 @@ def executor() -> str:
 
 
 def share(slot: Slot) -> str:
-    return f"GPU {slot.gpu}" if slot.gpu is not None else f"{slot.threads} CPU threads"
+    """"GPU 0, 4 CPU threads", "GPU 1" or "2 CPU threads"."""
+    parts = ([f"GPU {slot.gpu}"] if slot.gpu is not None else []) + (
+        [f"{slot.threads} CPU threads"] if slot.threads is not None else [])
+    return ", ".join(parts)
 
 
 class LocalTrial:
@@ -145,20 +148,23 @@ def local_slots(wanted: int, cores: int, trial_mb: float | None) -> list[Slot]:
 
     gpus = [torch.cuda.get_device_properties(k).total_memory / 2**20 for k in range(torch.cuda.device_count())]
     if gpus:
-        return gpu_slots(wanted, gpus, trial_mb)
+        return gpu_slots(wanted, gpus, trial_mb, cores)
     n = max(1, min(wanted, cores))
     return [Slot(threads=max(1, cores // n)) for _ in range(n)]
 
 
-def gpu_slots(wanted: int, gpu_mb: list[float], trial_mb: float | None) -> list[Slot]:
+def gpu_slots(wanted: int, gpu_mb: list[float], trial_mb: float | None, cores: int) -> list[Slot]:
     """Up to ``wanted`` trials over GPUs of ``gpu_mb`` MiB: as many on each as fit in GPU_SHARE of its memory
     at ``trial_mb`` a trial (the largest peak measured here for the job's models), spread across the GPUs
-    first; one a GPU when nothing was measured (a guess that overcommits would fail trials out of memory)."""
+    first; one a GPU when nothing was measured (a guess that overcommits would fail trials out of memory).
+    The trials share the ``cores`` out as well: each feeds its GPU from its own loader processes and threads,
+    and four trials with every core each ran 8 times slower than one alone on an H200 (bench/gpu.py)."""
     fits = [max(1, int(total * GPU_SHARE // trial_mb)) if trial_mb else 1 for total in gpu_mb]
-    slots: list[Slot] = []
+    places: list[int] = []
     for turn in range(max(fits, default=0)):
-        slots += [Slot(gpu=k) for k, n in enumerate(fits) if turn < n]
-    return slots[:max(1, wanted)]
+        places += [k for k, n in enumerate(fits) if turn < n]
+    places = places[:max(1, wanted)]
+    return [Slot(gpu=k, threads=max(1, cores // len(places))) for k in places]
 
 
 def ray_slots(wanted: int) -> list[Slot]:

@@ -33,6 +33,7 @@ from core.data.loaders import classification_datasets, make_loader
 from core.data.view import Item, VersionData
 from core.metrics.classification import classification_metrics
 from core.train.context import TrialContext
+from core.train.device import loader_workers
 from core.train.loop import (
     Evaluation,
     FitSetup,
@@ -111,11 +112,11 @@ class TimmFamily:
             log.info("frozen layers: %s", ", ".join(frozen))
         criterion = make_criterion(train_set.targets, len(data.classes), multilabel,
                                    params.weighted_loss, params.label_smoothing).to(ctx.device)
-        pin = ctx.device.startswith("cuda")
+        pin, workers = ctx.device.startswith("cuda"), loader_workers(params.number_of_workers, ctx.device)
         train_loader = make_loader(train_set, params.training_batch_size, shuffle=True,
-                                   workers=params.number_of_workers, seed=params.seed, pin_memory=pin)
+                                   workers=workers, seed=params.seed, pin_memory=pin)
         val_loader = make_loader(val_set, params.validation_batch_size, shuffle=False,
-                                 workers=params.number_of_workers, seed=params.seed, pin_memory=pin)
+                                 workers=workers, seed=params.seed, pin_memory=pin)
         evaluator = Evaluator(val_loader, criterion, data.classes, multilabel,
                               params.multilabel_threshold, ctx.device, data.validation)
         setup = FitSetup(model, train_loader, lambda m, batch: criterion(m(batch[0]), batch[1]),

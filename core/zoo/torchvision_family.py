@@ -37,6 +37,7 @@ from core.data.tiles import source_side
 from core.data.view import Item, VersionData
 from core.metrics.detection import detection_metrics
 from core.train.context import TrialContext
+from core.train.device import loader_workers
 from core.train.loop import (
     Evaluation,
     FitSetup,
@@ -151,7 +152,8 @@ class TorchvisionFamily:
                                        params.validation_batch_size)
         factors = repeat_factors(data.train) if params.repeat_factor_sampling else None  # per image, tiles too
         loader = detection_loader(train_set, params.training_batch_size, shuffle=True,
-                                  workers=params.number_of_workers, seed=params.seed, pin_memory=pin,
+                                  workers=loader_workers(params.number_of_workers, ctx.device), seed=params.seed,
+                                  pin_memory=pin,
                                   repeat=[factors[n] for n in train_set.sources] if factors else None)
         result = fit(FitSetup(model, loader, detection_loss, evaluator, task_spec(spec.task).primary_metric,
                               partial_gradients=True), params, ctx)

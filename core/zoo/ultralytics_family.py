@@ -21,6 +21,7 @@ from core.base.tasks import Task
 from core.data.balance import repeat_factors
 from core.data.view import VersionData
 from core.train.context import TrialContext
+from core.train.device import loader_workers
 from core.train.loop import CHECKPOINT_FILE, RESUME_FILE
 from core.zoo import weights as hub
 from core.zoo.base import (
@@ -49,6 +50,7 @@ LETTER_SIZES = {"n": "nano", **{v: k for k, v in SIZE_LETTERS.items()}}
 # Config variants for other tasks or other model classes, which share the cfg folder.
 FOREIGN_VARIANTS = ("cls", "pose", "obb", "world", "yoloe", "sem", "depth", "rtdetr")
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+STATE_FILE = "ddp_state.json"  # rank 0's epochs, stop reason and notices, for the trial process
 EXTENSION_FILE = "extension.pt"  # an extended trial's last.pt, its arguments rewritten for this trial
 
 
@@ -122,13 +124,15 @@ class UltralyticsFamily:
         initial = None if extending else _initial_weights(spec, params, notices)
         if extending:
             args["resume"] = str(_extension_checkpoint(ctx.out_dir / CHECKPOINT_FILE, args))
-        bridge = _Bridge(ctx, data.task, params.validation_metric_type)
+        bridge = _Bridge(ctx, data.task, params.validation_metric_type, notices)
         with keep_threads():  # the trainer's constructor already changes them
             trainer = _trainer_class(data.task, initial, notices)(overrides=args)
             trainer.add_callback("on_train_epoch_start", bridge.on_epoch_start)
             trainer.add_callback("on_train_batch_end", bridge.on_batch_end)
             trainer.add_callback("on_fit_epoch_end", bridge.on_fit_epoch_end)
             trainer.train()
+        if trainer.ddp:
+            bridge.take_over()
         best = trainer.best if trainer.best.exists() else trainer.last
         weights = ctx.out_dir / WEIGHTS_FILE
         _save_safetensors(best, weights)
@@ -202,7 +206,7 @@ def _train_args(spec: ModelSpec, params: TrainingParams, ctx: TrialContext, data
         "seed": params.seed, "deterministic": True, "amp": on_cuda,
         # On a GPU, ultralytics' loader workers keep it fed (its default 8, or what the person set); on a CPU
         # they would take cores from training.
-        "workers": (params.number_of_workers or min(8, os.cpu_count() or 1)) if on_cuda else 0,
+        "workers": loader_workers(params.number_of_workers, ctx.device) if on_cuda else 0,
         "multi_scale": 0.5 if params.multi_scale else 0.0,  # YOLOv5's +-50% image sizes
         "patience": params.early_stopping_patience if params.early_stopping else 0,  # 0: never
         "project": str(ctx.out_dir), "name": "ultralytics", "exist_ok": True,
@@ -276,26 +280,39 @@ def _trainer_class(task: Task, initial: dict[str, Any] | None, notices: list[str
 
 
 class _Bridge:
-    """ultralytics callbacks -> TrialContext: metrics per epoch, and stopping when asked."""
+    """ultralytics callbacks -> TrialContext: metrics per epoch, and stopping when asked.
 
-    def __init__(self, ctx: TrialContext, task: Task, metric_type: str) -> None:
-        self.ctx, self.metric_type = ctx, metric_type
+    With several GPUs, ultralytics trains in DDP processes of its own that unpickle these callbacks (and the
+    context, which reconnects to the database): there rank 0 alone reports, and a stop waits for the epoch's
+    end, where ultralytics hands rank 0's word to every rank (a rank leaving mid-epoch would hang the others).
+    What the trial process needs afterwards comes back in STATE_FILE (`take_over`)."""
+
+    def __init__(self, ctx: TrialContext, task: Task, metric_type: str, notices: list[str]) -> None:
+        self.ctx, self.metric_type, self.notices = ctx, metric_type, notices
         self.resume = ctx.out_dir / RESUME_FILE
         self.suffix = "(M)" if task is Task.SEGMENTATION else "(B)"
         self.epochs_run, self.stop_reason, self.done = 0, "", False
         self.batches = 0  # of the running epoch
 
+    @staticmethod
+    def rank() -> int:
+        return int(os.environ.get("RANK", -1))  # -1: one process; else a DDP rank (torchrun sets RANK)
+
     def on_epoch_start(self, trainer: Any) -> None:
         self.batches = 0
 
     def on_batch_end(self, trainer: Any) -> None:
+        if self.rank() > 0:
+            return
         self.batches += 1
         self.ctx.progress(trainer.epoch + min(1.0, self.batches / max(int(getattr(trainer, "nb", 1)), 1)))
-        if reason := self.ctx.should_stop():
-            self.stop_reason, trainer.stop = reason, True
+        if not self.stop_reason and (reason := self.ctx.should_stop()):
+            self.stop_reason = reason
+            trainer.stop = self.rank() == -1  # in DDP at the epoch's end (on_fit_epoch_end)
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
-        if self.done:  # ultralytics calls this once more after training for best.pt: not an epoch
+        # ultralytics calls this once more after training, for best.pt: not an epoch
+        if self.done or self.rank() > 0:
             return
         m = trainer.metrics
         map_50 = float(m.get(f"metrics/mAP50{self.suffix}", 0.0))
@@ -308,14 +325,26 @@ class _Bridge:
             "mean_average_precision": map_50_95 if self.metric_type == "coco" else map_50,
         })
         if not self.stop_reason and (reason := self.ctx.should_stop()):
-            self.stop_reason, trainer.stop = reason, True
-        self.done = bool(trainer.stop)
+            self.stop_reason = reason
+        trainer.stop = bool(trainer.stop or self.stop_reason)
+        self.done = trainer.stop
         # ultralytics strips the optimizer from last.pt once training ends: keep this epoch's whole state,
         # so that the trial can be extended (`kestrel trial extend`).
         if Path(trainer.last).is_file():
             copy = self.resume.with_name(self.resume.name + ".tmp")
             shutil.copyfile(trainer.last, copy)
             os.replace(copy, self.resume)
+        if self.rank() == 0:
+            state = self.ctx.out_dir / STATE_FILE
+            state.with_suffix(".tmp").write_text(json.dumps(
+                {"epochs_run": self.epochs_run, "stop_reason": self.stop_reason, "notices": self.notices}))
+            os.replace(state.with_suffix(".tmp"), state)
+
+    def take_over(self) -> None:
+        """After ultralytics' DDP processes: what rank 0 recorded (STATE_FILE), as if this process had trained."""
+        state = json.loads((self.ctx.out_dir / STATE_FILE).read_text())
+        self.epochs_run, self.stop_reason = int(state["epochs_run"]), str(state["stop_reason"])
+        self.notices[:] = state["notices"]
 
 
 def _total(losses: Any) -> float:

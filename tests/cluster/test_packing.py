@@ -4,7 +4,7 @@ trial ran shown on the leaderboard (no GPU is needed to check the arithmetic).""
 from __future__ import annotations
 
 from core.sweep.jobspec import parse_job
-from core.sweep.launchers import GPU_SHARE, Slot, gpu_slots, local_slots
+from core.sweep.launchers import GPU_SHARE, Slot, gpu_slots, local_slots, share
 from core.sweep.orchestrator import _models
 from storage.db import session_scope
 from storage.repos import trials
@@ -13,14 +13,25 @@ from storage.repos import trials
 def test_as_many_trials_share_a_gpu_as_fit_spread_across_gpus_first():
     # Two 24 GiB GPUs, about 6 GB a trial: three fit in GPU_SHARE of each.
     assert int(24576 * GPU_SHARE // 6000) == 3
-    slots = gpu_slots(8, [24576, 24576], 6000)
+    slots = gpu_slots(8, [24576, 24576], 6000, cores=16)
     assert [s.gpu for s in slots] == [0, 1, 0, 1, 0, 1]
-    assert gpu_slots(3, [24576, 24576], 6000) == [Slot(gpu=0), Slot(gpu=1), Slot(gpu=0)]
-    assert gpu_slots(4, [24576, 24576], None) == [Slot(gpu=0), Slot(gpu=1)]  # unmeasured: one a GPU
-    assert gpu_slots(4, [8000], 30000) == [Slot(gpu=0)]  # larger than the GPU: still one, never none
+    assert gpu_slots(3, [24576, 24576], 6000, cores=16) == [Slot(gpu=0, threads=5), Slot(gpu=1, threads=5),
+                                                             Slot(gpu=0, threads=5)]
+    # unmeasured: one a GPU, each with half the cores
+    assert gpu_slots(4, [24576, 24576], None, cores=16) == [Slot(gpu=0, threads=8), Slot(gpu=1, threads=8)]
+    assert gpu_slots(4, [8000], 30000, cores=2) == [Slot(gpu=0, threads=2)]  # larger than the GPU: still one
 
 
-def test_without_a_gpu_the_cores_are_shared_out():
+def test_trials_on_one_gpu_share_the_cores_and_say_so():
+    slots = gpu_slots(4, [143771], 304, cores=16)  # four resnet18 trials of 304 MiB on an H200
+    assert slots == [Slot(gpu=0, threads=4)] * 4
+    assert share(slots[0]) == "GPU 0, 4 CPU threads"
+    assert gpu_slots(8, [16000], 4000, cores=2) == [Slot(gpu=0, threads=1)] * 3  # never fewer than one thread
+    assert share(Slot(threads=2)) == "2 CPU threads" and share(Slot(gpu=1)) == "GPU 1"
+
+
+def test_without_a_gpu_the_cores_are_shared_out(monkeypatch):
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)  # also on a machine with GPUs
     assert local_slots(2, 4, None) == [Slot(threads=2), Slot(threads=2)]
     assert local_slots(8, 2, 5000) == [Slot(threads=1), Slot(threads=1)]
 
