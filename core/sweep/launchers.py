@@ -168,18 +168,24 @@ def gpu_slots(wanted: int, gpu_mb: list[float], trial_mb: float | None, cores: i
 
 
 def ray_slots(wanted: int) -> list[Slot]:
-    """Up to ``wanted`` trials at once over the cluster: one GPU each where the cluster has GPUs, else the
-    cluster's CPUs shared out (Ray places each where its CPUs are free)."""
+    """Up to ``wanted`` trials at once over the cluster: one GPU each where the cluster has GPUs, with a share
+    of the CPUs for its loaders (as `gpu_slots` gives), else the cluster's CPUs shared out (Ray places each
+    where its CPUs are free)."""
     import ray
 
     connect()
-    resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-    if gpus:
-        return [Slot(gpu=k) for k in range(min(wanted, gpus))]
-    nodes = max(1, len([n for n in ray.nodes() if n.get("Alive")]))
+    return cluster_slots(wanted, [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")])
+
+
+def cluster_slots(wanted: int, nodes: list[dict[str, float]]) -> list[Slot]:
+    """`ray_slots` over the ``nodes``' resources (Ray's "CPU" and "GPU" counts, one dict a live node)."""
+    if with_gpus := [r for r in nodes if r.get("GPU")]:
+        gpus = sum(int(r["GPU"]) for r in with_gpus)
+        per_gpu = min(int(r.get("CPU", 1) // r["GPU"]) for r in with_gpus)  # what every GPU's node can give
+        return [Slot(gpu=k, threads=max(1, per_gpu)) for k in range(min(wanted, gpus))]
+    cpus = int(sum(r.get("CPU", 0) for r in nodes)) or 1
     n = max(1, min(wanted, cpus))
-    per_node = max(1, cpus // nodes)  # a trial's threads must fit on one node
+    per_node = max(1, cpus // max(1, len(nodes)))  # a trial's threads must fit on one node
     return [Slot(threads=max(1, min(per_node, cpus // n))) for _ in range(n)]
 
 

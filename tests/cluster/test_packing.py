@@ -4,7 +4,7 @@ trial ran shown on the leaderboard (no GPU is needed to check the arithmetic).""
 from __future__ import annotations
 
 from core.sweep.jobspec import parse_job
-from core.sweep.launchers import GPU_SHARE, Slot, gpu_slots, local_slots, share
+from core.sweep.launchers import GPU_SHARE, Slot, cluster_slots, gpu_slots, local_slots, share
 from core.sweep.orchestrator import _models
 from storage.db import session_scope
 from storage.repos import trials
@@ -56,3 +56,11 @@ def test_the_models_a_job_file_names(tmp_path):
                      "  - model_name: {type: choice, values: [resnet50, vit_b16]}\n"
                      "  - model_name: mobilenetv3_large_100\n", tmp_path)
     assert _models(spec) == ["mobilenetv3_large_100", "resnet18", "resnet50", "vit_b16"]
+
+
+
+def test_on_a_ray_cluster_a_trial_takes_a_gpu_and_its_share_of_that_nodes_cpus():
+    head, gpu_node = {"CPU": 4.0}, {"CPU": 8.0, "GPU": 2.0}  # Ray's resources of two live nodes
+    assert cluster_slots(3, [head, gpu_node]) == [Slot(gpu=0, threads=4), Slot(gpu=1, threads=4)]
+    assert cluster_slots(1, [head, gpu_node]) == [Slot(gpu=0, threads=4)]
+    assert cluster_slots(4, [{"CPU": 1.0}, {"CPU": 1.0}]) == [Slot(threads=1), Slot(threads=1)]  # no GPU
