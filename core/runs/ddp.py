@@ -33,16 +33,16 @@ def train(family: ModelFamily, model: ModelSpec, data: VersionData, params: Trai
     if ctx.device.startswith("cuda") and torch.cuda.device_count() < world:
         raise ConfigError("training_parameters.devices", f"{world} devices asked for; this machine has "
                           f"{torch.cuda.device_count()} GPU(s)", hints=[str(torch.cuda.device_count())])
-    threads = max(1, torch.get_num_threads() // world) if not ctx.device.startswith("cuda") else 0
-    if threads:
-        torch.set_num_threads(threads)  # the processes share the cores
+    # The processes share the cores: on a CPU they train with them, on GPUs their loaders run there.
+    threads = max(1, torch.get_num_threads() // world)
+    torch.set_num_threads(threads)
     environment = {k: v for k, v in os.environ.items() if k.startswith("KESTREL_")}
     port, helpers = distributed.start(world, _helper, (environment, data.name, data.version,
                                                        params.model_dump(mode="json"), str(ctx.out_dir), ctx.device,
                                                        threads))
     distributed.join(0, world, port, ctx.device)
-    log.info("DDP: %d processes (%s), %s", world, distributed.backend(ctx.device),
-             f"{threads} CPU thread(s) each" if threads else "one GPU each")
+    log.info("DDP: %d processes (%s), %d CPU thread(s) each%s", world, distributed.backend(ctx.device), threads,
+             ", one GPU each" if ctx.device.startswith("cuda") else "")
     try:
         return family.train(model, data, params, ctx)
     finally:
@@ -64,8 +64,7 @@ def _helper(rank: int, world: int, port: int, environment: dict[str, str], datas
     from storage.db import make_engine, session_scope
     from storage.settings import Settings
 
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     settings = Settings()
     engine = make_engine(settings.db_url)
     with session_scope(engine) as session:
