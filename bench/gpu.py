@@ -1,12 +1,12 @@
 """Kestrel on a CUDA machine: the GPU paths the CPU tests cannot reach, with figures.
 
-- packing: a 2-trial grid (resnet18 at Kestrel's default 224 px, fridge photos) measures a trial's peak GPU
+- packing: a 2-trial grid (resnet18 at the size Kestrel picks, fridge photos) measures a trial's peak GPU
   memory, one trial at a time; the same grid of 4 then runs packed onto the GPU(s) (`gpu_slots`), all at once
   where they fit. Prints each trial's place (``ran_on``), peak memory, seconds and accuracy, and both jobs'
   wall times.
 - detectors: fasterrcnn_resnet18_fpn and yolov8n trials (AMP on CUDA) on the fridge boxes.
 - ddp: with one GPU, ``devices: 2`` is refused by name and a 1-rank NCCL group trains a few DDP steps; with
-  N > 1 GPUs the same timm trial on 1 and on N GPUs (wall time, images/s, accuracy).
+  N > 1 GPUs the same timm trial on 1 and on N GPUs (wall time, accuracy).
 
     .venv/bin/python bench/gpu.py [--only packing detectors ddp] [--epochs 5]
 

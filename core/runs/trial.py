@@ -125,16 +125,16 @@ class StorageContext:
         asked = stopping.terminated()
         if self.reason is None and self.deadline is not None and time.monotonic() > self.deadline:
             self.reason = self.timeout_reason
-        if self.reason is None and self.job_id is not None and (
-                asked or time.monotonic() - self._polled >= self.POLL_S):
+        if self.reason is None and (asked or time.monotonic() - self._polled >= self.POLL_S):
             self._polled = time.monotonic()
-            with session_scope(self.engine) as session:
-                if jobs.is_cancel_requested(session=session, job_id=self.job_id):
-                    self.reason = stopping.CANCELED
+            if self.job_id is not None:
+                with session_scope(self.engine) as session:
+                    if jobs.is_cancel_requested(session=session, job_id=self.job_id):
+                        self.reason = stopping.CANCELED
+            if self.reason is None and self.owner is not None and not process_alive(self.owner):
+                self.reason = "the trial's process ended"  # stopped by force: its ranks must not train on unseen
         if self.reason is None and asked:
             self.reason = self.timeout_reason
-        if self.reason is None and self.owner is not None and not process_alive(self.owner):
-            self.reason = "the trial's process ended"  # stopped by force: its ranks must not train on unseen
         return self.reason
 
 

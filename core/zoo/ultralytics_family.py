@@ -44,6 +44,7 @@ from core.zoo.ultralytics_weights import (
 from core.zoo.weights import CACHED, DOWNLOADABLE, WeightsStatus, user_status
 from core.zoo.yolo_dataset import write_yolo_dataset
 from core.zoo.yolo_predictor import YOLO_TASKS, YoloPredictor, rgb, yolo_device
+from storage.artifacts import write_atomic
 
 SIZE_LETTERS = {"small": "s", "medium": "m", "large": "l", "xlarge": "x"}
 LETTER_SIZES = {"n": "nano", **{v: k for k, v in SIZE_LETTERS.items()}}
@@ -204,8 +205,7 @@ def _train_args(spec: ModelSpec, params: TrainingParams, ctx: TrialContext, data
         # step every few batches and no learning (ENVIRONMENT.md). Accumulate only as asked.
         "nbs": params.training_batch_size * params.gradient_accumulation_step,
         "seed": params.seed, "deterministic": True, "amp": on_cuda,
-        # On a GPU, ultralytics' loader workers keep it fed (its default 8, or what the person set); on a CPU
-        # they would take cores from training.
+        # On a GPU, loader workers keep it fed (`loader_workers`); on a CPU they would take cores from training.
         "workers": loader_workers(params.number_of_workers, ctx.device) if on_cuda else 0,
         "multi_scale": 0.5 if params.multi_scale else 0.0,  # YOLOv5's +-50% image sizes
         "patience": params.early_stopping_patience if params.early_stopping else 0,  # 0: never
@@ -308,7 +308,8 @@ class _Bridge:
         self.ctx.progress(trainer.epoch + min(1.0, self.batches / max(int(getattr(trainer, "nb", 1)), 1)))
         if not self.stop_reason and (reason := self.ctx.should_stop()):
             self.stop_reason = reason
-            trainer.stop = self.rank() == -1  # in DDP at the epoch's end (on_fit_epoch_end)
+            if self.rank() == -1:  # in DDP at the epoch's end (on_fit_epoch_end)
+                trainer.stop = True
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
         # ultralytics calls this once more after training, for best.pt: not an epoch
@@ -335,10 +336,8 @@ class _Bridge:
             shutil.copyfile(trainer.last, copy)
             os.replace(copy, self.resume)
         if self.rank() == 0:
-            state = self.ctx.out_dir / STATE_FILE
-            state.with_suffix(".tmp").write_text(json.dumps(
-                {"epochs_run": self.epochs_run, "stop_reason": self.stop_reason, "notices": self.notices}))
-            os.replace(state.with_suffix(".tmp"), state)
+            write_atomic(self.ctx.out_dir / STATE_FILE, json.dumps(
+                {"epochs_run": self.epochs_run, "stop_reason": self.stop_reason, "notices": self.notices}).encode())
 
     def take_over(self) -> None:
         """After ultralytics' DDP processes: what rank 0 recorded (STATE_FILE), as if this process had trained."""
