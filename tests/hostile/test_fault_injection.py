@@ -59,9 +59,12 @@ def _epochs(engine, job_id: int) -> int:  # type: ignore[no-untyped-def]
         return sum(t.epoch for t in trials.for_job(session=session, job_id=job_id))
 
 
-def _running_trial(engine, job_id: int) -> Trial | None:  # type: ignore[no-untyped-def]
+def _training_trial(engine, job_id: int) -> Trial | None:  # type: ignore[no-untyped-def]
+    """A running trial with an epoch still to train: one past its last epoch may record its result
+    before a kill lands, and then it has rightly completed."""
     with session_scope(engine) as session:
-        return next((t for t in trials.for_job(session=session, job_id=job_id) if t.status == "running"), None)
+        return next((t for t in trials.for_job(session=session, job_id=job_id)
+                     if t.status == "running" and t.epoch < EPOCHS), None)
 
 
 def _status(engine, job_id: int) -> str:  # type: ignore[no-untyped-def]
@@ -93,7 +96,7 @@ def test_a_sweep_killed_at_random_points_keeps_every_epoch_and_ends(cli, setting
                 worker.wait(timeout=30)
                 worker = _worker(settings)
             else:  # between two trials there is none to kill: the next one
-                trial = _wait(lambda: _running_trial(engine, job_id))
+                trial = _wait(lambda: _training_trial(engine, job_id))
                 os.kill(trial.pid, signal.SIGKILL)
                 killed.append(trial.id)
         _wait(lambda: _status(engine, job_id) in jobs.FINAL, timeout=600)
