@@ -9,6 +9,7 @@ import difflib
 import functools
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ from core.data.balance import repeat_factors
 from core.data.view import VersionData
 from core.train.context import TrialContext
 from core.train.device import loader_workers
-from core.train.loop import CHECKPOINT_FILE, RESUME_FILE
+from core.train.loop import CHECKPOINT_FILE, RESUME_FILE, EarlyStopping
 from core.zoo import weights as hub
 from core.zoo.base import (
     SAMPLE_IMAGES,
@@ -45,6 +46,8 @@ from core.zoo.weights import CACHED, DOWNLOADABLE, WeightsStatus, user_status
 from core.zoo.yolo_dataset import write_yolo_dataset
 from core.zoo.yolo_predictor import YOLO_TASKS, YoloPredictor, rgb, yolo_device
 from storage.artifacts import write_atomic
+
+log = logging.getLogger(__name__)
 
 SIZE_LETTERS = {"small": "s", "medium": "m", "large": "l", "xlarge": "x"}
 LETTER_SIZES = {"n": "nano", **{v: k for k, v in SIZE_LETTERS.items()}}
@@ -125,7 +128,9 @@ class UltralyticsFamily:
         initial = None if extending else _initial_weights(spec, params, notices)
         if extending:
             args["resume"] = str(_extension_checkpoint(ctx.out_dir / CHECKPOINT_FILE, args))
-        bridge = _Bridge(ctx, data.task, params.validation_metric_type, notices)
+        stopper = (EarlyStopping(params.early_stopping_patience, params.early_stopping_delay)
+                   if params.early_stopping else None)
+        bridge = _Bridge(ctx, data.task, params.validation_metric_type, notices, stopper)
         with keep_threads():  # the trainer's constructor already changes them
             trainer = _trainer_class(data.task, initial, notices)(overrides=args)
             trainer.add_callback("on_train_epoch_start", bridge.on_epoch_start)
@@ -208,7 +213,8 @@ def _train_args(spec: ModelSpec, params: TrainingParams, ctx: TrialContext, data
         # On a GPU, loader workers keep it fed (`loader_workers`); on a CPU they would take cores from training.
         "workers": loader_workers(params.number_of_workers, ctx.device) if on_cuda else 0,
         "multi_scale": 0.5 if params.multi_scale else 0.0,  # YOLOv5's +-50% image sizes
-        "patience": params.early_stopping_patience if params.early_stopping else 0,  # 0: never
+        # 0: ultralytics never stops early itself; the bridge does, with the job's early_stopping_delay too.
+        "patience": 0,
         "project": str(ctx.out_dir), "name": "ultralytics", "exist_ok": True,
         "plots": False, "verbose": False, "val": True, "save": True,
     }
@@ -287,8 +293,9 @@ class _Bridge:
     end, where ultralytics hands rank 0's word to every rank (a rank leaving mid-epoch would hang the others).
     What the trial process needs afterwards comes back in STATE_FILE (`take_over`)."""
 
-    def __init__(self, ctx: TrialContext, task: Task, metric_type: str, notices: list[str]) -> None:
-        self.ctx, self.metric_type, self.notices = ctx, metric_type, notices
+    def __init__(self, ctx: TrialContext, task: Task, metric_type: str, notices: list[str],
+                 stopper: EarlyStopping | None = None) -> None:
+        self.ctx, self.metric_type, self.notices, self.stopper = ctx, metric_type, notices, stopper
         self.resume = ctx.out_dir / RESUME_FILE
         self.suffix = "(M)" if task is Task.SEGMENTATION else "(B)"
         self.epochs_run, self.stop_reason, self.done = 0, "", False
@@ -319,11 +326,15 @@ class _Bridge:
         map_50 = float(m.get(f"metrics/mAP50{self.suffix}", 0.0))
         map_50_95 = float(m.get(f"metrics/mAP50-95{self.suffix}", 0.0))
         self.epochs_run = trainer.epoch + 1
+        primary = map_50_95 if self.metric_type == "coco" else map_50
+        if not self.stop_reason and self.stopper and self.stopper.update(self.epochs_run, primary):
+            log.info("early stopping after epoch %d: no mean_average_precision improvement in %d evaluations",
+                     self.epochs_run, self.stopper.patience)
+            self.stop_reason = "early_stopping"
         self.ctx.report(self.epochs_run, {
             "train_loss": _total(trainer.tloss),
             "val_loss": float(sum(v for k, v in m.items() if k.startswith("val/"))),
-            "map_50": map_50, "map_50_95": map_50_95,
-            "mean_average_precision": map_50_95 if self.metric_type == "coco" else map_50,
+            "map_50": map_50, "map_50_95": map_50_95, "mean_average_precision": primary,
         })
         if not self.stop_reason and (reason := self.ctx.should_stop()):
             self.stop_reason = reason

@@ -61,6 +61,16 @@ def test_small_images_are_never_upsampled_for_detection(engine):
     assert (yolo.optimizer, yolo.learning_rate) == ("adamw", round(0.002 * 5 / 6, 6))  # ultralytics' own
 
 
+def test_from_scratch_early_stopping_waits_half_the_run(engine):
+    for task, size, model in ((Task.CLASSIFICATION, (64, 64), "resnet18"), (Task.DETECTION, (320, 240), "yolo11n"),
+                              (Task.DETECTION, (320, 240), "fasterrcnn_resnet18_fpn")):
+        params, *_ = trial_params(engine, version(task, size), {"model_name": model, "number_of_epochs": 40})
+        assert params.recipe == "from_scratch" and params.early_stopping_delay == 20, model
+    short, *_ = trial_params(engine, version(Task.DETECTION, (320, 240)), {"model_name": "yolo11n",
+                                                                           "number_of_epochs": 6})
+    assert short.early_stopping_delay == 5  # the reference's default, never less
+
+
 def test_settings_the_person_gave_win_over_the_recipe(engine):
     params, *_ = trial_params(engine, version(Task.CLASSIFICATION, (32, 32)), {
         "model_name": "resnet18", "optimizer": "sgd", "learning_rate": 0.05, "training_crop_size": 48})

@@ -30,8 +30,9 @@ from core.data.records import Instance
 from core.data.view import Item, VersionData
 from core.metrics.detection import detection_metrics
 from core.train.context import MemoryContext
+from core.train.loop import EarlyStopping
 from core.zoo.base import SETTINGS_FILE, ModelSpec, TrainedModel, families
-from core.zoo.ultralytics_family import UltralyticsFamily, write_yolo_dataset
+from core.zoo.ultralytics_family import UltralyticsFamily, _Bridge, write_yolo_dataset
 
 SQUARE = (0.1, 0.1, 0.5, 0.1, 0.5, 0.5, 0.1, 0.5)
 SLIVER = (0.1, 0.5, 0.2, 0.1, 0.3, 0.5)  # a quarter of SQUARE's area, inside it
@@ -401,6 +402,26 @@ def test_a_stop_request_ends_training_after_the_current_batch(
     assert run.trained.epochs_run == 1 and len(run.ctx.reports) == 1
     assert any("cancelled" in notice for notice in run.trained.notices)
     assert run.trained.weights.is_file()
+
+
+def test_early_stopping_waits_out_the_delay_before_patience_counts(tmp_path: Path) -> None:
+    """From scratch, YOLO's mAP stays near 0 for many epochs before it climbs; ultralytics' own early
+    stopping knows no delay and ended such a trial after 6 of 40 epochs. The bridge stops with the job's
+    early_stopping_patience and early_stopping_delay, as the other families do."""
+    def epoch_end(bridge: _Bridge, epoch: int, map_50: float) -> bool:
+        trainer = SimpleNamespace(epoch=epoch, nb=1, stop=False, tloss=[0.5], last="missing.pt",
+                                  metrics={"metrics/mAP50(B)": map_50, "metrics/mAP50-95(B)": map_50 / 2})
+        bridge.on_fit_epoch_end(trainer)
+        return bool(trainer.stop)
+
+    flat = _Bridge(MemoryContext(tmp_path), Task.DETECTION, "voc", [], EarlyStopping(patience=2, delay=4))
+    stops = [epoch_end(flat, epoch, 0.0) for epoch in range(6)]
+    assert stops == [False] * 5 + [True] and flat.stop_reason == "early_stopping"  # 4 waited, then 2 stale
+    assert [step for step, _ in flat.ctx.reports] == [1, 2, 3, 4, 5, 6]
+
+    climbing = _Bridge(MemoryContext(tmp_path), Task.DETECTION, "voc", [], EarlyStopping(patience=2, delay=4))
+    assert not any(epoch_end(climbing, epoch, value) for epoch, value in enumerate([0, 0, 0, 0, 0.2, 0.2, 0.3]))
+    assert climbing.stop_reason == ""
 
 
 def test_learning_is_real(datasets: dict[str, VersionData], one_thread: None, tmp_path: Path) -> None:
