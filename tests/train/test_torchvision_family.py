@@ -333,9 +333,10 @@ def test_a_stop_request_ends_training_after_the_current_batch(
     assert run.trained.weights.is_file()
 
 
-def test_learning_is_real(datasets: dict[str, VersionData], one_thread: None, tmp_path: Path) -> None:
+def test_learning_is_real(datasets: dict[str, VersionData], tmp_path: Path) -> None:
     """Faster R-CNN (ResNet-18 FPN) from scratch on the shapes sample (32 train / 8 validation
-    images, 128 px), scored at box_score_threshold 0.1."""
+    images, 128 px), scored at box_score_threshold 0.1. Measured here: mAP50 0.62 on two torch threads
+    (91 s), 0.68 on one (133 s); at learning rate 0.001 both were 0.50-0.51, at the bar."""
     data, overrides = datasets["learning"], {"min_size": 128, "max_size": 128, "box_score_threshold": 0.1}
     torch.manual_seed(0)
     settings = InferenceSettings.from_params(resolve_params(Task.DETECTION, overrides))
@@ -343,6 +344,6 @@ def test_learning_is_real(datasets: dict[str, VersionData], one_thread: None, tm
                                      build_detector("fasterrcnn_resnet18_fpn", 3, settings), "cpu", settings)
     before, _ = score_predictor(untrained, data.validation, data.classes)
     run = _train(data, tmp_path / "learn", model_name="fasterrcnn_resnet18_fpn", number_of_epochs=10,
-                 optimizer="adamw", learning_rate=0.001, evaluation_frequency=10, **overrides)
+                 optimizer="adamw", learning_rate=0.0005, evaluation_frequency=10, **overrides)
     assert before["map_50"] < 0.1, before
     assert run.trained.metrics["map_50"] >= LEARNING_BAR, (run.ctx.reports, run.seconds)
