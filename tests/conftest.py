@@ -155,6 +155,20 @@ def one_thread():  # type: ignore[no-untyped-def]
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def all_cores():  # type: ignore[no-untyped-def]
+    """A test that trains alone gets every core, as a trial does (an in-process ultralytics import
+    earlier in the session leaves torch on one thread)."""
+    import torch
+
+    from core.train.device import use_all_cores
+
+    threads = torch.get_num_threads()
+    use_all_cores()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def sample_versions(tmp_path_factory: pytest.TempPathFactory, template_db: Path):  # type: ignore[no-untyped-def]
     """Builds sample dataset versions once, in a home of their own:

@@ -333,7 +333,7 @@ def test_a_stop_request_ends_training_after_the_current_batch(
     assert run.trained.weights.is_file()
 
 
-def test_learning_is_real(datasets: dict[str, VersionData], tmp_path: Path) -> None:
+def test_learning_is_real(datasets: dict[str, VersionData], all_cores: None, tmp_path: Path) -> None:
     """Faster R-CNN (ResNet-18 FPN) from scratch on the shapes sample (32 train / 8 validation
     images, 128 px), scored at box_score_threshold 0.1. Measured here: mAP50 0.62 on two torch threads
     (91 s), 0.68 on one (133 s); at learning rate 0.001 both were 0.50-0.51, at the bar."""
