@@ -58,7 +58,6 @@ def test_the_models_a_job_file_names(tmp_path):
     assert _models(spec) == ["mobilenetv3_large_100", "resnet18", "resnet50", "vit_b16"]
 
 
-
 def test_on_a_ray_cluster_a_trial_takes_a_gpu_and_its_share_of_that_nodes_cpus():
     head, gpu_node = {"CPU": 4.0}, {"CPU": 8.0, "GPU": 2.0}  # Ray's resources of two live nodes
     assert cluster_slots(3, [head, gpu_node]) == [Slot(gpu=0, threads=4), Slot(gpu=1, threads=4)]
